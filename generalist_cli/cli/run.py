@@ -1,0 +1,147 @@
+"""``gen run``: convert local files from one modality to another (today: speech -> text)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from generalist_cli.cli import app
+
+DEFAULT_MODEL = "whisper-base"
+
+
+class To(str, Enum):
+    text = "text"
+    speech = "speech"
+
+
+class Task(str, Enum):
+    transcribe = "transcribe"
+    translate = "translate"
+
+
+class Format(str, Enum):
+    txt = "txt"
+    json = "json"
+    srt = "srt"
+    vtt = "vtt"
+
+
+@app.command(
+    epilog="""[bold]Examples:[/]\n
+  gen run examples/hello.m4a --to text\n
+  gen run talk.m4a --to text --lang hi --format srt --out talk.srt\n
+  gen run a.wav b.mp3 c.mov --format json --out transcripts/\n
+  gen run interview.m4a --task translate --beam-size 5 --model whisper-base""",
+)
+def run(
+    files: Annotated[list[Path], typer.Argument(help="Media files (m4a, wav, mp3, flac, ogg/opus, mov/mp4 ...).",
+                                                 show_default=False)],
+    to: Annotated[To, typer.Option("--to", help="Output modality.")] = To.text,
+    lang: Annotated[Optional[str], typer.Option("--lang", "-l", help="Spoken language: hi, hin or hindi; absent = detect.")] = None,
+    task: Annotated[Task, typer.Option(help="transcribe (same language) or translate (into English).")] = Task.transcribe,
+    model: Annotated[str, typer.Option("--model", "-m", help="Store name, hub id, or model folder.")] = DEFAULT_MODEL,
+    beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam width; 1 = greedy.")] = 1,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.txt,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
+) -> None:
+    """Convert FILES with the generalist model: speech -> text (transcribe or translate to English).
+
+    Results go to stdout (or --out); progress and errors go to stderr. A bad file is reported on one line
+    and skipped; the exit code is 1 when any file failed.
+    """
+    from generalist_cli.cli.common import print_error, warn, write_atomic
+    from generalist_cli.errors import GenError, UsageError
+    from generalist_cli.languages import resolve_language
+
+    if to is To.speech:
+        raise UsageError("--to speech is not available yet: no checkpoint here is trained for text-to-speech",
+                         hint="use --to text")
+    language = resolve_language(lang) if lang else None
+    out_dir = _out_dir(out, len(files))
+
+    import torch
+
+    from generalist_cli.console import err, out as stdout, progress
+    from generalist_cli.infer.files import transcribe_files
+    from generalist_cli.infer.transcribe import TranscribeOptions
+    from generalist_cli.infer.writers import render
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.store import resolve
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_model(resolve(model, on_pull=lambda m: err.print(f"[dim]{m}[/]")), device=device)
+    tok = loaded.tokenizer
+    if language is not None and language not in tok.language_codes:
+        raise UsageError(f"model {model} does not know language {language!r}",
+                         hint="it knows: " + ", ".join(tok.language_codes))
+    if task is Task.translate and not tok.multilingual:
+        raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
+    options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size)
+
+    failed = 0
+    used_names: set[str] = set()
+    single_out: list[str] = []
+    with progress() as bar:
+        job = bar.add_task("transcribing", total=0)
+
+        def add_total(seconds: float) -> None:
+            bar.update(job, total=(bar.tasks[0].total or 0) + round(seconds, 2))
+
+        for result in transcribe_files(loaded.model, tok, files, options,
+                                       on_progress=lambda s: bar.advance(job, round(s, 2)),
+                                       on_duration=add_total):
+            if result.error is not None:
+                failed += 1
+                print_error(result.error)
+                continue
+            text = render(result.transcript, fmt.value, file=str(result.path))
+            try:
+                if out_dir is not None:
+                    write_atomic(_unique(out_dir, result.path, fmt.value, used_names), text)
+                elif out is not None:
+                    single_out.append(text)
+                else:
+                    stdout.print(text, end="", markup=False, highlight=False)
+            except GenError as exc:
+                failed += 1
+                print_error(exc)
+    if single_out:
+        write_atomic(out, "".join(single_out))
+    if failed:
+        warn(f"{failed} of {len(files)} file(s) failed")
+        raise typer.Exit(1)
+
+
+def _out_dir(out: Optional[Path], n_files: int) -> Optional[Path]:
+    """--out is a folder when it exists as one, ends with '/', or many files are given."""
+    from generalist_cli.errors import GenError
+
+    if out is None:
+        return None
+    if out.is_dir() or str(out).endswith("/") or n_files > 1:
+        if out.exists() and not out.is_dir():
+            raise GenError(f"{out}: exists and is not a folder", hint="give a folder for several inputs")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GenError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+        return out
+    if not out.parent.exists():
+        raise GenError(f"{out}: its folder {out.parent} does not exist")
+    return None
+
+
+def _unique(folder: Path, src: Path, ext: str, used: set[str]) -> Path:
+    name, n = f"{src.stem}.{ext}", 1
+    while name in used:
+        n += 1
+        name = f"{src.stem}-{n}.{ext}"
+    used.add(name)
+    return folder / name

@@ -1,0 +1,1 @@
+"""Features the model reads: Whisper log-mel spectrograms and the tokenizer."""

@@ -1,0 +1,94 @@
+"""Whisper's log-mel spectrogram in torch (openai/whisper ``audio.py``; transformers ``WhisperFeatureExtractor``).
+
+Named constants derive from each other: 16 kHz audio, 25 ms windows (400 samples) every 10 ms (160),
+so 100 frames per second; a 30-second window holds 480,000 samples, 3,000 frames, and the encoder's
+stride-2 stem turns it into 1,500 positions (20 ms each).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from generalist_cli.media.audio import SAMPLE_RATE
+
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_LENGTH = 30  # seconds in one window
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480,000
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3,000 mel frames per window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
+INPUT_STRIDE = 2  # mel frames per encoder position (conv2 has stride 2)
+TIME_PRECISION = INPUT_STRIDE / FRAMES_PER_SECOND  # 0.02 s per timestamp token
+
+
+def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    freq = np.asarray(freq, dtype=np.float64)
+    mel = freq / f_sp
+    log_region = freq >= min_log_hz
+    mel[log_region] = min_log_mel + np.log(freq[log_region] / min_log_hz) / logstep
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    mel = np.asarray(mel, dtype=np.float64)
+    freq = f_sp * mel
+    log_region = mel >= min_log_mel
+    freq[log_region] = min_log_hz * np.exp(logstep * (mel[log_region] - min_log_mel))
+    return freq
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(n_mels: int) -> np.ndarray:
+    """Triangular Slaney-normalised mel filters, 0-8 kHz, shape ``(n_mels, N_FFT // 2 + 1)`` (librosa's defaults)."""
+    fft_freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    mel_pts = np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([SAMPLE_RATE / 2]))[0], n_mels + 2)
+    hz_pts = _mel_to_hz(mel_pts)
+    fdiff = np.diff(hz_pts)
+    ramps = hz_pts[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_pts[2 : n_mels + 2] - hz_pts[:n_mels]))[:, None]  # Slaney area normalisation
+    return weights.astype(np.float32)
+
+
+def log_mel_spectrogram(audio, *, n_mels: int = 80, padding: int = 0):
+    """Log-mel spectrogram of 16 kHz mono ``audio`` (numpy or torch, shape ``(N,)`` or ``(B, N)``).
+
+    ``padding`` zeros are appended first (openai/whisper pads 30 s so the last window is complete).
+    Returns float32 ``(n_mels, frames)`` or ``(B, n_mels, frames)`` with ``frames = (N + padding) // HOP_LENGTH``,
+    clamped to 8 (log10 units) below each row's maximum and scaled as ``(x + 4) / 4``.
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio)
+    x = x.float()
+    if padding:
+        x = torch.nn.functional.pad(x, (0, padding))
+    window = torch.hann_window(N_FFT, device=x.device)
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
+    power = stft[..., :-1].abs() ** 2  # (B?, F, frames): drop the last frame, as Whisper does
+    filters = torch.from_numpy(mel_filters(n_mels)).to(x.device)
+    mel = filters @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def pad_or_trim(mel, length: int = N_FRAMES):
+    """Pad with zeros or cut the last axis of ``mel`` to ``length`` frames."""
+    import torch
+
+    if mel.shape[-1] > length:
+        return mel[..., :length]
+    if mel.shape[-1] < length:
+        return torch.nn.functional.pad(mel, (0, length - mel.shape[-1]))
+    return mel

@@ -1,0 +1,75 @@
+"""Whisper's tokenizer: a byte-level BPE ``tokenizer.json`` (the ``tokenizers`` library) plus the special tokens.
+
+Special tokens follow openai/whisper ``tokenizer.py``: ``<|endoftext|>``, ``<|startoftranscript|>``, one
+token per language, ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``, ``<|startofprev|>``,
+``<|nospeech|>`` (``<|nocaptions|>`` in older vocabularies), ``<|notimestamps|>``, then 1,501 timestamp
+tokens ``<|0.00|> .. <|30.00|>`` which need not be in ``tokenizer.json`` (their ids follow arithmetically).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from generalist_cli.errors import ModelError
+from generalist_cli.languages import CODES
+
+
+class Tokenizer:
+    def __init__(self, path: str | Path, *, multilingual: bool) -> None:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        try:
+            self._tk = _Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            raise ModelError(f"{path}: not a readable tokenizer.json ({exc})") from exc
+        self.multilingual = multilingual
+
+        def special(*names: str) -> int:
+            for name in names:
+                idx = self._tk.token_to_id(name)
+                if idx is not None:
+                    return idx
+            raise ModelError(f"{path}: has no {names[0]} token; not a Whisper tokenizer")
+
+        self.eot = special("<|endoftext|>")
+        self.sot = special("<|startoftranscript|>")
+        self.translate = special("<|translate|>")
+        self.transcribe = special("<|transcribe|>")
+        self.sot_lm = special("<|startoflm|>")
+        self.sot_prev = special("<|startofprev|>")
+        self.no_speech = special("<|nospeech|>", "<|nocaptions|>")
+        self.no_timestamps = special("<|notimestamps|>")
+        self.timestamp_begin = self.no_timestamps + 1
+        # language tokens sit between <|startoftranscript|> and <|translate|>, in Whisper's order
+        self.language_codes: tuple[str, ...] = tuple(
+            code for code in CODES[: self.translate - self.sot - 1] if self._tk.token_to_id(f"<|{code}|>") is not None
+        ) if multilingual else ("en",)
+
+    def language_token(self, code: str) -> int:
+        return self.sot + 1 + CODES.index(code)
+
+    @cached_property
+    def language_tokens(self) -> list[int]:
+        return [self.language_token(code) for code in self.language_codes]
+
+    def sot_sequence(self, *, language: str | None, task: str = "transcribe", timestamps: bool = True) -> list[int]:
+        """The prompt that starts decoding: ``<|sot|> <|lang|> <|task|> [<|notimestamps|>]``."""
+        seq = [self.sot]
+        if self.multilingual:
+            seq.append(self.language_token(language or "en"))
+            seq.append(self.translate if task == "translate" else self.transcribe)
+        if not timestamps:
+            seq.append(self.no_timestamps)
+        return seq
+
+    def encode(self, text: str) -> list[int]:
+        return self._tk.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        """Text of ``ids``, ignoring special and timestamp tokens."""
+        return self._tk.decode([int(i) for i in ids if int(i) < self.eot])
+
+    def non_speech_begin(self) -> list[int]:
+        """Tokens not to start a transcript with: a lone space and end of text."""
+        return [*self.encode(" "), self.eot]

@@ -1,0 +1,1 @@
+"""Inference: decoding (greedy/beam, KV cache), long-form windows, output writers."""

@@ -1,0 +1,167 @@
+"""Speech -> text for whole files of any length, many files batched together.
+
+Long-form follows openai/whisper ``transcribe.py``: the log-mel of the whole file is cut into 30-second
+windows; each window is decoded with timestamp tokens; the window's segments come from consecutive
+timestamp pairs and the next window starts at the last complete timestamp (or after the window when the
+last segment is complete). Windows whose no-speech probability is high and whose text is unlikely are
+skipped. In every round, the current window of each unfinished file is encoded and decoded as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from generalist_cli.features.mel import HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION
+from generalist_cli.infer.decoding import DecodeOptions, decode, detect_language
+from generalist_cli.media.audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass
+class Transcript:
+    language: str
+    language_probability: float | None
+    duration: float  # seconds of audio
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None  # None: detect from the first window
+    task: str = "transcribe"
+    beam_size: int = 1
+    batch_size: int = 8  # windows encoded and decoded together
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+@dataclass
+class _File:
+    mel: object  # (n_mels, frames + N_FRAMES) torch tensor
+    content_frames: int
+    transcript: Transcript
+    seek: int = 0
+
+
+def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOptions,
+               *, on_progress: Callable[[float], None] | None = None) -> list[Transcript]:
+    """Transcribe each 16 kHz mono waveform in ``audios``; ``on_progress(seconds_done)`` after each round."""
+    import torch
+
+    with torch.inference_mode():
+        return _transcribe(model, tokenizer, audios, options, on_progress)
+
+
+def _transcribe(model, tokenizer, audios, options, on_progress):
+    import torch
+
+    from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
+
+    cfg = model.config
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    files = []
+    for audio in audios:
+        mel = log_mel_spectrogram(audio, n_mels=cfg.n_mels, padding=N_SAMPLES)
+        files.append(_File(mel, mel.shape[-1] - N_FRAMES,
+                           Transcript(options.language or "", None, len(audio) / SAMPLE_RATE)))
+    dopts = DecodeOptions(task=options.task, beam_size=options.beam_size)
+    suppress = list(cfg.suppress_tokens)
+    done_frames = 0
+    while True:
+        active = [f for f in files if f.seek < f.content_frames][: options.batch_size]
+        if not active:
+            break
+        # the window holds only real frames, zero-padded in log-mel space (as openai/whisper and faster-whisper)
+        windows = torch.stack([pad_or_trim(f.mel[:, f.seek : min(f.seek + N_FRAMES, f.content_frames)])
+                               for f in active])
+        features = model.encoder(windows.to(device=device, dtype=dtype))
+        cache = model.new_cache(features)
+        undetected = [i for i, f in enumerate(active) if not f.transcript.language]
+        if undetected and tokenizer.multilingual:
+            sub = [(k[undetected], v[undetected]) for k, v in cache.cross_kv]
+            for i, (code, prob) in zip(undetected, detect_language(model, tokenizer, sub)):
+                active[i].transcript.language, active[i].transcript.language_probability = code, prob
+        for f in active:
+            f.transcript.language = f.transcript.language or "en"
+        # rows sharing a prompt decode together (same language and task)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(active):
+            prompt = tuple(tokenizer.sot_sequence(language=f.transcript.language, task=options.task))
+            groups.setdefault(prompt, []).append(i)
+        for prompt, idx in groups.items():
+            sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
+            results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), dopts, suppress)
+            for i, res in zip(idx, results):
+                before = active[i].seek
+                _advance(active[i], res, tokenizer, options)
+                done_frames += active[i].seek - before
+        if on_progress is not None:
+            on_progress(done_frames / (SAMPLE_RATE / HOP_LENGTH))
+    return [f.transcript for f in files]
+
+
+def _select(cache, idx: list[int]):
+    from generalist_cli.model.whisper import KVCache
+
+    return KVCache(self_kv=[(k[idx], v[idx]) for k, v in cache.self_kv],
+                   cross_kv=[(k[idx], v[idx]) for k, v in cache.cross_kv])
+
+
+def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:
+    """Add the window's segments to ``f`` and move its seek (openai/whisper's rules)."""
+    segment_size = min(N_FRAMES, f.content_frames - f.seek)
+    offset = f.seek * HOP_LENGTH / SAMPLE_RATE
+    segment_duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+    if res.no_speech_prob > options.no_speech_threshold and res.avg_logprob < options.logprob_threshold:
+        f.seek += segment_size  # silence: skip the window
+        return
+    tokens = res.tokens
+    ts = tokenizer.timestamp_begin
+    is_ts = [t >= ts for t in tokens]
+    single_ending = len(tokens) >= 2 and is_ts[-2:] == [False, True]
+    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+
+    def add(start: float, end: float, toks: list[int]) -> None:
+        text = tokenizer.decode(toks)
+        if text.strip():
+            f.transcript.segments.append(Segment(
+                round(offset + start, 3), round(offset + min(end, segment_duration), 3), text,
+                tuple(t for t in toks if t < tokenizer.eot), res.avg_logprob, res.no_speech_prob))
+
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        last = 0
+        for cur in slices:
+            part = tokens[last:cur]
+            add((part[0] - ts) * TIME_PRECISION, (part[-1] - ts) * TIME_PRECISION, part)
+            last = cur
+        if single_ending:
+            f.seek += segment_size
+        else:
+            advance = (tokens[last - 1] - ts) * INPUT_STRIDE
+            f.seek += advance if advance > 0 else segment_size
+    else:
+        stamps = [t for t in tokens if t >= ts]
+        duration = segment_duration
+        if stamps and stamps[-1] != ts:
+            duration = (stamps[-1] - ts) * TIME_PRECISION
+        start = (stamps[0] - ts) * TIME_PRECISION if stamps else 0.0
+        add(start, duration, tokens)
+        f.seek += segment_size

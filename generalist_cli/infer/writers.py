@@ -1,0 +1,41 @@
+"""Render transcripts as txt, json (one object per line), srt and vtt. Pure functions: data in, text out."""
+
+from __future__ import annotations
+
+import json
+
+FORMATS = ("txt", "json", "srt", "vtt")
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def render(transcript, fmt: str, *, file: str) -> str:
+    """The text of ``transcript`` in ``fmt``, ending with a newline."""
+    segs = transcript.segments
+    if fmt == "txt":
+        return transcript.text + "\n"
+    if fmt == "json":
+        obj = {
+            "file": file,
+            "text": transcript.text,
+            "language": transcript.language,
+            "duration": round(transcript.duration, 3),
+            "segments": [{"start": s.start, "end": s.end, "text": s.text.strip()} for s in segs],
+        }
+        if transcript.language_probability is not None:
+            obj["language_probability"] = round(transcript.language_probability, 4)
+        return json.dumps(obj, ensure_ascii=False) + "\n"
+    if fmt == "srt":
+        blocks = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
+                  for i, s in enumerate(segs, 1)]
+        return "\n".join(blocks)
+    if fmt == "vtt":
+        blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in segs]
+        return "WEBVTT\n\n" + "\n".join(blocks)
+    raise ValueError(f"unknown format {fmt!r}")

