@@ -66,17 +66,17 @@ def run(
     out_dir = _out_dir(out, len(files))
 
     import torch
+    from rich.markup import escape
 
     from generalist_cli.console import err, out as stdout, progress
     from generalist_cli.infer.files import transcribe_files
     from generalist_cli.infer.transcribe import TranscribeOptions
     from generalist_cli.infer.writers import render
-    from generalist_cli.store.load import load_model
-    from generalist_cli.store.store import resolve
+    from generalist_cli.store.store import open_model
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_model(resolve(model, on_pull=lambda m: err.print(f"[dim]{m}[/]")), device=device)
+    loaded = open_model(model, device=device, on_pull=lambda m: err.print(f"[dim]{escape(m)}[/]"))
     tok = loaded.tokenizer
     if language is not None and language not in tok.language_codes:
         raise UsageError(f"model {model} does not know language {language!r}",

@@ -20,24 +20,37 @@ class Loaded:
 
 
 def load_model(path: Path, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
-    import torch
+    """Load a store entry / HF Whisper folder."""
     from safetensors.torch import load_file
-
-    from generalist_cli.model.whisper import Whisper
 
     try:
         config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path / 'config.json'}: cannot be read as a Whisper config ({exc})") from exc
-    model = Whisper(config)
     try:
         state = load_file(str(path / "model.safetensors"))
     except Exception as exc:
         raise ModelError(f"{path / 'model.safetensors'}: cannot be read ({exc})") from exc
+    return _build(config, state, path / "tokenizer.json", path, device=device, dtype=dtype)
+
+
+def load_pulled(pulled, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
+    """Load a model read from a source (:func:`generalist_cli.store.store.fetch`) without storing it."""
+    import torch
+
+    state = {k: torch.from_numpy(v.copy()) for k, v in pulled.weights.items()}
+    return _build(pulled.config, state, pulled.tokenizer, Path(pulled.source), device=device, dtype=dtype)
+
+
+def _build(config: ModelConfig, state: dict, tokenizer: Path, path: Path, *, device: str, dtype: str) -> Loaded:
+    import torch
+
+    from generalist_cli.model.whisper import Whisper
+
+    model = Whisper(config)
     state = {k.removeprefix("model."): v for k, v in state.items() if k != "proj_out.weight"}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    tokenizer = Tokenizer(path / "tokenizer.json", multilingual=config.multilingual)
-    return Loaded(model, tokenizer, config, path)
+    return Loaded(model, Tokenizer(tokenizer, multilingual=config.multilingual), config, path)

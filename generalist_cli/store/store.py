@@ -21,6 +21,10 @@ from generalist_cli.store import sources
 FORMAT = "gen-model/1"
 
 
+class StoreWriteError(ModelError):
+    """The store folder cannot be written (read-only, full disk); what was there is untouched."""
+
+
 def home() -> Path:
     return Path(os.environ.get("GEN_HOME") or Path.home() / ".cache" / "gen")
 
@@ -52,11 +56,11 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
     target = dest or models_dir() / _safe_name(name)
     if target.exists() and not force:
         raise ModelError(f"{target}: already exists", hint="pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         weights = {"model." + k: np.ascontiguousarray(v) for k, v in pulled.weights.items()}
         dtypes = sorted({str(v.dtype) for v in weights.values()})
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -85,7 +89,8 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
         else:
             os.replace(tmp, target)
     except OSError as exc:
-        raise ModelError(f"{target}: cannot write the model ({exc.strerror})") from exc
+        raise StoreWriteError(f"{target}: cannot write the model ({exc.strerror})",
+                              hint="set GEN_HOME to a writable folder") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Entry(name, target, meta)
@@ -155,6 +160,19 @@ def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
     if path.exists():
         return pull(model, dest=models_dir() / _safe_name(path.resolve().name), force=True).path
     return pull(model, name=_default_name(model), force=True).path
+
+
+def open_model(model: str, *, device: str = "cpu", on_pull=None):
+    """Load ``model`` ready to run: from the store, pulling it there on first use; when the store cannot be
+    written (read-only home, full disk) the model is loaded straight from its source instead."""
+    from generalist_cli.store.load import load_model, load_pulled
+
+    try:
+        return load_model(resolve(model, on_pull=on_pull), device=device)
+    except StoreWriteError as exc:
+        if on_pull is not None:
+            on_pull(f"{exc.message}; loading {model} from its source without storing it")
+        return load_pulled(fetch(model), device=device)
 
 
 def list_models() -> list[dict]:

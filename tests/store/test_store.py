@@ -118,3 +118,26 @@ def test_unknown_and_existing(tmp_path):
         store.pull("whisper-tiny.en", dest=tmp_path / "x")
     store.pull("whisper-tiny.en", dest=tmp_path / "x", force=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_hub_id_pull_reads_the_hub_cache(hf_tiny, tmp_path, monkeypatch):
+    """The real hub code path (snapshot_download), served from a Hugging Face cache laid out by hand."""
+    import shutil
+
+    _, folder = hf_tiny
+    cache = tmp_path / "hub"
+    snap = cache / "models--openai--whisper-tiny.en" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for f in folder.iterdir():
+        shutil.copy(f, snap / f.name)
+    (cache / "models--openai--whisper-tiny.en" / "refs").mkdir()
+    (cache / "models--openai--whisper-tiny.en" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    entry = store.pull("openai/whisper-tiny.en", dest=tmp_path / "pulled")
+    assert entry.meta["source_kind"] == "hub" and entry.meta["source"] == "openai/whisper-tiny.en"
+    assert entry.meta["parameters"] == sum(v.numel() for k, v in hf_tiny[0].state_dict().items() if k != "proj_out.weight")
