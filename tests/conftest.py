@@ -12,20 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hello.m4a"
 EXAMPLE_TEXT = (ROOT / "examples" / "hello.txt").read_text().strip()
 
-SENTENCES = [
-    "Hello, and welcome. This voice was made by a computer, and the model turns it back into text.",
-    "Good morning. Today we will talk about the weather, the news, and a few good books.",
-    "The library opens at nine in the morning and closes at six in the evening.",
-    "Please remember to bring your passport and a pen to the meeting on Friday.",
-    "My brother plays the guitar, and my sister sings in a small band.",
-    "We walked along the river until the sun went down behind the hills.",
-    "Seven people came to dinner, and everyone asked for a second plate of soup.",
-    "The train to the city leaves every twenty minutes from the main station.",
-    "She opened the window because the room was very warm.",
-    "Children like to play in the park after school when the weather is nice.",
-    "He bought fresh bread, some cheese, and a bottle of milk at the market.",
-    "Thank you for listening, and have a wonderful day.",
-]
+SENTENCES = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()  # also the benchmark's
 
 
 @pytest.fixture(scope="session", autouse=True)
