@@ -1,0 +1,114 @@
+"""Mixture-of-Experts feed-forward layer (Mixtral: Jiang et al. 2024; dropless dispatch as in MegaBlocks).
+
+Router: ``p = softmax(x W_r)`` in float32, keep the top-k, renormalise so the k weights sum to 1, and
+``y = sum_s w_s * Expert_{idx_s}(x)``. Each expert is Whisper's FFN: ``fc2(GELU(fc1(x)))`` with biases.
+Dispatch is dropless: the (token, slot) pairs are sorted by expert and every expert's rows go through one
+grouped matmul (``torch.nn.functional.grouped_mm``), no Python loop over tokens; ``dispatch="loop"`` runs
+the same sorted rows expert by expert (the reference, and the path for torch < 2.9 and float64,
+which grouped_mm does not take).
+
+The layer returns ``(y, RouterOutput)``; the load-balancing loss (Switch/Mixtral) and router z-loss (ST-MoE)
+are pure functions of those outputs, so nothing is stored on the module during ``forward``.
+Shapes: N tokens (B*T flattened), D width, H expert hidden size, E experts, k slots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class RouterOutput:
+    logits: Tensor  # (N, E) float32 router logits
+    indices: Tensor  # (N, k) chosen experts
+    counts: Tensor  # (E,) tokens routed to each expert (k per token in all)
+
+
+class MoEFFN(nn.Module):
+    def __init__(self, n_state: int, n_hidden: int, n_experts: int, top_k: int, *, dispatch: str = "grouped") -> None:
+        super().__init__()
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"top_k must be in 1..{n_experts}, got {top_k}")
+        self.n_experts, self.top_k, self.dispatch = n_experts, top_k, dispatch
+        self.router = nn.Linear(n_state, n_experts, bias=False)
+        self.fc1_weight = nn.Parameter(torch.empty(n_experts, n_hidden, n_state))  # nn.Linear layout per expert
+        self.fc1_bias = nn.Parameter(torch.zeros(n_experts, n_hidden))
+        self.fc2_weight = nn.Parameter(torch.empty(n_experts, n_state, n_hidden))
+        self.fc2_bias = nn.Parameter(torch.zeros(n_experts, n_state))
+        nn.init.normal_(self.router.weight, std=0.02)
+        for w in (self.fc1_weight, self.fc2_weight):
+            nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]), a=math.sqrt(5))
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` (N, D) -> router logits (N, E) fp32, renormalised top-k weights (N, k), indices (N, k)."""
+        logits = self.router(x)
+        logits = logits if logits.dtype == torch.float64 else logits.float()
+        probs = torch.softmax(logits, dim=-1)
+        weights, indices = probs.topk(self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return logits, weights, indices
+
+    def forward(self, x: Tensor) -> tuple[Tensor, RouterOutput]:
+        """``x`` (..., D) -> ``(y (..., D), RouterOutput)``."""
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        logits, weights, indices = self.route(flat)
+        y, counts = self.experts(flat, weights.to(flat.dtype), indices)
+        return y.reshape(shape), RouterOutput(logits, indices, counts)
+
+    def experts(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Dropless sorted dispatch: every token's k (expert, weight) pairs, grouped by expert."""
+        n, k = indices.shape
+        flat_expert = indices.reshape(-1)  # (N*k,)
+        order = flat_expert.argsort(stable=True)
+        token = order // k  # the token behind each sorted row
+        expert = flat_expert[order]  # non-decreasing
+        counts = torch.bincount(flat_expert, minlength=self.n_experts)
+        rows = x[token]  # (N*k, D), grouped by expert
+        if self.dispatch == "grouped" and hasattr(F, "grouped_mm") and x.dtype != torch.float64:
+            offs = counts.cumsum(0).to(torch.int32)
+            h = F.grouped_mm(rows, self.fc1_weight.transpose(-2, -1), offs=offs) + self.fc1_bias[expert]
+            out = F.grouped_mm(F.gelu(h), self.fc2_weight.transpose(-2, -1), offs=offs) + self.fc2_bias[expert]
+        else:
+            parts, start = [], 0
+            for e, c in enumerate(counts.tolist()):
+                if c:
+                    r = rows[start : start + c]
+                    h = F.gelu(r @ self.fc1_weight[e].T + self.fc1_bias[e])
+                    parts.append(h @ self.fc2_weight[e].T + self.fc2_bias[e])
+                start += c
+            out = torch.cat(parts) if parts else rows.new_zeros(0, x.shape[-1])
+        out = out * weights.reshape(-1)[order, None]
+        y = torch.zeros_like(x).index_add_(0, token, out)
+        return y, counts
+
+
+def load_balancing_loss(routers: list[RouterOutput], *, n_experts: int, top_k: int,
+                        valid: list[Tensor | None] | None = None) -> Tensor:
+    """Switch/Mixtral auxiliary loss over all MoE layers: ``E * sum_{s,e} f_{s,e} P_e`` (k when balanced, -> E
+    when collapsed). ``valid`` (per layer, (N,) bool) excludes padding tokens from both averages."""
+    logits, idx = [], []
+    for i, r in enumerate(routers):
+        keep = None if valid is None or valid[i] is None else valid[i].reshape(-1)
+        logits.append(r.logits if keep is None else r.logits[keep])
+        idx.append(r.indices if keep is None else r.indices[keep])
+    probs = torch.softmax(torch.cat(logits).float(), dim=-1)  # (T, E)
+    chosen = F.one_hot(torch.cat(idx), n_experts).float()  # (T, k, E)
+    f = chosen.mean(dim=0)  # (k, E) fraction of tokens per slot and expert
+    p = probs.mean(dim=0)  # (E,)
+    return n_experts * (f * p[None]).sum()
+
+
+def router_z_loss(routers: list[RouterOutput], *, valid: list[Tensor | None] | None = None) -> Tensor:
+    """ST-MoE router z-loss ``mean_t (logsumexp_e r_{t,e})^2`` over all layers' tokens."""
+    parts = []
+    for i, r in enumerate(routers):
+        z = torch.logsumexp(r.logits.float(), dim=-1) ** 2
+        keep = None if valid is None or valid[i] is None else valid[i].reshape(-1)
+        parts.append(z if keep is None else z[keep])
+    return torch.cat(parts).mean()

@@ -1,0 +1,106 @@
+"""MoE invariants (TECHNIQUES.md §2 and §7)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from generalist_cli.model.moe import MoEFFN, RouterOutput, load_balancing_loss, router_z_loss
+
+
+def moe(e=8, k=2, d=16, h=32, seed=0, dtype=torch.float64) -> MoEFFN:
+    torch.manual_seed(seed)
+    return MoEFFN(d, h, e, k).to(dtype)
+
+
+def dense(x, w1, b1, w2, b2):
+    return F.gelu(x @ w1.T + b1) @ w2.T + b2
+
+
+def test_identical_experts_equal_the_dense_ffn_for_any_router():
+    m = moe()
+    w1, b1, w2, b2 = torch.randn(32, 16), torch.randn(32), torch.randn(16, 32), torch.randn(16)
+    with torch.no_grad():
+        m.fc1_weight.copy_(w1.expand(8, -1, -1)); m.fc1_bias.copy_(b1.expand(8, -1))
+        m.fc2_weight.copy_(w2.expand(8, -1, -1)); m.fc2_bias.copy_(b2.expand(8, -1))
+        m.router.weight.normal_(0, 1.0)
+        x = torch.randn(5, 7, 16, dtype=torch.float64)
+        y, _ = m(x)
+    assert (y - dense(x, w1.double(), b1.double(), w2.double(), b2.double())).abs().max() < 1e-12
+
+
+def test_grouped_dispatch_equals_loop_and_per_token_reference():
+    m = moe(dtype=torch.float32)
+    x = torch.randn(64, 16)
+    with torch.no_grad():
+        y, r = m(x)
+        m.dispatch = "loop"
+        y_loop, _ = m(x)
+        _, weights, idx = m.route(x)
+        ref = torch.stack([sum(weights[t, s] * dense(x[t], m.fc1_weight[idx[t, s]], m.fc1_bias[idx[t, s]],
+                                                     m.fc2_weight[idx[t, s]], m.fc2_bias[idx[t, s]])
+                               for s in range(2)) for t in range(64)])
+    assert (y - y_loop).abs().max() < 1e-5 and (y - ref).abs().max() < 1e-5
+
+
+def test_routing_weights_counts_and_equivalent_softmax_forms():
+    m = moe()
+    x = torch.randn(50, 16, dtype=torch.float64)
+    logits, w, idx = m.route(x)
+    assert torch.allclose(w.sum(-1), torch.ones(50, dtype=torch.float64))
+    _, r = m(x)
+    assert int(r.counts.sum()) == 2 * 50 and r.counts.tolist() == torch.bincount(idx.reshape(-1), minlength=8).tolist()
+    assert all(len(set(row)) == 2 for row in idx.tolist())  # each token goes to two distinct experts
+    top_logits, top_idx = logits.topk(2, -1)
+    assert torch.equal(top_idx, idx) and torch.allclose(torch.softmax(top_logits, -1), w)
+
+
+def test_aux_loss_is_k_when_uniform_and_approaches_e_when_collapsed():
+    n, e, k = 4000, 8, 2
+    uniform = RouterOutput(torch.zeros(n, e), torch.stack([torch.arange(n) % e, (torch.arange(n) + 1) % e], 1),
+                           torch.zeros(e))
+    assert load_balancing_loss([uniform], n_experts=e, top_k=k).item() == pytest.approx(2.0, abs=1e-6)
+    logits = torch.full((n, e), -20.0)
+    logits[:, :2] = 20.0
+    collapsed = RouterOutput(logits, torch.tensor([[0, 1]]).expand(n, 2), torch.zeros(e))
+    assert load_balancing_loss([collapsed], n_experts=e, top_k=k).item() == pytest.approx(8.0, abs=1e-3)
+    assert router_z_loss([uniform]).item() == pytest.approx(math.log(8) ** 2, rel=1e-6)
+
+
+def test_padding_is_excluded_from_aux_statistics():
+    m = moe(dtype=torch.float32)
+    x = torch.randn(30, 16)
+    _, r = m(x)
+    valid = torch.zeros(30, dtype=torch.bool)
+    valid[:20] = True
+    _, r20 = m(x[:20])
+    assert torch.allclose(load_balancing_loss([r], n_experts=8, top_k=2, valid=[valid]),
+                          load_balancing_loss([r20], n_experts=8, top_k=2))
+    assert torch.allclose(router_z_loss([r], valid=[valid]), router_z_loss([r20]))
+
+
+def test_permuting_experts_with_router_rows_changes_nothing():
+    m = moe()
+    x = torch.randn(20, 16, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = m(x)
+        perm = torch.randperm(8)
+        for p in (m.fc1_weight, m.fc1_bias, m.fc2_weight, m.fc2_bias):
+            p.copy_(p[perm])
+        m.router.weight.copy_(m.router.weight[perm])
+        y2, _ = m(x)
+    assert (y - y2).abs().max() < 1e-12
+
+
+def test_gradients_reach_router_and_experts():
+    m = moe(dtype=torch.float32)
+    x = torch.randn(40, 16)
+    y, r = m(x)
+    loss = (y * torch.randn_like(y)).sum() + 0.01 * load_balancing_loss([r], n_experts=8, top_k=2)
+    loss.backward()
+    assert m.router.weight.grad.abs().sum() > 0
+    used = r.counts > 0
+    assert (m.fc1_weight.grad.abs().sum(dim=(1, 2))[used] > 0).all()
