@@ -43,6 +43,7 @@ class LogitRules:
                  vocab: int) -> None:
         tk = tokenizer
         self.tk = tokenizer
+        self.vocab = vocab
         self.options = options
         self.sample_begin = sample_begin
         ids = set(suppress) | {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
@@ -56,6 +57,7 @@ class LogitRules:
         """Filter ``logits`` (N, V) in place given each row's sampled tokens ``seqs`` (N lists)."""
         tk = self.tk
         logits[:, self.suppress] = NEG_INF
+        logits[:, self.vocab :] = NEG_INF  # task/modality tokens appended after Whisper's vocabulary
         first = len(seqs[0]) == 0
         if first and self.options.suppress_blank:
             logits[:, self.begin_suppress] = NEG_INF
@@ -159,8 +161,7 @@ def _beam(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: int,
     """Beam search with ``k`` beams per audio row; the best finished hypothesis by mean log-probability."""
     b = logits.shape[0]
     rows = torch.arange(b, device=logits.device).repeat_interleave(k)
-    cache.self_kv = [(kk.index_select(0, rows), vv.index_select(0, rows)) for kk, vv in cache.self_kv]
-    cache.cross_kv = [(kk.index_select(0, rows), vv.index_select(0, rows)) for kk, vv in cache.cross_kv]
+    cache = cache.select(rows)  # K rows per audio, all from the prefilled state
     logits = logits.index_select(0, rows)
     seqs: list[list[int]] = [[] for _ in range(b * k)]
     scores = torch.zeros(b * k, device=logits.device)

@@ -91,7 +91,7 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
         # the window holds only real frames, zero-padded in log-mel space (as openai/whisper and faster-whisper)
         windows = torch.stack([pad_or_trim(f.mel[:, f.seek : min(f.seek + N_FRAMES, f.content_frames)])
                                for f in active])
-        features = model.encoder(windows.to(device=device, dtype=dtype))
+        features = model.encode_audio(windows.to(device=device, dtype=dtype))
         cache = model.new_cache(features)
         undetected = [i for i, f in enumerate(active) if not f.transcript.language]
         if undetected and tokenizer.multilingual:
@@ -118,10 +118,9 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
 
 
 def _select(cache, idx: list[int]):
-    from generalist_cli.model.whisper import KVCache
+    import torch
 
-    return KVCache(self_kv=[(k[idx], v[idx]) for k, v in cache.self_kv],
-                   cross_kv=[(k[idx], v[idx]) for k, v in cache.cross_kv])
+    return cache.select(torch.tensor(idx, device=cache.cross_kv[0][0].device))
 
 
 def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:

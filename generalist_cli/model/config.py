@@ -27,10 +27,32 @@ class ModelConfig:
     suppress_tokens: tuple[int, ...] = ()  # never generated (non-speech symbols)
     begin_suppress_tokens: tuple[int, ...] = ()  # not generated as the first token (blank, end of text)
     alignment_heads: tuple[tuple[int, int], ...] = field(default=())  # (layer, head) pairs for word timing
+    # --- the generalist's additions (defaults = plain Whisper) ---
+    n_experts: int = 1  # FFN experts per block; 1 = Whisper's dense FFN
+    top_k: int = 1  # experts per token
+    ttt: str = "none"  # "none" | "mlp": a TTT-MLP layer behind a zero-initialised gate in every block
+    ttt_mini_batch: int = 16  # TTT inner mini-batch size b
+    ttt_base_lr: float = 0.1  # TTT-MLP base inner learning rate (Sun et al. 2024)
+    generalist: bool = False  # video/text front-ends, modality embeddings and the speech head are present
+    extra_tokens: tuple[str, ...] = ()  # task/modality tokens appended after Whisper's vocabulary (ids n_vocab..)
+    video_patch: tuple[int, int, int] = (2, 16, 16)  # video tubelet (frames, height, width)
+    video_max: tuple[int, int, int] = (64, 14, 14)  # max tubelets along (time, rows, cols)
+    n_speech_mels: int = 80  # mel bins the speech head predicts (text -> speech)
 
     @property
     def multilingual(self) -> bool:
         return self.n_vocab >= 51865
+
+    @property
+    def n_total_vocab(self) -> int:
+        """Whisper's vocabulary plus the appended task/modality tokens."""
+        return self.n_vocab + len(self.extra_tokens)
+
+    def generalist_dict(self) -> dict:
+        return {"n_experts": self.n_experts, "top_k": self.top_k, "ttt": self.ttt,
+                "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
+                "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
+                "video_max": list(self.video_max), "n_speech_mels": self.n_speech_mels}
 
     @property
     def num_languages(self) -> int:
@@ -48,7 +70,7 @@ class ModelConfig:
             "encoder_attention_heads": self.n_audio_head,
             "encoder_layers": self.n_audio_layer,
             "encoder_ffn_dim": self.n_audio_ffn,
-            "vocab_size": self.n_vocab,
+            "vocab_size": self.n_total_vocab,
             "max_target_positions": self.n_text_ctx,
             "decoder_attention_heads": self.n_text_head,
             "decoder_layers": self.n_text_layer,
@@ -64,6 +86,7 @@ class ModelConfig:
             "begin_suppress_tokens": list(self.begin_suppress_tokens),
             "alignment_heads": [list(p) for p in self.alignment_heads],
             "torch_dtype": "float32",
+            "generalist": self.generalist_dict(),  # ignored by transformers
         }
 
     @classmethod
@@ -78,7 +101,7 @@ class ModelConfig:
             n_audio_state=width,
             n_audio_head=cfg["encoder_attention_heads"],
             n_audio_layer=cfg["encoder_layers"],
-            n_vocab=cfg["vocab_size"],
+            n_vocab=cfg["vocab_size"] - len((cfg.get("generalist") or {}).get("extra_tokens") or ()),
             n_text_ctx=cfg.get("max_target_positions", 448),
             n_text_state=width,
             n_text_head=cfg["decoder_attention_heads"],
@@ -88,7 +111,23 @@ class ModelConfig:
             suppress_tokens=tuple(cfg.get("suppress_tokens") or ()),
             begin_suppress_tokens=tuple(cfg.get("begin_suppress_tokens") or ()),
             alignment_heads=tuple(tuple(p) for p in cfg.get("alignment_heads") or ()),
+            **_generalist_from(cfg.get("generalist") or {}),
         )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _generalist_from(g: dict) -> dict:
+    known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
+             "video_max", "n_speech_mels"}
+    unknown = set(g) - known
+    if unknown:
+        raise ValueError(f"unknown generalist keys {sorted(unknown)}")
+    out = dict(g)
+    for key in ("video_patch", "video_max", "extra_tokens"):
+        if key in out:
+            out[key] = tuple(out[key])
+    if out.get("ttt", "none") not in ("none", "mlp"):
+        raise ValueError(f"ttt must be 'none' or 'mlp', not {out['ttt']!r}")
+    return out

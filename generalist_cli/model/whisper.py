@@ -1,13 +1,18 @@
-"""A Whisper-compatible encoder-decoder (Radford et al. 2022), the core the generalist is built on.
+"""Whisper's encoder and decoder (Radford et al. 2022), with the generalist's two additions in every block:
+a TTT-MLP layer behind a zero-initialised gated residual and an optional Mixture-of-Experts FFN.
 
-Reads top-down like openai/whisper's ``model.py``: attention, block, encoder, decoder, model. Parameter
-names are transformers' ``WhisperModel`` names (``encoder.layers.0.self_attn.q_proj.weight`` ...), so
-any Whisper checkpoint loads by stripping ``model.``; with the same weights the logits equal
-``transformers.WhisperForConditionalGeneration`` (tests/model/test_whisper.py).
+Reads top-down like openai/whisper's ``model.py``: attention, blocks, encoder, decoder, cache. Parameter
+names are transformers' ``WhisperModel`` names (``encoder.layers.0.self_attn.q_proj.weight`` ...), so with
+one expert and no TTT the weights are exactly a Whisper checkpoint's. Blocks return ``(x, router)`` where
+``router`` is the MoE's :class:`~generalist_cli.model.moe.RouterOutput` (or None); nothing is stored on a
+module during ``forward``. A block is (pre-LN everywhere):
 
-Shapes: B batch, S encoder positions, T decoder tokens, D width, H heads, K head size, V vocabulary.
-Generation uses a preallocated :class:`KVCache` passed in explicitly; nothing is stored on a module
-during ``forward``.
+    x = x + SelfAttn(LN(x))
+    x = x + tanh(a) * TTT(LN(x))  [+ tanh(a_rev) * rev(TTT(rev(LN(x))))  in the encoder]
+    x = x + CrossAttn(LN(x), audio)                                        (decoder)
+    x = x + FFN(LN(x))   or   MoE(LN(x))
+
+Shapes: B batch/rows, S encoder positions, T decoder tokens, D width, H heads, K head size.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from generalist_cli.model.config import ModelConfig
+from generalist_cli.model.moe import MoEFFN, RouterOutput
+from generalist_cli.model.packing import Packing, per_row_spans
+from generalist_cli.model.ttt import TTTMLP, TTTState
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Tensor:
@@ -50,54 +57,109 @@ class Attention(nn.Module):
         return self.heads(self.k_proj(x)), self.heads(self.v_proj(x))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K) -> (B, T, D)."""
+        """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool -> (B, T, D)."""
         q = self.heads(q)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         b, h, t, kk = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * kk))
 
-    def forward(self, x: Tensor, *, causal: bool = False) -> Tensor:
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Self-attention over ``x`` (B, T, D) without a cache."""
         k, v = self.project_kv(x)
-        return self.attend(self.q_proj(x), k, v, causal=causal)
+        return self.attend(self.q_proj(x), k, v, mask=mask, causal=causal)
 
 
-class EncoderBlock(nn.Module):
-    def __init__(self, n_state: int, n_head: int, n_hidden: int) -> None:
+@dataclass(frozen=True)
+class BlockOptions:
+    """What a block carries besides Whisper's layers."""
+
+    n_experts: int = 1
+    top_k: int = 1
+    ttt: bool = False
+    ttt_mini_batch: int = 16
+    ttt_base_lr: float = 0.1
+
+
+class _Block(nn.Module):
+    """Shared parts of encoder and decoder blocks: the gated TTT residual and the (MoE) feed-forward."""
+
+    def _init_extras(self, n_state: int, n_head: int, n_hidden: int, opts: BlockOptions, *, reverse: bool) -> None:
+        if opts.ttt:
+            self.ttt = TTTMLP(n_state, n_head, mini_batch=opts.ttt_mini_batch, base_lr=opts.ttt_base_lr)
+            self.ttt_layer_norm = nn.LayerNorm(n_state)
+            self.ttt_gate = nn.Parameter(torch.zeros(n_state))  # tanh(0) = 0: the block is Whisper's at init
+            if reverse:
+                self.ttt_gate_reverse = nn.Parameter(torch.zeros(n_state))
+        else:
+            self.ttt = None
+        if opts.n_experts > 1:
+            self.moe = MoEFFN(n_state, n_hidden, opts.n_experts, opts.top_k)
+        else:
+            self.moe = None
+            self.fc1 = nn.Linear(n_state, n_hidden)  # Whisper's FFN, GELU between
+            self.fc2 = nn.Linear(n_hidden, n_state)
+        self.final_layer_norm = nn.LayerNorm(n_state)
+
+    def ffn(self, x: Tensor) -> tuple[Tensor, RouterOutput | None]:
+        h = self.final_layer_norm(x)
+        if self.moe is not None:
+            y, router = self.moe(h)
+            return x + y, router
+        return x + self.fc2(F.gelu(self.fc1(h))), None
+
+    def ttt_scan(self, h: Tensor, spans: list[list[tuple[int, int]]] | None, *, reverse: bool) -> Tensor:
+        """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D)."""
+        run = (lambda t: self.ttt(t.flip(1))[0].flip(1)) if reverse else (lambda t: self.ttt(t)[0])  # noqa: E731
+        if spans is None:
+            return run(h)
+        rows = []
+        for r, row_spans in enumerate(spans):
+            parts = [run(h[r : r + 1, a:b]) for a, b in row_spans]
+            used = row_spans[-1][1] if row_spans else 0
+            if used < h.shape[1]:
+                parts.append(h.new_zeros(1, h.shape[1] - used, h.shape[2]))
+            rows.append(torch.cat(parts, dim=1))
+        return torch.cat(rows, dim=0)
+
+
+class EncoderBlock(_Block):
+    def __init__(self, n_state: int, n_head: int, n_hidden: int, opts: BlockOptions = BlockOptions()) -> None:
         super().__init__()
         self.self_attn = Attention(n_state, n_head)
         self.self_attn_layer_norm = nn.LayerNorm(n_state)
-        self.fc1 = nn.Linear(n_state, n_hidden)  # the feed-forward network, GELU between
-        self.fc2 = nn.Linear(n_hidden, n_state)
-        self.final_layer_norm = nn.LayerNorm(n_state)
+        self._init_extras(n_state, n_head, n_hidden, opts, reverse=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x))
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, spans=None) -> tuple[Tensor, RouterOutput | None]:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), mask=mask)
+        if self.ttt is not None:  # bidirectional: a forward and a reversed scan, each with its own gate
+            h = self.ttt_layer_norm(x)
+            x = x + torch.tanh(self.ttt_gate) * self.ttt_scan(h, spans, reverse=False) \
+                  + torch.tanh(self.ttt_gate_reverse) * self.ttt_scan(h, spans, reverse=True)
+        return self.ffn(x)
 
 
-class DecoderBlock(nn.Module):
-    def __init__(self, n_state: int, n_head: int, n_hidden: int) -> None:
+class DecoderBlock(_Block):
+    def __init__(self, n_state: int, n_head: int, n_hidden: int, opts: BlockOptions = BlockOptions()) -> None:
         super().__init__()
         self.self_attn = Attention(n_state, n_head)
         self.self_attn_layer_norm = nn.LayerNorm(n_state)
         self.encoder_attn = Attention(n_state, n_head)
         self.encoder_attn_layer_norm = nn.LayerNorm(n_state)
-        self.fc1 = nn.Linear(n_state, n_hidden)  # the feed-forward network, GELU between
-        self.fc2 = nn.Linear(n_hidden, n_state)
-        self.final_layer_norm = nn.LayerNorm(n_state)
+        self._init_extras(n_state, n_head, n_hidden, opts, reverse=False)
 
-    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], self_kv: tuple[Tensor, Tensor] | None,
-                offset: int) -> Tensor:
-        """``x`` (B, T, D) at positions ``offset..offset+T``; ``self_kv`` is this layer's cache (written in place)."""
+    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], *, cache: "KVCache | None" = None, layer: int = 0,
+                offset: int = 0, self_mask: Tensor | None = None, cross_mask: Tensor | None = None,
+                spans=None) -> tuple[Tensor, RouterOutput | None]:
+        """``x`` (B, T, D) at positions ``offset..``; with ``cache``, this layer's keys/values and TTT state
+        are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows)."""
         h = self.self_attn_layer_norm(x)
         q = self.self_attn.q_proj(h)
         k, v = self.self_attn.project_kv(h)
         t = x.shape[1]
-        if self_kv is None:
-            x = x + self.self_attn.attend(q, k, v, causal=True)
+        if cache is None:
+            x = x + self.self_attn.attend(q, k, v, mask=self_mask, causal=True)
         else:
-            ck, cv = self_kv
+            ck, cv = cache.self_kv[layer]
             ck[:, :, offset : offset + t] = k
             cv[:, :, offset : offset + t] = v
             k, v = ck[:, :, : offset + t], cv[:, :, : offset + t]
@@ -105,94 +167,101 @@ class DecoderBlock(nn.Module):
             if t > 1:  # prefill: token i sees the cache and tokens <= i
                 mask = torch.ones(t, offset + t, dtype=torch.bool, device=x.device).tril(diagonal=offset)
             x = x + self.self_attn.attend(q, k, v, mask=mask)
-        x = x + self.encoder_attn.attend(self.encoder_attn.q_proj(self.encoder_attn_layer_norm(x)), *cross_kv)
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+        if self.ttt is not None:
+            h = self.ttt_layer_norm(x)
+            if cache is None:
+                y = self.ttt_scan(h, spans, reverse=False)
+            else:
+                y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer])
+            x = x + torch.tanh(self.ttt_gate) * y
+        q = self.encoder_attn.q_proj(self.encoder_attn_layer_norm(x))
+        x = x + self.encoder_attn.attend(q, *cross_kv, mask=cross_mask)
+        return self.ffn(x)
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int) -> None:
+    """Whisper's conv stem (audio front-end), sinusoidal positions, blocks, final LayerNorm."""
+
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int,
+                 opts: BlockOptions = BlockOptions()) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
         self.embed_positions = nn.Embedding(n_ctx, n_state)
         with torch.no_grad():
             self.embed_positions.weight.copy_(sinusoids(n_ctx, n_state))
-        self.layers = nn.ModuleList(EncoderBlock(n_state, n_head, n_hidden) for _ in range(n_layer))
+        self.layers = nn.ModuleList(EncoderBlock(n_state, n_head, n_hidden, opts) for _ in range(n_layer))
         self.layer_norm = nn.LayerNorm(n_state)
+
+    def stem(self, mel: Tensor) -> Tensor:
+        """``mel`` (B, n_mels, 2S) -> (B, S, D), without positions."""
+        x = F.gelu(self.conv1(mel))
+        return F.gelu(self.conv2(x)).transpose(1, 2)
+
+    def blocks(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, list[RouterOutput]]:
+        """Embedded positions ``x`` (B, S, D) through every block; packed rows attend block-diagonally."""
+        mask = packing.self_mask() if packing is not None else None
+        spans = per_row_spans(packing) if packing is not None else None
+        routers = []
+        for block in self.layers:
+            x, router = block(x, mask=mask, spans=spans)
+            if router is not None:
+                routers.append(router)
+        return self.layer_norm(x), routers
 
     def forward(self, mel: Tensor) -> Tensor:
         """``mel`` (B, n_mels, 2S) -> (B, S, D); S <= n_ctx (a full window is 3,000 frames -> 1,500)."""
-        x = F.gelu(self.conv1(mel))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, S, D)
-        x = x + self.embed_positions.weight[: x.shape[1]]
-        for block in self.layers:
-            x = block(x)
-        return self.layer_norm(x)
+        x = self.stem(mel)
+        return self.blocks(x + self.embed_positions.weight[: x.shape[1]])[0]
 
 
 class TextDecoder(nn.Module):
-    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int) -> None:
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int,
+                 opts: BlockOptions = BlockOptions()) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(n_vocab, n_state)
         self.embed_positions = nn.Embedding(n_ctx, n_state)
-        self.layers = nn.ModuleList(DecoderBlock(n_state, n_head, n_hidden) for _ in range(n_layer))
+        self.layers = nn.ModuleList(DecoderBlock(n_state, n_head, n_hidden, opts) for _ in range(n_layer))
         self.layer_norm = nn.LayerNorm(n_state)
+
+    def run(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], *, cache: "KVCache | None" = None,
+            offset: int = 0, positions: Tensor | None = None, packing: Packing | None = None,
+            cross_mask: Tensor | None = None) -> tuple[Tensor, list[RouterOutput]]:
+        """``tokens`` (B, T) -> (hidden (B, T, D), routers). Positions: ``offset..`` or per token (packed)."""
+        pos = self.embed_positions.weight[offset : offset + tokens.shape[1]] if positions is None \
+            else self.embed_positions(positions)
+        x = self.embed_tokens(tokens) + pos
+        self_mask = packing.self_mask(causal=True) if packing is not None else None
+        spans = per_row_spans(packing) if packing is not None else None
+        routers = []
+        for i, block in enumerate(self.layers):
+            x, router = block(x, cross[i], cache=cache, layer=i, offset=offset, self_mask=self_mask,
+                              cross_mask=cross_mask, spans=spans)
+            if router is not None:
+                routers.append(router)
+        return self.layer_norm(x), routers
 
     def forward(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], cache: "KVCache | None" = None,
                 offset: int = 0) -> Tensor:
-        """``tokens`` (B, T) at positions ``offset..`` -> hidden states (B, T, D)."""
-        x = self.embed_tokens(tokens) + self.embed_positions.weight[offset : offset + tokens.shape[1]]
-        for i, block in enumerate(self.layers):
-            x = block(x, cross[i], None if cache is None else cache.self_kv[i], offset)
-        return self.layer_norm(x)
+        return self.run(tokens, cross, cache=cache, offset=offset)[0]
 
 
 @dataclass
 class KVCache:
-    """Decoder state for generation: per layer, self-attention keys/values (preallocated to ``n_text_ctx``)
-    and the cross-attention keys/values of the encoder output. Shapes ``(B, H, T|S, K)``."""
+    """Decoder state for generation: per layer, self-attention keys/values (preallocated to ``n_text_ctx``),
+    the cross-attention keys/values of the encoder output, and the TTT state. Shapes ``(B, H, T|S, K)``."""
 
     self_kv: list[tuple[Tensor, Tensor]]
     cross_kv: list[tuple[Tensor, Tensor]]
+    ttt: list[TTTState | None]
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (beam search): self-attention only, as rows keep their audio."""
+        """Keep batch rows ``index`` (beam search): self-attention and TTT state; rows keep their audio."""
         self.self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
+        self.ttt = [None if s is None else s.select(index) for s in self.ttt]
 
-
-class Whisper(nn.Module):
-    """Encoder-decoder with tied output embeddings."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        c = config
-        self.config = config
-        self.encoder = AudioEncoder(c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer,
-                                    c.n_audio_ffn)
-        self.decoder = TextDecoder(c.n_vocab, c.n_text_ctx, c.n_text_state, c.n_text_head, c.n_text_layer,
-                                   c.n_text_ffn)
-
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Tied projection to the vocabulary: (B, T, D) -> (B, T, V)."""
-        return hidden @ self.decoder.embed_tokens.weight.T
-
-    def cross_kv(self, audio_features: Tensor) -> list[tuple[Tensor, Tensor]]:
-        return [block.encoder_attn.project_kv(audio_features) for block in self.decoder.layers]
-
-    def new_cache(self, audio_features: Tensor) -> KVCache:
-        """A cache for ``audio_features`` (B, S, D): cross keys/values computed once, empty self keys/values."""
-        c = self.config
-        b = audio_features.shape[0]
-        shape = (b, c.n_text_head, c.n_text_ctx, c.n_text_state // c.n_text_head)
-        empty = [(audio_features.new_zeros(shape), audio_features.new_zeros(shape)) for _ in range(c.n_text_layer)]
-        return KVCache(self_kv=empty, cross_kv=self.cross_kv(audio_features))
-
-    def decode_step(self, tokens: Tensor, cache: KVCache, offset: int) -> Tensor:
-        """Feed ``tokens`` (B, T) at ``offset`` through the cached decoder; logits of the last one, (B, V)."""
-        hidden = self.decoder(tokens, cache.cross_kv, cache, offset)
-        return self.logits(hidden[:, -1:])[:, 0]
-
-    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher-forced logits: ``mel`` (B, n_mels, 2S), ``tokens`` (B, T) -> (B, T, V)."""
-        audio = self.encoder(mel)
-        return self.logits(self.decoder(tokens, self.cross_kv(audio)))
+    def select(self, index: Tensor) -> "KVCache":
+        """A cache of rows ``index`` only (cross-attention included)."""
+        return KVCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
+                       [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
+                       [None if s is None else s.select(index) for s in self.ttt])

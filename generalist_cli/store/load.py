@@ -13,7 +13,7 @@ from generalist_cli.model.config import ModelConfig
 
 @dataclass
 class Loaded:
-    model: "object"  # Whisper, in eval mode
+    model: "object"  # Generalist, in eval mode
     tokenizer: Tokenizer
     config: ModelConfig
     path: Path
@@ -45,9 +45,9 @@ def load_pulled(pulled, *, device: str = "cpu", dtype: str = "float32") -> Loade
 def _build(config: ModelConfig, state: dict, tokenizer: Path, path: Path, *, device: str, dtype: str) -> Loaded:
     import torch
 
-    from generalist_cli.model.whisper import Whisper
+    from generalist_cli.model.generalist import Generalist
 
-    model = Whisper(config)
+    model = Generalist(config)
     state = {k.removeprefix("model."): v for k, v in state.items() if k != "proj_out.weight"}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from generalist_cli.model.config import ModelConfig
-from generalist_cli.model.whisper import Whisper
+from generalist_cli.model.generalist import Generalist as Whisper
 
 
 def tiny_config(**kw) -> ModelConfig:
@@ -38,7 +38,7 @@ def test_random_weights_match_transformers(frames):
     with torch.no_grad():
         ours = model(mel, tokens)
         if frames != 3000:  # transformers insists on 3000 frames; compare the decoder on our encoder output
-            enc = model.encoder(mel)
+            enc = model.encode_audio(mel)
             ref = hf(encoder_outputs=(enc,), decoder_input_ids=tokens).logits
         else:
             ref = hf(input_features=mel, decoder_input_ids=tokens).logits
@@ -72,7 +72,7 @@ def test_cached_decoding_equals_full_forward():
     tokens = torch.randint(0, 50000, (3, 7))
     with torch.no_grad():
         full = model(mel, tokens)
-        cache = model.new_cache(model.encoder(mel))
+        cache = model.new_cache(model.encode_audio(mel))
         steps = [model.decode_step(tokens[:, :4], cache, 0)]  # prefill 4, then one at a time
         for t in range(4, 7):
             steps.append(model.decode_step(tokens[:, t : t + 1], cache, t))

@@ -17,7 +17,7 @@ from tests.model.test_whisper import hf_twin, tiny_config
 @pytest.fixture(scope="module")
 def hf_tiny(tmp_path_factory):
     """A small random transformers Whisper, saved as an HF folder with a real Whisper tokenizer.json."""
-    from generalist_cli.model.whisper import Whisper
+    from generalist_cli.model.generalist import Generalist as Whisper
     from generalist_cli.store.sources import PACKAGES
 
     torch.manual_seed(0)

@@ -1,0 +1,52 @@
+"""Modality front-ends: each turns one example into fixed-size embeddings (L, D) for the shared encoder.
+
+- audio: Whisper's conv stem over the log-mel (in :class:`~generalist_cli.model.whisper.AudioEncoder`),
+  50 positions per second, sinusoidal positions;
+- video: RGB frames (T, H, W, C) -> tubelets of (pt, ph, pw) -> one linear layer -> + factorised learned
+  time/row/column position embeddings (ViViT tubelets, NaViT factorised positions);
+- text: Whisper's token embeddings (shared with the decoder) + the encoder's sinusoidal positions.
+A learned modality embedding (zero at init, so audio stays Whisper's) is added by the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MODALITIES = ("audio", "video", "text")
+
+
+class VideoFrontend(nn.Module):
+    def __init__(self, n_state: int, *, patch: tuple[int, int, int] = (2, 16, 16),
+                 max_grid: tuple[int, int, int] = (64, 14, 14), channels: int = 3) -> None:
+        super().__init__()
+        self.patch, self.max_grid, self.channels = tuple(patch), tuple(max_grid), channels
+        pt, ph, pw = self.patch
+        self.proj = nn.Linear(pt * ph * pw * channels, n_state)
+        self.pos_time = nn.Parameter(torch.randn(max_grid[0], n_state) * 0.02)
+        self.pos_row = nn.Parameter(torch.randn(max_grid[1], n_state) * 0.02)
+        self.pos_col = nn.Parameter(torch.randn(max_grid[2], n_state) * 0.02)
+
+    def grid(self, t: int, h: int, w: int) -> tuple[int, int, int]:
+        """Tubelets along (time, rows, cols) for a (t, h, w) clip (time padded up, space cropped down)."""
+        pt, ph, pw = self.patch
+        return -(-t // pt), h // ph, w // pw
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``frames`` (T, H, W, C), uint8 or float in [0, 1] -> (Nt * Nr * Nc, D), time-major."""
+        if frames.dtype == torch.uint8:
+            frames = frames.float() / 255.0
+        frames = (frames.to(self.proj.weight.dtype) - 0.5) / 0.5
+        t, h, w, c = frames.shape
+        pt, ph, pw = self.patch
+        nt, nr, nc = self.grid(t, h, w)
+        if nr == 0 or nc == 0:
+            raise ValueError(f"frames of {h}x{w} are smaller than one {ph}x{pw} patch")
+        if nt > self.max_grid[0] or nr > self.max_grid[1] or nc > self.max_grid[2]:
+            raise ValueError(f"a {nt}x{nr}x{nc} tubelet grid exceeds the maximum {self.max_grid}")
+        if nt * pt > t:  # repeat the last frame to fill the last tubelet
+            frames = torch.cat([frames, frames[-1:].expand(nt * pt - t, h, w, c)])
+        x = frames[:, : nr * ph, : nc * pw]
+        x = x.reshape(nt, pt, nr, ph, nc, pw, c).permute(0, 2, 4, 1, 3, 5, 6).reshape(nt, nr, nc, -1)
+        x = self.proj(x) + self.pos_time[:nt, None, None] + self.pos_row[None, :nr, None] + self.pos_col[None, None, :nc]
+        return x.reshape(nt * nr * nc, -1)

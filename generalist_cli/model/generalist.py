@@ -1,0 +1,101 @@
+"""The generalist: Whisper's encoder-decoder with TTT-MLP and MoE in every block, modality front-ends whose
+embeddings are packed (Patch n' Pack) into shared encoder rows, tied text logits and a speech head.
+
+With ``ModelConfig()`` defaults (one expert, no TTT, no front-ends) this *is* Whisper: the same parameter
+names and logits as ``transformers.WhisperForConditionalGeneration``. Upcycled from Whisper
+(:mod:`generalist_cli.model.upcycle`) it still computes Whisper's function at step 0.
+Shapes: B batch/rows, S encoder positions, T decoder tokens, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from generalist_cli.model.config import ModelConfig
+from generalist_cli.model.frontends import MODALITIES, VideoFrontend
+from generalist_cli.model.heads import SpeechHead
+from generalist_cli.model.moe import RouterOutput
+from generalist_cli.model.packing import Packing, cross_mask
+from generalist_cli.model.whisper import AudioEncoder, BlockOptions, KVCache, TextDecoder
+
+
+class Generalist(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        opts = BlockOptions(n_experts=c.n_experts, top_k=c.top_k, ttt=c.ttt == "mlp",
+                            ttt_mini_batch=c.ttt_mini_batch, ttt_base_lr=c.ttt_base_lr)
+        self.encoder = AudioEncoder(c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer,
+                                    c.n_audio_ffn, opts)
+        self.decoder = TextDecoder(c.n_total_vocab, c.n_text_ctx, c.n_text_state, c.n_text_head, c.n_text_layer,
+                                   c.n_text_ffn, opts)
+        if c.generalist:
+            self.video = VideoFrontend(c.n_audio_state, patch=c.video_patch, max_grid=c.video_max)
+            self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
+            nn.init.zeros_(self.modality_embedding.weight)
+            self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels)
+
+    # ---- front-ends: one example or a batch -> embeddings with positions and modality ----
+    def _modality(self, name: str) -> Tensor | float:
+        return self.modality_embedding.weight[MODALITIES.index(name)] if self.config.generalist else 0.0
+
+    def embed_audio(self, mel: Tensor) -> Tensor:
+        """``mel`` (B, n_mels, 2S) -> (B, S, D)."""
+        x = self.encoder.stem(mel)
+        return x + self.encoder.embed_positions.weight[: x.shape[1]] + self._modality("audio")
+
+    def embed_video(self, frames: Tensor) -> Tensor:
+        """``frames`` (T, H, W, C) -> (N, D) tubelet embeddings."""
+        if not self.config.generalist:
+            raise ValueError("this checkpoint has no video front-end")
+        return self.video(frames) + self._modality("video")
+
+    def embed_text(self, tokens: Tensor) -> Tensor:
+        """``tokens`` (L,) -> (L, D) for the encoder (translation, text -> speech)."""
+        x = self.decoder.embed_tokens(tokens) + self.encoder.embed_positions.weight[: tokens.shape[0]]
+        return x + self._modality("text")
+
+    # ---- encoder / decoder ----
+    def encode(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, list[RouterOutput]]:
+        """Embeddings ``x`` (B, S, D) -> encoder states and the MoE routers of every layer."""
+        return self.encoder.blocks(x, packing)
+
+    def encode_audio(self, mel: Tensor) -> Tensor:
+        """Whisper's encoder on ``mel`` (B, n_mels, 2S) -> (B, S, D)."""
+        return self.encode(self.embed_audio(mel))[0]
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Tied projection to the vocabulary: (B, T, D) -> (B, T, V)."""
+        return hidden @ self.decoder.embed_tokens.weight.T
+
+    def cross_kv(self, audio_features: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [block.encoder_attn.project_kv(audio_features) for block in self.decoder.layers]
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced logits: ``mel`` (B, n_mels, 2S), ``tokens`` (B, T) -> (B, T, V)."""
+        return self.logits(self.decoder(tokens, self.cross_kv(self.encode_audio(mel))))
+
+    def forward_packed(self, enc_x: Tensor, enc_packing: Packing, tokens: Tensor, dec_packing: Packing
+                       ) -> tuple[Tensor, list[RouterOutput], list[RouterOutput]]:
+        """Packed teacher forcing: encoder rows of embedded examples and decoder rows of their targets, the
+        k-th target of a row belonging to the k-th encoder example of that row. -> (logits (B, T, V),
+        encoder routers, decoder routers)."""
+        enc, enc_routers = self.encode(enc_x, enc_packing)
+        hidden, dec_routers = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
+                                               packing=dec_packing, cross_mask=cross_mask(dec_packing, enc_packing))
+        return self.logits(hidden), enc_routers, dec_routers
+
+    # ---- generation ----
+    def new_cache(self, audio_features: Tensor) -> KVCache:
+        """A cache for ``audio_features`` (B, S, D): cross keys/values computed once, empty self keys/values."""
+        c = self.config
+        b = audio_features.shape[0]
+        shape = (b, c.n_text_head, c.n_text_ctx, c.n_text_state // c.n_text_head)
+        empty = [(audio_features.new_zeros(shape), audio_features.new_zeros(shape)) for _ in range(c.n_text_layer)]
+        return KVCache(self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer)
+
+    def decode_step(self, tokens: Tensor, cache: KVCache, offset: int) -> Tensor:
+        """Feed ``tokens`` (B, T) at ``offset`` through the cached decoder; logits of the last one, (B, V)."""
+        hidden = self.decoder(tokens, cache.cross_kv, cache, offset)
+        return self.logits(hidden[:, -1:])[:, 0]

@@ -1,0 +1,106 @@
+"""Patch n' Pack (NaViT, Dehghani et al. 2023): examples of any modality and length share encoder rows.
+
+:func:`plan_rows` greedily assigns example lengths to rows of at most ``capacity`` positions (first-fit
+decreasing); :func:`pack` lays the examples' embeddings into rows and returns a :class:`Packing` that says
+where each example sits. Attention inside a row is block-diagonal by example (:meth:`Packing.self_mask`),
+a decoder segment cross-attends only to its own encoder segment (:func:`cross_mask`), positions restart
+per example, and recurrent (TTT) layers scan each span separately, so a packed forward equals the
+per-example forward. Shapes: B rows, S positions per row, D width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Packing:
+    segment_ids: Tensor  # (B, S) long: index of the example within its row, -1 = padding
+    positions: Tensor  # (B, S) long: position inside the example (0 for padding)
+    spans: tuple[tuple[int, int, int], ...]  # (row, start, end) of every example, in input order
+
+    @property
+    def valid(self) -> Tensor:
+        return self.segment_ids >= 0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - float(self.valid.float().mean())
+
+    def self_mask(self, *, causal: bool = False) -> Tensor:
+        """(B, 1, S, S) bool, True = may attend: same example (and not in the future when ``causal``).
+        Padding queries attend to themselves only, so no row of the softmax is empty."""
+        seg = self.segment_ids
+        mask = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        if causal:
+            mask &= torch.ones(seg.shape[1], seg.shape[1], dtype=torch.bool, device=seg.device).tril()
+        eye = torch.eye(seg.shape[1], dtype=torch.bool, device=seg.device)
+        mask |= eye & (seg[:, :, None] < 0)
+        return mask[:, None]
+
+
+def cross_mask(dec: Packing, enc: Packing) -> Tensor:
+    """(B, 1, T, S): decoder segment i of a row sees only encoder segment i of the same row. Padding
+    queries see the whole row (their outputs are ignored) so no softmax row is empty."""
+    d, e = dec.segment_ids, enc.segment_ids
+    mask = (d[:, :, None] == e[:, None, :]) & (e[:, None, :] >= 0)
+    mask |= (d[:, :, None] < 0)
+    return mask[:, None]
+
+
+def plan_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Group example indices into rows whose total length is at most ``capacity`` (first-fit decreasing)."""
+    too_long = [i for i, n in enumerate(lengths) if n > capacity]
+    if too_long:
+        raise ValueError(f"example {too_long[0]} has {lengths[too_long[0]]} positions, more than a row's {capacity}")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return [sorted(r) for r in rows]
+
+
+def pack(seqs: list[Tensor], rows: list[list[int]], *, width: int | None = None) -> tuple[Tensor, Packing]:
+    """Lay ``seqs`` (each (L_i, ...)) into rows as planned: ``(x (B, S, ...), Packing)``; S = ``width`` or the
+    longest row. Examples keep the order given in each row; ``Packing.spans`` follows the order of ``seqs``."""
+    s = width or max(sum(seqs[i].shape[0] for i in row) for row in rows)
+    first = seqs[0]
+    x = first.new_zeros((len(rows), s) + tuple(first.shape[1:]))
+    seg = torch.full((len(rows), s), -1, dtype=torch.long, device=first.device)
+    pos = torch.zeros((len(rows), s), dtype=torch.long, device=first.device)
+    spans: dict[int, tuple[int, int, int]] = {}
+    for r, row in enumerate(rows):
+        start = 0
+        for k, i in enumerate(row):
+            n = seqs[i].shape[0]
+            if start + n > s:
+                raise ValueError(f"row {r} needs {start + n} positions, more than {s}")
+            x[r, start : start + n] = seqs[i]
+            seg[r, start : start + n] = k
+            pos[r, start : start + n] = torch.arange(n, device=first.device)
+            spans[i] = (r, start, start + n)
+            start += n
+    return x, Packing(seg, pos, tuple(spans[i] for i in range(len(seqs))))
+
+
+def unpack(x: Tensor, packing: Packing) -> list[Tensor]:
+    """The per-example slices of packed ``x`` (B, S, ...), in input order."""
+    return [x[r, a:b] for r, a, b in packing.spans]
+
+
+def per_row_spans(packing: Packing) -> list[list[tuple[int, int]]]:
+    """Each row's (start, end) spans sorted by start (for per-example scans)."""
+    rows: list[list[tuple[int, int]]] = [[] for _ in range(packing.segment_ids.shape[0])]
+    for r, a, b in packing.spans:
+        rows[r].append((a, b))
+    return [sorted(r) for r in rows]
