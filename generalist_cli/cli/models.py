@@ -63,3 +63,123 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="One JSON object 
     for row in rows:
         table.add_row(row["name"], row["where"], row["source"], row["path"])
     stdout.print(table)
+
+
+def _load(model: str):
+    from generalist_cli.store.store import open_model
+
+    from generalist_cli.console import err
+
+    return open_model(model, on_pull=lambda m: err.print(m, markup=False))
+
+
+@models_app.command(
+    epilog="""[bold]Examples:[/]\n
+  gen models init --from whisper-base --experts 8 --top-k 2 --ttt mlp --out models/gen-base\n
+  gen models init --from whisper-tiny.en --experts 4 --ttt none --out models/gen-tiny""",
+)
+def init(
+    source: Annotated[str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")] = "whisper-base",
+    experts: Annotated[int, typer.Option(min=2, max=256, help="Experts per MoE layer.")] = 8,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Experts per token.")] = 2,
+    ttt: Annotated[str, typer.Option(help="mlp: a TTT-MLP layer in every block; none: no TTT.")] = "mlp",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path("models/gen-base"),
+    seed: Annotated[int, typer.Option(help="Seed for the new parameters (routers, TTT, front-ends).")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new model's meta.json.")] = False,
+) -> None:
+    """Upcycle a dense Whisper into the generalist: experts = copies of Whisper's FFN, routers N(0, 0.02),
+    TTT gates at zero. At init it computes the same function as the Whisper it came from."""
+    import json
+
+    from generalist_cli.console import err, out as stdout
+    from generalist_cli.errors import UsageError
+    from generalist_cli.model.upcycle import upcycle
+    from generalist_cli.store.store import save_model
+
+    if ttt not in ("mlp", "none"):
+        raise UsageError(f"--ttt must be mlp or none, not {ttt!r}")
+    if top_k > experts:
+        raise UsageError(f"--top-k {top_k} is more than --experts {experts}")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
+    dense = _load(source)
+    with err.status(f"upcycling {source}"):
+        model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed)
+        entry = save_model(model, dense.path / "tokenizer.json", out, name=out.name, source=f"upcycle:{source}",
+                           kind="upcycle", force=force, extra_meta={"upcycled_from": source, "seed": seed})
+    if as_json:
+        stdout.print(json.dumps({"path": str(entry.path), **entry.meta}), markup=False)
+    else:
+        stdout.print(f"{entry.path}: {experts} experts top-{top_k}, ttt {ttt}, "
+                     f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}", markup=False)
+
+
+@models_app.command(
+    "add-experts",
+    epilog="""[bold]Examples:[/]\n
+  gen models add-experts models/gen-base --n 2 --out models/gen-base-10\n
+  gen models add-experts models/gen-base --n 4 --init copy --source 3 --out models/gen-base-12""",
+)
+def add_experts_cmd(
+    model: Annotated[str, typer.Argument(help="A generalist checkpoint (folder or store name).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Experts to add per MoE layer.")] = 2,
+    init: Annotated[str, typer.Option(help="mean: the mean of the experts; copy: a copy of --source.")] = "mean",
+    source: Annotated[int, typer.Option(help="Expert to copy with --init copy.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the grown model to.")] = Path("models/grown"),
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Lifelong learning: append experts and router rows. The new experts are masked out of routing, so the
+    outputs are unchanged until training releases them (recipe option ``release_new_experts``)."""
+    from generalist_cli.console import out as stdout
+    from generalist_cli.errors import UsageError
+    from generalist_cli.model.upcycle import add_experts
+    from generalist_cli.store.store import save_model
+
+    if init not in ("mean", "copy"):
+        raise UsageError(f"--init must be mean or copy, not {init!r}")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
+    loaded = _load(model)
+    if loaded.config.n_experts < 2:
+        raise UsageError(f"{model} is a dense model", hint="upcycle it first: gen models init --from ...")
+    if init == "copy" and not 0 <= source < loaded.config.n_experts:
+        raise UsageError(f"--source {source} is not an expert of {model} (0..{loaded.config.n_experts - 1})")
+    grown = add_experts(loaded.model, n, init=init, source=source)
+    entry = save_model(grown, loaded.path / "tokenizer.json", out, name=out.name, source=f"add-experts:{model}",
+                       kind="add-experts", force=force,
+                       extra_meta={"grown_from": model, "old_experts": loaded.config.n_experts, "added": n})
+    stdout.print(f"{entry.path}: {loaded.config.n_experts} -> {grown.config.n_experts} experts per layer "
+                 f"(new ones masked until released)", markup=False)
+
+
+@models_app.command(
+    epilog="[bold]Examples:[/]\n\n  gen models info whisper-base\n\n  gen models info models/gen-base --json",
+)
+def info(
+    model: Annotated[str, typer.Argument(help="Store name, hub id or model folder.")] = "whisper-base",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Experts, top-k, TTT, layers, width, vocabulary, parameters (total and active per token), size on disk,
+    FLOPs per second of audio."""
+    import json
+
+    from rich.table import Table
+
+    from generalist_cli.console import out as stdout
+    from generalist_cli.model.info import describe
+
+    loaded = _load(model)
+    row = {"model": model, "path": str(loaded.path), **describe(loaded.model)}
+    row["size_on_disk"] = sum(f.stat().st_size for f in loaded.path.iterdir() if f.is_file()) if loaded.path.is_dir() else None
+    if as_json:
+        stdout.print(json.dumps(row), markup=False)
+        return
+    table = Table(title=f"{model}", show_header=False)
+    for k, v in row.items():
+        if isinstance(v, int) and k.startswith(("params", "size")):
+            v = f"{v:,}"
+        elif isinstance(v, float):
+            v = f"{v / 1e9:.2f} GFLOPs" if "flops" in k else f"{v:.3g}"
+        table.add_row(k, str(v))
+    stdout.print(table)

@@ -16,7 +16,8 @@ from generalist_cli.languages import CODES
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path, *, multilingual: bool) -> None:
+    def __init__(self, path: str | Path, *, multilingual: bool, extra_tokens: tuple[str, ...] = (),
+                 n_vocab: int | None = None) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
         try:
@@ -41,6 +42,9 @@ class Tokenizer:
         self.no_speech = special("<|nospeech|>", "<|nocaptions|>")
         self.no_timestamps = special("<|notimestamps|>")
         self.timestamp_begin = self.no_timestamps + 1
+        # task/modality tokens appended after Whisper's vocabulary (timestamps included): ids n_vocab, n_vocab+1..
+        base = n_vocab if n_vocab is not None else self.timestamp_begin + 1501
+        self.extra: dict[str, int] = {name: base + i for i, name in enumerate(extra_tokens)}
         # language tokens sit between <|startoftranscript|> and <|translate|>, in Whisper's order
         self.language_codes: tuple[str, ...] = tuple(
             code for code in CODES[: self.translate - self.sot - 1] if self._tk.token_to_id(f"<|{code}|>") is not None

@@ -41,13 +41,15 @@ class MoEFFN(nn.Module):
         self.fc2_weight = nn.Parameter(torch.empty(n_experts, n_state, n_hidden))
         self.fc2_bias = nn.Parameter(torch.zeros(n_experts, n_state))
         nn.init.normal_(self.router.weight, std=0.02)
+        # added to the router logits: -inf keeps newly added experts out of routing until training releases them
+        self.register_buffer("logit_bias", torch.zeros(n_experts), persistent=True)
         for w in (self.fc1_weight, self.fc2_weight):
             nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]), a=math.sqrt(5))
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` (N, D) -> router logits (N, E) fp32, renormalised top-k weights (N, k), indices (N, k)."""
         logits = self.router(x)
-        logits = logits if logits.dtype == torch.float64 else logits.float()
+        logits = (logits if logits.dtype == torch.float64 else logits.float()) + self.logit_bias
         probs = torch.softmax(logits, dim=-1)
         weights, indices = probs.topk(self.top_k, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)

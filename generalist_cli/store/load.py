@@ -53,4 +53,5 @@ def _build(config: ModelConfig, state: dict, tokenizer: Path, path: Path, *, dev
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    return Loaded(model, Tokenizer(tokenizer, multilingual=config.multilingual), config, path)
+    tok = Tokenizer(tokenizer, multilingual=config.multilingual, extra_tokens=config.extra_tokens, n_vocab=config.n_vocab)
+    return Loaded(model, tok, config, path)

@@ -48,7 +48,8 @@ def _safe_name(name: str) -> str:
     return name.replace("/", "--")
 
 
-def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, force: bool = False) -> Entry:
+def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, force: bool = False,
+                extra_meta: dict | None = None) -> Entry:
     """Write ``pulled`` as store entry ``name`` (or into ``dest``) atomically."""
     import numpy as np
     from safetensors.numpy import save_file
@@ -71,14 +72,16 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
             "name": name,
             "source": pulled.source,
             "source_kind": pulled.kind,
-            "architecture": "whisper",
+            "architecture": "generalist" if pulled.config.generalist else "whisper",
             "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
             "parameters": int(sum(v.size for v in pulled.weights.values())),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "gen_version": __version__,
+            **(extra_meta or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         for f in tmp.iterdir():
+            f.chmod(0o644)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if target.exists():
@@ -94,6 +97,14 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Entry(name, target, meta)
+
+
+def save_model(model, tokenizer: Path, dest: Path, *, name: str, source: str, kind: str,
+               force: bool = False, extra_meta: dict | None = None) -> Entry:
+    """Write a torch model (a :class:`~generalist_cli.model.generalist.Generalist`) as a store folder."""
+    weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    pulled = sources.Pulled(model.config, weights, tokenizer, source, kind)
+    return write_entry(pulled, name, dest=dest, force=force, extra_meta=extra_meta)
 
 
 def read_meta(path: Path) -> dict:

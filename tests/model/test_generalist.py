@@ -1,0 +1,217 @@
+"""The generalist's invariants: upcycled == dense, packed == per-example (and fails without the TTT reset),
+function-preserving expert addition, frozen experts, cached TTT decoding, gradients everywhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generalist_cli.model import packing as packing_mod
+from generalist_cli.model.config import ModelConfig
+from generalist_cli.model.generalist import Generalist
+from generalist_cli.model.moe import load_balancing_loss, router_z_loss
+from generalist_cli.model.packing import pack, plan_rows, unpack
+from generalist_cli.model.upcycle import add_experts, freeze_experts, release_new_experts, upcycle
+
+SMALL = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=4, n_audio_layer=2, n_vocab=51865,
+             n_text_ctx=448, n_text_state=32, n_text_head=4, n_text_layer=2, n_audio_ffn=64, n_text_ffn=64,
+             video_patch=(2, 8, 8), video_max=(8, 4, 4), n_speech_mels=20)
+
+
+def dense(seed=0) -> Generalist:
+    torch.manual_seed(seed)
+    m = Generalist(ModelConfig(**SMALL)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return m
+
+
+def generalist(seed=0, *, live=True) -> Generalist:
+    """An upcycled model whose TTT gates and modality embeddings are non-zero (every path contributes)."""
+    g = upcycle(dense(seed), n_experts=4, top_k=2, ttt="mlp", seed=seed).eval()
+    if live:
+        with torch.no_grad():
+            for name, p in g.named_parameters():
+                if "ttt_gate" in name or "modality_embedding" in name:
+                    p.normal_(0, 0.5)
+                if "moe.fc" in name:  # break the copies' symmetry so routing matters
+                    p.add_(torch.randn_like(p) * 0.02)
+    return g
+
+
+def test_upcycled_equals_dense_at_init():
+    d = dense()
+    g = upcycle(d, n_experts=8, top_k=2, ttt="mlp").eval()
+    mel, tokens = torch.randn(2, 80, 3000), torch.randint(0, 51865, (2, 9))
+    with torch.no_grad():
+        a, b = d(mel, tokens), g(mel, tokens)
+    assert b.shape[-1] == a.shape[-1] + 3  # <|speech|> <|sign|> <|text|> appended
+    assert (a - b[..., : a.shape[-1]]).abs().max() <= 1e-4
+    assert all((p == 0).all() for n, p in g.named_parameters() if "ttt_gate" in n)
+    routers = [p for n, p in g.named_parameters() if n.endswith("router.weight")]
+    assert len(routers) == 4 and 0.01 < torch.cat([r.flatten() for r in routers]).std() < 0.03
+
+
+def _examples(g: Generalist):
+    torch.manual_seed(3)
+    audio = [g.embed_audio(torch.randn(1, 80, 2 * n))[0] for n in (37, 50, 16, 23)]
+    video = [g.embed_video(torch.rand(5, 24, 32, 3))]  # 3 x 3 x 4 tubelets
+    text = [g.embed_text(torch.randint(0, 50000, (11,)))]
+    return audio + video + text
+
+
+def test_packed_equals_per_example_and_needs_the_reset(monkeypatch):
+    g = generalist()
+    with torch.no_grad():
+        seqs = _examples(g)
+        rows = plan_rows([s.shape[0] for s in seqs], 96)
+        assert len(rows) < len(seqs)  # several examples share a row
+        x, packing = pack(seqs, rows)
+        packed = unpack(g.encode(x, packing)[0], packing)
+        alone = [g.encode(s[None])[0][0] for s in seqs]
+        for p, a in zip(packed, alone):
+            assert (p - a).abs().max() < 1e-5
+        # the same packed forward with the TTT state *not* reset at example boundaries must differ
+        monkeypatch.setattr("generalist_cli.model.whisper.per_row_spans",
+                            lambda pk: [[(0, int((pk.segment_ids[r] >= 0).sum()))] for r in range(pk.segment_ids.shape[0])])
+        leaky = unpack(g.encode(x, packing)[0], packing)
+    assert max((p - a).abs().max() for p, a in zip(leaky, alone)) > 1e-3
+
+
+def test_packed_decoder_equals_per_example():
+    g = generalist()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        seqs = _examples(g)
+        targets = [torch.randint(0, 51868, (n,)) for n in (5, 9, 3, 7, 4, 6)]
+        rows = plan_rows([s.shape[0] for s in seqs], 96)
+        ex, ep = pack(seqs, rows)
+        tx, tp = pack(targets, rows)
+        logits, enc_r, dec_r = g.forward_packed(ex, ep, tx, tp)
+        for i, (s, t) in enumerate(zip(seqs, targets)):
+            enc = g.encode(s[None])[0]
+            ref = g.logits(g.decoder(t[None], g.cross_kv(enc)))[0]
+            r, a, b = tp.spans[i]
+            assert (logits[r, a:b] - ref).abs().max() < 1e-4
+    assert len(enc_r) == 2 and len(dec_r) == 2
+    assert ep.padding_fraction < 0.25
+
+
+def test_plan_rows_is_greedy_and_respects_capacity():
+    lengths = [1500, 250, 250, 700, 50, 1200, 800]
+    rows = plan_rows(lengths, 2048)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 2048 for r in rows)
+    assert len(rows) == 3  # 4750 positions need at least 3 rows of 2048
+    with pytest.raises(ValueError, match="more than a row"):
+        plan_rows([3000], 2048)
+
+
+def test_cached_generation_with_ttt_equals_teacher_forcing():
+    g = generalist()
+    mel = torch.randn(2, 80, 400)
+    tokens = torch.randint(0, 51865, (2, 21))
+    with torch.no_grad():
+        enc = g.encode_audio(mel)
+        full = g.logits(g.decoder(tokens, g.cross_kv(enc)))
+        cache = g.new_cache(enc)
+        steps = [g.decode_step(tokens[:, :3], cache, 0)]
+        for t in range(3, 21):
+            steps.append(g.decode_step(tokens[:, t : t + 1], cache, t))
+        # beam-style reordering: two hypotheses over one audio swap rows, each keeps its TTT and KV state
+        one = enc[:1].expand(2, -1, -1)
+        swapped = g.new_cache(one)
+        g.decode_step(tokens[:, :5], swapped, 0)
+        swapped.reorder(torch.tensor([1, 0]))
+        after_swap = g.decode_step(tokens.flip(0)[:, 5:6], swapped, 5)
+        ref = g.logits(g.decoder(tokens.flip(0)[:, :6], g.cross_kv(one)))[:, 5]
+    assert (torch.stack(steps, 1) - full[:, 2:]).abs().max() < 1e-4
+    assert (after_swap - ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("init", ["mean", "copy"])
+def test_add_experts_is_function_preserving(init):
+    g = generalist()
+    grown = add_experts(g, 3, init=init, source=1).eval()
+    mel, tokens = torch.randn(1, 80, 200), torch.randint(0, 51865, (1, 6))
+    with torch.no_grad():
+        assert torch.equal(g(mel, tokens), grown(mel, tokens))
+        release_new_experts(grown)
+        _, routers = grown.encode(grown.embed_audio(mel))
+    assert grown.config.n_experts == 7
+    assert any(int(r.counts[4:].sum()) > 0 for r in routers)  # released: the router now uses them
+
+
+def test_frozen_experts_stay_bit_identical_under_adamw():
+    g = add_experts(generalist(), 2).train()
+    release_new_experts(g)
+    freeze = freeze_experts(g, 4)
+    before = {n: p.detach().clone() for n, p in g.named_parameters() if "moe" in n}
+    opt = torch.optim.AdamW(g.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        mel, tokens = torch.randn(2, 80, 200), torch.randint(0, 51865, (2, 6))
+        enc, routers = g.encode(g.embed_audio(mel))
+        hidden, dec_routers = g.decoder.run(tokens, g.cross_kv(enc))
+        loss = torch.nn.functional.cross_entropy(g.logits(hidden).flatten(0, 1), tokens.flatten()) \
+            + 0.01 * load_balancing_loss(routers + dec_routers, n_experts=6, top_k=2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        freeze.restore()
+    for n, p in g.named_parameters():
+        if "moe" in n:
+            assert torch.equal(p[:4], before[n][:4]), n
+            assert not torch.equal(p[4:], before[n][4:]), n  # the new experts and router rows trained
+
+
+def test_gradients_reach_every_parameter():
+    g = generalist().train()
+    torch.manual_seed(7)
+    seqs = _examples(g)
+    targets = [torch.randint(0, 51868, (n,)) for n in (5, 9, 3, 7, 4, 6)]
+    rows = plan_rows([s.shape[0] for s in seqs], 96)
+    ex, ep = pack(seqs, rows)
+    tx, tp = pack(targets, rows)
+    logits, enc_r, dec_r = g.forward_packed(ex, ep, tx, tp)
+    valid = tp.valid
+    loss = torch.nn.functional.cross_entropy(logits[valid], tx[valid])
+    loss = loss + 0.01 * load_balancing_loss(enc_r + dec_r, n_experts=4, top_k=2,
+                                             valid=[ep.valid] * len(enc_r) + [tp.valid] * len(dec_r))
+    loss = loss + 0.001 * router_z_loss(enc_r + dec_r)
+    h = seqs[-1]  # the text example: speech head with durations
+    log_d = g.speech_head.log_durations(h[None])[0]
+    mel = g.speech_head(h, torch.full((h.shape[0],), 2))
+    loss = loss + mel.pow(2).mean() + log_d.pow(2).mean()
+    loss.backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    # experts that no token chose this step have no gradient, by design (dropless, but sparse)
+    missing = [n for n in missing if ".moe.fc" not in n]
+    assert not missing, missing
+
+
+def test_config_and_checkpoint_round_trip(tmp_path):
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.sources import PACKAGES
+    from generalist_cli.store.store import save_model
+
+    g = generalist()
+    tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
+    entry = save_model(g, tok, tmp_path / "g", name="g", source="test", kind="test")
+    loaded = load_model(entry.path)
+    assert loaded.config == g.config and entry.meta["architecture"] == "generalist"
+    assert loaded.tokenizer.extra == {"<|speech|>": 51865, "<|sign|>": 51866, "<|text|>": 51867}
+    mel, tokens = torch.randn(1, 80, 120), torch.randint(0, 51865, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(g(mel, tokens), loaded.model(mel, tokens))
+
+
+def test_upcycled_real_whisper_gives_identical_transcripts(tiny_en, speech):
+    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+
+    g = upcycle(tiny_en.model, n_experts=8, top_k=2, ttt="mlp").eval()
+    audios = [speech(0), speech(5)]
+    a = transcribe(tiny_en.model, tiny_en.tokenizer, audios, TranscribeOptions())
+    b = transcribe(g, tiny_en.tokenizer, audios, TranscribeOptions())
+    assert [t.text for t in a] == [t.text for t in b]
+    assert [[(s.start, s.end) for s in t.segments] for t in a] == [[(s.start, s.end) for s in t.segments] for t in b]
