@@ -120,3 +120,27 @@ def test_silence_detection(tmp_path):
 def test_encode_refuses_unknown_suffix(tmp_path):
     with pytest.raises(MediaError, match="cannot write audio"):
         encode_audio(tmp_path / "a.xyz", tone(0.1))
+
+
+def test_video_frames_round_trip_and_fps(tmp_path):
+    from generalist_cli.media.video import decode_video, encode_video
+
+    frames = np.zeros((20, 48, 64, 3), np.uint8)
+    for i in range(20):
+        frames[i, :, : 3 * i + 1] = 255  # a white bar that grows: frames stay distinguishable
+    path = encode_video(tmp_path / "sign.mov", frames, fps=10)
+    got = decode_video(path)
+    assert got.shape == (20, 48, 64, 3) and got.dtype == np.uint8
+    assert abs(float(got[10].mean()) - float(frames[10].mean())) < 8
+    assert decode_video(path, fps=5).shape[0] == 10
+    assert decode_video(path, size=(24, 32), max_frames=4).shape == (4, 24, 32, 3)
+
+
+def test_video_errors(tmp_path):
+    from generalist_cli.media.video import decode_video
+
+    path = encode_audio(tmp_path / "speech.m4a", tone(0.5))
+    with pytest.raises(MediaError, match="no video track"):
+        decode_video(path)
+    with pytest.raises(MediaError, match="not found"):
+        decode_video(tmp_path / "none.mov")

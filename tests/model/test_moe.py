@@ -36,8 +36,9 @@ def test_grouped_dispatch_equals_loop_and_per_token_reference():
     m = moe(dtype=torch.float32)
     x = torch.randn(64, 16)
     with torch.no_grad():
+        m.dispatch = "grouped"
         y, r = m(x)
-        m.dispatch = "loop"
+        m.dispatch = "sorted"
         y_loop, _ = m(x)
         _, weights, idx = m.route(x)
         ref = torch.stack([sum(weights[t, s] * dense(x[t], m.fc1_weight[idx[t, s]], m.fc1_bias[idx[t, s]],

@@ -1,0 +1,44 @@
+"""``gen models init / add-experts / info`` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.test_run import gen
+from tests.conftest import EXAMPLE
+
+
+def test_init_run_info_add_experts(tmp_path):
+    out = tmp_path / "gen-tiny"
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "4", "--top-k", "2", "--ttt", "mlp",
+            "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["architecture"] == "generalist" and meta["upcycled_from"] == "whisper-tiny.en"
+
+    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
+    upcycled = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
+    assert dense.returncode == upcycled.returncode == 0, upcycled.stderr
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
+    assert strip(dense.stdout) == strip(upcycled.stdout)  # identical transcript and segment times
+
+    r = gen("models", "info", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert (info["experts"], info["top_k"], info["ttt"], info["d_model"]) == (4, 2, "mlp", 384)
+    assert info["params_active"] < info["params_total"] and info["size_on_disk"] > 4 * info["params_active"]
+    assert info["flops_per_audio_second"] > 0 and info["vocabulary"] == 51864 + 3
+
+    grown = tmp_path / "grown"
+    r = gen("models", "add-experts", str(out), "--n", "2", "--out", str(grown))
+    assert r.returncode == 0, r.stderr
+    assert "4 -> 6 experts" in r.stdout
+    again = gen("run", str(EXAMPLE), "--model", str(grown), "-f", "json")
+    assert strip(again.stdout) == strip(dense.stdout)
+
+
+def test_usage_errors(tmp_path):
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "--top-k 3 is more than --experts 2" in r.stderr
+    r = gen("models", "add-experts", "whisper-tiny.en", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "dense model" in r.stderr and "Traceback" not in r.stderr
