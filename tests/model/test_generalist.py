@@ -215,3 +215,13 @@ def test_upcycled_real_whisper_gives_identical_transcripts(tiny_en, speech):
     b = transcribe(g, tiny_en.tokenizer, audios, TranscribeOptions())
     assert [t.text for t in a] == [t.text for t in b]
     assert [[(s.start, s.end) for s in t.segments] for t in a] == [[(s.start, s.end) for s in t.segments] for t in b]
+
+
+def test_reversed_scan_of_reversed_input_is_the_reversed_forward_scan():
+    g = generalist()
+    block = g.encoder.layers[0]
+    h = torch.randn(2, 37, 32)
+    with torch.no_grad():
+        forward = block.ttt_scan(h, None, reverse=False)
+        backward_of_flipped = block.ttt_scan(h.flip(1), None, reverse=True)
+    assert torch.allclose(backward_of_flipped, forward.flip(1), atol=1e-6)
