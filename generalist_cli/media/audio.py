@@ -6,6 +6,7 @@ missing, a directory, empty, not media, truncated/corrupt, no audio track, no sa
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -17,30 +18,37 @@ SAMPLE_RATE = 16_000  # Hz, what Whisper's features expect
 SILENCE_PEAK = 1e-4  # a waveform whose peak stays below this (-80 dBFS) is silent
 
 
-def decode_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode the first audio track of ``path``, down-mixed to mono and resampled.
+def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode the first audio track of ``path`` (or of an in-memory file), down-mixed to mono and resampled.
 
     Works for m4a/aac, wav, mp3, flac, ogg/opus and the audio track of mov/mp4 (anything FFmpeg reads).
     Returns float32 samples in [-1, 1], shape ``(N,)``.
     """
     import av
 
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a directory, not a media file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "is empty (0 bytes)")
+    in_memory = isinstance(path, io.BytesIO)
+    if in_memory:
+        if not path.getbuffer().nbytes:
+            raise MediaError("<bytes>", "is empty (0 bytes)")
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise MediaError(path, "file not found")
+        if path.is_dir():
+            raise MediaError(path, "is a directory, not a media file")
+        if path.stat().st_size == 0:
+            raise MediaError(path, "is empty (0 bytes)")
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = av.open(path if in_memory else str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:  # InvalidDataError, FileNotFoundError, ...
-        raise MediaError(path, f"is not a media file FFmpeg can read ({_ffmpeg_reason(exc)})") from exc
+        raise MediaError("<bytes>" if in_memory else path,
+                         f"is not a media file FFmpeg can read ({_ffmpeg_reason(exc)})") from exc
+    label = "<bytes>" if in_memory else path
     chunks: list[np.ndarray] = []
     try:
         streams = container.streams.audio
         if not streams:
-            raise MediaError(path, "has no audio track")
+            raise MediaError(label, "has no audio track")
         stream = streams[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
@@ -52,20 +60,20 @@ def decode_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> 
         except av.error.FFmpegError as exc:
             done = sum(len(c) for c in chunks) / sample_rate
             raise MediaError(
-                path, f"is truncated or corrupt: decoding failed after {done:.2f} s ({_ffmpeg_reason(exc)})"
+                label, f"is truncated or corrupt: decoding failed after {done:.2f} s ({_ffmpeg_reason(exc)})"
             ) from exc
         declared = _declared_duration(container, stream)
     finally:
         container.close()
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if audio.size == 0:
-        raise MediaError(path, "has an audio track with no samples (truncated?)")
-    missing = _wav_missing_bytes(path)
+        raise MediaError(label, "has an audio track with no samples (truncated?)")
+    missing = 0 if in_memory else _wav_missing_bytes(path)
     if missing:
-        raise MediaError(path, f"is truncated: its WAV header declares {missing} more bytes of samples than the file holds")
+        raise MediaError(label, f"is truncated: its WAV header declares {missing} more bytes of samples than the file holds")
     got = audio.size / sample_rate
     if declared is not None and declared > 1.0 and got < 0.9 * declared:
-        raise MediaError(path, f"is truncated: the header declares {declared:.2f} s but only {got:.2f} s decode")
+        raise MediaError(label, f"is truncated: the header declares {declared:.2f} s but only {got:.2f} s decode")
     return audio
 
 

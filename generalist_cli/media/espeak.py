@@ -109,9 +109,15 @@ def synthesize(text: str, *, voice: str = "en", rate: int = 160, pitch: int = 50
 
 def synthesize_16k(text: str, **kwargs) -> np.ndarray:
     """:func:`synthesize`, resampled to 16 kHz mono float32 (what the model hears)."""
+    return to_16k(synthesize(text, **kwargs))
+
+
+def to_16k(speech: Speech) -> np.ndarray:
+    """``speech`` resampled to 16 kHz mono float32."""
     import av
 
-    speech = synthesize(text, **kwargs)
+    if speech.audio.size == 0:
+        return np.zeros(0, np.float32)
     frame = av.AudioFrame.from_ndarray(speech.audio.reshape(1, -1), format="flt", layout="mono")
     frame.sample_rate = speech.sample_rate
     resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)

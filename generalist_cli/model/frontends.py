@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from generalist_cli.features.video import patchify
+
 MODALITIES = ("audio", "video", "text")
 
 
@@ -27,26 +29,18 @@ class VideoFrontend(nn.Module):
         self.pos_row = nn.Parameter(torch.randn(max_grid[1], n_state) * 0.02)
         self.pos_col = nn.Parameter(torch.randn(max_grid[2], n_state) * 0.02)
 
-    def grid(self, t: int, h: int, w: int) -> tuple[int, int, int]:
-        """Tubelets along (time, rows, cols) for a (t, h, w) clip (time padded up, space cropped down)."""
-        pt, ph, pw = self.patch
-        return -(-t // pt), h // ph, w // pw
+    def embed(self, patches: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Tubelet ``patches`` (N, pt*ph*pw*C) on a ``grid`` (Nt, Nr, Nc), uint8 or float in [0, 1] -> (N, D)."""
+        nt, nr, nc = grid
+        if nt > self.max_grid[0] or nr > self.max_grid[1] or nc > self.max_grid[2]:
+            raise ValueError(f"a {nt}x{nr}x{nc} tubelet grid exceeds the maximum {self.max_grid}")
+        x = patches.float() / 255.0 if patches.dtype == torch.uint8 else patches
+        x = (x.to(self.proj.weight.dtype) - 0.5) / 0.5
+        x = self.proj(x).view(nt, nr, nc, -1)
+        x = x + self.pos_time[:nt, None, None] + self.pos_row[None, :nr, None] + self.pos_col[None, None, :nc]
+        return x.reshape(nt * nr * nc, -1)
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames`` (T, H, W, C), uint8 or float in [0, 1] -> (Nt * Nr * Nc, D), time-major."""
-        if frames.dtype == torch.uint8:
-            frames = frames.float() / 255.0
-        frames = (frames.to(self.proj.weight.dtype) - 0.5) / 0.5
-        t, h, w, c = frames.shape
-        pt, ph, pw = self.patch
-        nt, nr, nc = self.grid(t, h, w)
-        if nr == 0 or nc == 0:
-            raise ValueError(f"frames of {h}x{w} are smaller than one {ph}x{pw} patch")
-        if nt > self.max_grid[0] or nr > self.max_grid[1] or nc > self.max_grid[2]:
-            raise ValueError(f"a {nt}x{nr}x{nc} tubelet grid exceeds the maximum {self.max_grid}")
-        if nt * pt > t:  # repeat the last frame to fill the last tubelet
-            frames = torch.cat([frames, frames[-1:].expand(nt * pt - t, h, w, c)])
-        x = frames[:, : nr * ph, : nc * pw]
-        x = x.reshape(nt, pt, nr, ph, nc, pw, c).permute(0, 2, 4, 1, 3, 5, 6).reshape(nt, nr, nc, -1)
-        x = self.proj(x) + self.pos_time[:nt, None, None] + self.pos_row[None, :nr, None] + self.pos_col[None, None, :nc]
-        return x.reshape(nt * nr * nc, -1)
+        patches, grid = patchify(frames, self.patch)
+        return self.embed(patches, grid)

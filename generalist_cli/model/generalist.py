@@ -51,6 +51,12 @@ class Generalist(nn.Module):
             raise ValueError("this checkpoint has no video front-end")
         return self.video(frames) + self._modality("video")
 
+    def embed_patches(self, patches: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Prepared tubelet ``patches`` (N, P) on ``grid`` -> (N, D)."""
+        if not self.config.generalist:
+            raise ValueError("this checkpoint has no video front-end")
+        return self.video.embed(patches, grid) + self._modality("video")
+
     def embed_text(self, tokens: Tensor) -> Tensor:
         """``tokens`` (L,) -> (L, D) for the encoder (translation, text -> speech)."""
         x = self.decoder.embed_tokens(tokens) + self.encoder.embed_positions.weight[: tokens.shape[0]]

@@ -207,3 +207,17 @@ def list_models() -> list[dict]:
         if name not in stored and name not in sources.PACKAGES:
             rows.append({"name": name, "where": "hub", "source": f"openai/{name}", "path": ""})
     return rows
+
+
+def tokenizer_for(model: str) -> Path:
+    """The ``tokenizer.json`` of ``model`` without loading (or pulling) its weights when it can be avoided."""
+    path = Path(model).expanduser()
+    if (path / "tokenizer.json").exists():
+        return path / "tokenizer.json"
+    entry = models_dir() / _safe_name(model)
+    if (entry / "tokenizer.json").exists():
+        return entry / "tokenizer.json"
+    pkg = sources.PACKAGES.get(model)
+    if pkg is not None and pkg.files() is not None:
+        return pkg.folder_path() / "tokenizer.json"
+    return resolve(model) / "tokenizer.json"

@@ -1,0 +1,96 @@
+"""INCLUDE: Indian Sign Language videos (Sridhar et al. 2020; Zenodo record 4010759), 263 signs in 15 categories.
+
+Release layout: ``<Category>/<N>. <Sign>/MVI_dddd.MOV``; the label is the sign's folder name without its
+number. Split lists shipped with the release (files whose names contain train / val / test, one
+relative path or file name per line, CSV or text) choose the splits; without them a stable hash of the
+path gives 80/10/10. ``subset="include50"`` uses the INCLUDE-50 lists (names containing 50) and keeps
+only the signs they name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Iterator
+
+from generalist_cli.data.schema import RawItem
+from generalist_cli.errors import GenError
+
+RECORD = "https://zenodo.org/record/4010759"
+SPLITS = ("train", "val", "test")
+VIDEO_SUFFIXES = {".mov", ".mp4", ".avi", ".mkv"}
+
+
+def sign_name(folder: str) -> str:
+    """``"12. Good Morning"`` -> ``"good morning"``."""
+    return re.sub(r"^\s*\d+\s*[.)]\s*", "", folder).strip().lower()
+
+
+def videos(root: Path) -> list[tuple[Path, str, str]]:
+    """(path, category, sign) of every video below ``root``, sorted."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+            rel = path.relative_to(root).parts
+            if len(rel) >= 3:
+                out.append((path, rel[-3], sign_name(rel[-2])))
+    return out
+
+
+def _split_lists(root: Path, subset: str | None) -> dict[str, set[str]]:
+    lists: dict[str, set[str]] = {}
+    for f in sorted(root.glob("*")):
+        if f.suffix.lower() not in (".csv", ".txt", ".tsv") or not f.is_file():
+            continue
+        name = f.stem.lower()
+        if (subset == "include50") != ("50" in name):
+            continue
+        split = next((s for s in SPLITS if s in name or (s == "val" and "valid" in name)), None)
+        if split is None:
+            continue
+        entries = set()
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            for cell in re.split(r"[,\t]", line):
+                cell = cell.strip().strip('"')
+                if Path(cell).suffix.lower() in VIDEO_SUFFIXES:
+                    entries.add(cell.replace("\\", "/"))
+        lists[split] = entries
+    return lists
+
+
+def _hash_split(rel: str) -> str:
+    h = int(hashlib.sha1(rel.encode()).hexdigest(), 16) % 10
+    return "train" if h < 8 else ("val" if h == 8 else "test")
+
+
+def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, ...] = SPLITS) -> Iterator[RawItem]:
+    if local is None:
+        raise GenError("INCLUDE is not on the Hugging Face Hub", hint=f"download it from {RECORD} and pass --local DIR")
+    if subset not in (None, "include50"):
+        raise GenError(f"unknown INCLUDE subset {subset!r}", hint="use include50")
+    found = videos(local)
+    if not found:
+        raise GenError(f"{local}: no <Category>/<N>. <Sign>/*.MOV videos below it")
+    lists = _split_lists(local, subset)
+    if subset == "include50" and not lists:
+        raise GenError(f"{local}: has no INCLUDE-50 split lists", hint="copy the include50 train/val/test lists there")
+    signs = sorted({s for _, _, s in found})
+    if subset == "include50":  # keep the signs the INCLUDE-50 lists name
+        listed = set().union(*lists.values())
+        found = [(p, c, s) for p, c, s in found if _listed(p, local, listed)]
+        signs = sorted({s for _, _, s in found})
+    label = {s: i for i, s in enumerate(signs)}
+    for path, category, sign in found:
+        rel = path.relative_to(local).as_posix()
+        split = next((s for s, entries in lists.items() if _listed(path, local, entries)), None) if lists \
+            else _hash_split(rel)
+        if split is None or split not in splits:
+            continue
+        yield RawItem(id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"), split=split, task="sign",
+                      modality="video", source=path, text=sign, lang="en", label=label[sign])
+
+
+def _listed(path: Path, root: Path, entries: set[str]) -> bool:
+    rel = path.relative_to(root).as_posix()
+    return rel in entries or path.name in entries or any(rel.endswith(e) or e.endswith(rel) for e in entries)

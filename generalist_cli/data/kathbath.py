@@ -1,0 +1,96 @@
+"""Kathbath (AI4Bharat; Javed et al. 2022, arXiv 2208.11761): read Indic speech in 12 languages.
+
+Hub: ``ai4bharat/Kathbath`` (gated), one config per language name, splits train / valid / test_known /
+test_unknown, audio in the ``audio_filepath`` column. Local copy of the original release: per split a
+folder of ``<id>-<speaker>-<m|f>.m4a`` files (anywhere below it) and a headerless tab-separated
+``transcription_n2w.txt`` of ``<file name>\\t<text>`` lines; the root may be the language folder or hold
+one folder per language.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from generalist_cli.data.schema import AudioBytes, RawItem
+from generalist_cli.errors import GenError
+
+HUB_ID = "ai4bharat/Kathbath"
+LANGUAGES = {"bn": "bengali", "gu": "gujarati", "hi": "hindi", "kn": "kannada", "ml": "malayalam", "mr": "marathi",
+             "or": "odia", "pa": "punjabi", "sa": "sanskrit", "ta": "tamil", "te": "telugu", "ur": "urdu"}
+SPLITS = ("train", "valid", "test_known", "test_unknown")
+TRANSCRIPTS = ("transcription_n2w.txt", "transcription.txt")
+
+
+def language(value: str) -> str:
+    """Kathbath language code from a code (hi, hin) or name (hindi, Odia, oriya)."""
+    from generalist_cli.errors import UsageError
+    from generalist_cli.languages import resolve_language
+
+    v = value.strip().lower()
+    if v in ("odia", "oriya", "ory", "ori"):
+        return "or"
+    code = v if v in LANGUAGES else None
+    if code is None:
+        try:
+            code = resolve_language(v)
+        except UsageError:
+            code = None
+    if code not in LANGUAGES:
+        raise UsageError(f"Kathbath has no language {value!r}",
+                         hint="use one of: " + ", ".join(f"{c} ({n})" for c, n in LANGUAGES.items()))
+    return code
+
+
+def items(*, lang: str, splits: tuple[str, ...] = SPLITS, local: Path | None = None, text_column: str | None = None,
+          limit: int | None = None) -> Iterator[RawItem]:
+    """Items of every split in turn; ``limit`` per split (a streamed hub split stops reading there)."""
+    from itertools import islice
+
+    code = language(lang)
+    for split in splits:
+        if split not in SPLITS:
+            raise GenError(f"Kathbath has no split {split!r}", hint="use " + ", ".join(SPLITS))
+        rows = _local(local, code, split) if local is not None else _hub(code, split, text_column)
+        yield from islice(rows, limit)
+
+
+def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
+    name = LANGUAGES[code]
+    candidates = [root / name / split, root / code / split, root / split, root / name / "data" / split]
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
+        if split == "train" or any((root / s).is_dir() or (root / name / s).is_dir() for s in SPLITS if s != split):
+            return  # a release copied without this split
+        raise GenError(f"{root}: no Kathbath {name} split folders", hint=f"expected {name}/{split}/ or {split}/ below it")
+    transcript = next((folder / t for t in TRANSCRIPTS if (folder / t).exists()), None)
+    if transcript is None:
+        raise GenError(f"{folder}: has no {TRANSCRIPTS[0]}")
+    audio = {p.stem: p for p in sorted(folder.rglob("*.m4a"))}
+    for lineno, line in enumerate(transcript.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, text = line.partition("\t")
+        key = Path(key.strip()).stem
+        path = audio.get(key, folder / f"{key}.m4a")  # a missing file is rejected with its reason later
+        yield RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
+                      source=path, text=text.strip(), lang=code)
+
+
+def _hub(code: str, split: str, text_column: str | None) -> Iterator[RawItem]:
+    from datasets import Audio
+
+    from generalist_cli.data.hub import first_column, load_hub
+
+    ds = load_hub(HUB_ID, config=LANGUAGES[code], split=split)
+    columns = list(ds.features or {})
+    audio_col = first_column(columns, ("audio_filepath", "audio"), what="audio", hub_id=HUB_ID)
+    text_col = text_column or first_column(columns, ("text", "transcript", "transcription", "sentence"),
+                                           what="text", hub_id=HUB_ID)
+    ds = ds.cast_column(audio_col, Audio(decode=False))  # we decode the bytes with PyAV ourselves
+    for i, row in enumerate(ds):
+        audio = row[audio_col] or {}
+        name = Path(audio.get("path") or f"{i:08d}").stem
+        source = AudioBytes(audio.get("bytes") or b"", name) if audio.get("bytes") else Path(audio.get("path") or "")
+        yield RawItem(id=f"kathbath-{code}-{split}-{name}", split=split, task="transcribe", modality="audio",
+                      source=source, text=str(row.get(text_col) or ""), lang=code)

@@ -1,0 +1,233 @@
+"""Prepare a dataset: adapter items -> featurised rows in shards -> one ``datasets.DatasetDict`` on disk.
+
+Stages (re-runnable, in the spirit of icefall's ``prepare.sh``):
+1. items are cut into shards of ``shard_size`` per split, in the adapter's (stable) order;
+2. each shard is featurised (in ``num_proc`` processes) and saved under ``OUT/.work/<split>/shard-NNNNN``
+   with its rejected rows and a ``done`` marker, so an interrupted run continues where it stopped;
+3. the shards of each split are concatenated and saved with ``save_to_disk`` as ``OUT/<split>``
+   (``datasets.load_from_disk(OUT)`` gives the DatasetDict), ``rejected.jsonl`` lists every bad row with
+   its reason, and ``prepare.json`` stamps the source, options, counts and version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from generalist_cli import __version__
+from generalist_cli.data.schema import RawItem, Reject
+from generalist_cli.errors import GenError
+
+STAMP = "prepare.json"
+
+
+@dataclass
+class Report:
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)  # examples per split
+    rejected: dict[str, int] = field(default_factory=dict)  # rejected items per reason
+    reused_shards: int = 0
+    seconds: float = 0.0
+    already: bool = False
+
+    @property
+    def examples(self) -> int:
+        return sum(self.counts.values())
+
+
+_featurizer = None
+
+
+def _init_worker(tokenizer: str, n_mels: int, threads: int) -> None:
+    global _featurizer
+    import torch
+
+    from generalist_cli.data.featurize import Featurizer
+
+    torch.set_num_threads(threads)
+    _featurizer = Featurizer(tokenizer, n_mels=n_mels)
+
+
+def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, dict[str, int]]:
+    """Featurise ``items`` and save the shard atomically; returns (examples, rejected by reason)."""
+    import datasets
+
+    from generalist_cli.data.schema import features
+
+    datasets.disable_progress_bars()
+    rows, rejected = [], []
+    for item in items:
+        try:
+            rows.extend(_featurizer(item))
+        except Reject as exc:
+            rejected.append({"id": item.id, "split": item.split, "source": str(getattr(item.source, "name", item.source))
+                             if not isinstance(item.source, str) else item.source[:80], "reason": str(exc)})
+        except Exception as exc:  # a bug or an unexpected library error must not lose the other rows
+            rejected.append({"id": item.id, "split": item.split, "source": str(item.source)[:200],
+                             "reason": f"unexpected {type(exc).__name__}: {str(exc)[:160]}"})
+    final = Path(shard_dir)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if rows:  # a shard whose items were all rejected keeps only its report
+        datasets.Dataset.from_list(rows, features=features(n_mels)).save_to_disk(str(tmp / "data"))
+    with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as fh:
+        for r in rejected:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (tmp / "done").write_text(json.dumps({"examples": len(rows), "rejected": len(rejected)}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return len(rows), reasons
+
+
+def _shards(items: Iterable[RawItem], shard_size: int, limit: int | None) -> Iterator[tuple[str, int, list[RawItem]]]:
+    """(split, index, items) in order; at most ``limit`` items per split."""
+    pending: dict[str, list[RawItem]] = {}
+    index: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for item in items:
+        n = seen.get(item.split, 0)
+        if limit is not None and n >= limit:
+            continue
+        seen[item.split] = n + 1
+        pending.setdefault(item.split, []).append(item)
+        if len(pending[item.split]) >= shard_size:
+            i = index.get(item.split, 0)
+            index[item.split] = i + 1
+            yield item.split, i, pending.pop(item.split)
+    for split, rest in pending.items():
+        yield split, index.get(split, 0), rest
+
+
+def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, tokenizer: Path,
+            n_mels: int = 80, num_proc: int = 1, shard_size: int = 256, limit: int | None = None,
+            force: bool = False, on_progress: Callable[[int], None] | None = None) -> Report:
+    """Run the stages above; ``on_progress(n)`` is told of every ``n`` items done."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    started = time.perf_counter()
+    stamp_path = out / STAMP
+    wanted = {"source": source, "options": options, "limit": limit, "n_mels": n_mels}
+    if stamp_path.exists():
+        stamp = json.loads(stamp_path.read_text())
+        same = {k: stamp.get(k) for k in wanted} == wanted
+        if stamp.get("status") == "complete" and same and not force:
+            return Report(out, stamp.get("counts", {}), stamp.get("rejected_reasons", {}), already=True)
+        if not same and not force:
+            raise GenError(f"{out}: already holds a prepared dataset made with other options",
+                           hint="choose another --out, or pass --force to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = out / ".work"
+        work.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise GenError(f"{out}: cannot write ({exc.strerror})", hint="check the folder is writable") from exc
+    report = Report(out)
+    threads = 1 if num_proc > 1 else max(1, min(4, os.cpu_count() or 1))
+    done_shards: list[tuple[str, int]] = []
+
+    def finished(split: str, idx: int, n_items: int, examples: int, reasons: dict[str, int]) -> None:
+        done_shards.append((split, idx))
+        for k, v in reasons.items():
+            report.rejected[k] = report.rejected.get(k, 0) + v
+        if on_progress is not None:
+            on_progress(n_items)
+
+    def reuse(shard_dir: Path) -> tuple[int, dict[str, int]] | None:
+        if not (shard_dir / "done").exists():
+            return None
+        reasons: dict[str, int] = {}
+        for line in (shard_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)["reason"]
+            reasons[r] = reasons.get(r, 0) + 1
+        return json.loads((shard_dir / "done").read_text())["examples"], reasons
+
+    shards = _shards(items, shard_size, limit)
+    if num_proc <= 1:
+        _init_worker(str(tokenizer), n_mels, threads)
+        for split, idx, chunk in shards:
+            shard_dir = work / split / f"shard-{idx:05d}"
+            got = reuse(shard_dir)
+            if got is None:
+                got = _run_shard(str(shard_dir), chunk, n_mels)
+            else:
+                report.reused_shards += 1
+            finished(split, idx, len(chunk), *got)
+    else:
+        with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
+            running = {}
+            for split, idx, chunk in shards:
+                shard_dir = work / split / f"shard-{idx:05d}"
+                got = reuse(shard_dir)
+                if got is not None:
+                    report.reused_shards += 1
+                    finished(split, idx, len(chunk), *got)
+                    continue
+                running[pool.submit(_run_shard, str(shard_dir), chunk, n_mels)] = (split, idx, len(chunk))
+                while len(running) >= 2 * num_proc:  # bounded: items are not all held in memory
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        finished(*running.pop(fut), *fut.result())
+            for fut in list(running):
+                finished(*running.pop(fut), *fut.result())
+
+    report.counts = _assemble(out, work, sorted(done_shards))
+    report.seconds = time.perf_counter() - started
+    if report.examples == 0:
+        raise GenError(f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",
+                       hint=f"see {out / 'rejected.jsonl'}")
+    stamp = {**wanted, "status": "complete", "counts": report.counts, "rejected": sum(report.rejected.values()),
+             "rejected_reasons": report.rejected, "tokenizer": str(tokenizer), "gen_version": __version__,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(report.seconds, 2)}
+    _write_json(stamp_path, stamp)
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _assemble(out: Path, work: Path, shards: list[tuple[str, int]]) -> dict[str, int]:
+    """Concatenate each split's shards into ``OUT/<split>`` and gather ``rejected.jsonl``."""
+    import datasets
+
+    by_split: dict[str, list[Path]] = {}
+    for split, idx in shards:
+        by_split.setdefault(split, []).append(work / split / f"shard-{idx:05d}")
+    tmp = out / ".assemble"
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts = {}
+    for split, dirs in by_split.items():
+        sets = [datasets.load_from_disk(str(d / "data")) for d in dirs if (d / "data").exists()]
+        if sets:
+            parts[split] = datasets.concatenate_datasets(sets)
+    counts = {k: len(v) for k, v in parts.items()}
+    if parts:
+        datasets.DatasetDict(parts).save_to_disk(str(tmp))
+        for old in [out / "dataset_dict.json", *(out / s for s in counts)]:
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+        for entry in tmp.iterdir():
+            os.replace(entry, out / entry.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    with open(out / "rejected.jsonl.tmp", "w", encoding="utf-8") as fh:
+        for split, dirs in by_split.items():
+            for d in dirs:
+                fh.write((d / "rejected.jsonl").read_text(encoding="utf-8"))
+    os.replace(out / "rejected.jsonl.tmp", out / "rejected.jsonl")
+    return counts
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,88 @@
+"""What a prepared example holds, and what an adapter hands to featurisation.
+
+One schema for every task, so one Arrow dataset can mix them; columns a task does not use stay empty.
+Audio is stored as its log-mel (frames, 80) in float16, video as uint8 tubelet patches, text as Whisper
+token ids (no special tokens: prompts are built by the training collator from ``task`` and ``lang``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ("transcribe", "translate", "sign", "text_translate", "tts")
+PATCH_VALUES = 2 * 16 * 16 * 3  # one (2, 16, 16) RGB tubelet
+MAX_AUDIO_SECONDS = 30.0  # one encoder window
+MIN_AUDIO_SECONDS = 0.1
+
+
+def features(n_mels: int = 80):
+    from datasets import Array2D, Features, List, Value
+
+    return Features({
+        "id": Value("string"),
+        "task": Value("string"),
+        "modality": Value("string"),  # of the source: audio | video | text
+        "lang": Value("string"),  # of the target text (or of the speech for tts)
+        "src_lang": Value("string"),
+        "text": Value("string"),  # target text, human readable
+        "src_text": Value("string"),
+        "mel": Array2D(shape=(None, n_mels), dtype="float16"),  # source audio log-mel (frames, mels)
+        "patches": Array2D(shape=(None, PATCH_VALUES), dtype="uint8"),  # source video tubelets
+        "grid": List(Value("int32")),  # (Nt, Nr, Nc) of the patches
+        "src_tokens": List(Value("int32")),  # source text tokens
+        "tgt_tokens": List(Value("int32")),  # target text tokens
+        "tgt_mel": Array2D(shape=(None, n_mels), dtype="float16"),  # target speech (tts)
+        "word_starts": List(Value("float32")),  # seconds, per word of the spoken text (tts durations)
+        "label": Value("int32"),  # sign class, -1 otherwise
+        "duration": Value("float32"),  # seconds of source (audio/video); 0 for text
+        "length": Value("int32"),  # encoder positions the source takes (for packing)
+    })
+
+
+def empty_row(n_mels: int = 80) -> dict:
+    return {
+        "id": "", "task": "", "modality": "", "lang": "", "src_lang": "", "text": "", "src_text": "",
+        "mel": np.zeros((0, n_mels), np.float16), "patches": np.zeros((0, PATCH_VALUES), np.uint8), "grid": [],
+        "src_tokens": [], "tgt_tokens": [], "tgt_mel": np.zeros((0, n_mels), np.float16), "word_starts": [],
+        "label": -1, "duration": 0.0, "length": 0,
+    }
+
+
+@dataclass(frozen=True)
+class AudioBytes:
+    """An encoded audio file held in memory (a hub row's audio bytes)."""
+
+    data: bytes
+    name: str
+
+
+@dataclass(frozen=True)
+class Speak:
+    """Speech to synthesise with eSpeak NG."""
+
+    voice: str
+    rate: int
+    pitch: int
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One example as an adapter sees it, before featurisation."""
+
+    id: str
+    split: str
+    task: str
+    modality: str  # audio | video | text
+    source: Path | AudioBytes | Speak | str  # a media file, audio bytes, a synthesis request, or source text
+    text: str  # target text (the text to speak for Speak sources)
+    lang: str = ""
+    src_lang: str = ""
+    label: int = -1
+    tasks: tuple[str, ...] = field(default=())  # Speak: which rows to make (transcribe, tts)
+
+
+class Reject(Exception):
+    """An item that cannot become an example; the reason goes to rejected.jsonl."""

@@ -1,0 +1,36 @@
+"""Synthetic speech from a text file (one sentence per line) with eSpeak NG: speech -> text pairs for ASR
+and text -> speech pairs for TTS (with eSpeak's word start times for the speech head's durations).
+
+Voices, speaking rate and pitch vary per line (seeded): ``voices`` is a list of eSpeak voice names
+(``hi``, ``en-us``, ``ta`` ...), ``rate`` and ``pitch`` are (low, high) ranges.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+from generalist_cli.data.schema import RawItem, Speak
+from generalist_cli.errors import GenError
+
+
+def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tuple[int, int] = (130, 170),
+          pitch: tuple[int, int] = (40, 60), tasks: tuple[str, ...] = ("transcribe", "tts"), seed: int = 0,
+          valid_every: int = 20) -> Iterator[RawItem]:
+    from generalist_cli.languages import resolve_language
+
+    code = resolve_language(lang)
+    if not text_file.is_file():
+        raise GenError(f"{text_file}: not found", hint="give a text file with one sentence per line")
+    bad = set(tasks) - {"transcribe", "tts"}
+    if bad:
+        raise GenError(f"unknown speak task {sorted(bad)[0]!r}", hint="use transcribe and/or tts")
+    voices = voices or (code,)
+    rng = random.Random(seed)
+    lines = text_file.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        request = Speak(voice=rng.choice(voices), rate=rng.randint(*rate), pitch=rng.randint(*pitch))
+        split = "valid" if valid_every and i % valid_every == valid_every - 1 else "train"
+        yield RawItem(id=f"speak-{code}-{i:07d}", split=split, task="transcribe", modality="audio", source=request,
+                      text=line.strip(), lang=code, tasks=tuple(tasks))

@@ -1,0 +1,87 @@
+"""Wikipedia-derived parallel text for text -> text translation.
+
+Hub: ``soketlabs/bhasha-wiki-translated`` by default (``--hub-id``), one column per language named by its
+FLORES-200 code (``eng_Latn``, ``hin_Deva`` ...); ``--src-column``/``--tgt-column`` override. Local copy:
+parquet, TSV, CSV or JSONL files with the same columns (all files below ``--local`` are read, sorted).
+Rows whose source or target is empty are rejected later with that reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+from generalist_cli.data.schema import RawItem
+from generalist_cli.errors import GenError
+
+HUB_ID = "soketlabs/bhasha-wiki-translated"
+FLORES = {"en": "eng_Latn", "hi": "hin_Deva", "bn": "ben_Beng", "gu": "guj_Gujr", "kn": "kan_Knda", "ml": "mal_Mlym",
+          "mr": "mar_Deva", "or": "ory_Orya", "pa": "pan_Guru", "sa": "san_Deva", "ta": "tam_Taml", "te": "tel_Telu",
+          "ur": "urd_Arab", "as": "asm_Beng", "ne": "npi_Deva", "sd": "snd_Arab"}
+
+
+def column_for(lang: str) -> str:
+    from generalist_cli.errors import UsageError
+    from generalist_cli.languages import resolve_language
+
+    code = "or" if lang.lower() in ("or", "odia", "oriya", "ory") else resolve_language(lang)
+    if code not in FLORES:
+        raise UsageError(f"no FLORES column known for {lang!r}", hint="name it with --src-column/--tgt-column")
+    return FLORES[code]
+
+
+def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: str = HUB_ID,
+          src_column: str | None = None, tgt_column: str | None = None, split: str = "train",
+          valid_fraction: float = 0.01, limit: int | None = None) -> Iterator[RawItem]:
+    """Rows as ``text_translate`` items; every ``1/valid_fraction``-th row goes to the ``valid`` split.
+    ``limit`` stops reading after that many rows (a streamed hub dataset is not read further)."""
+    from itertools import islice
+
+    src_col, tgt_col = src_column or column_for(src_lang), tgt_column or column_for(tgt_lang)
+    src_code = "or" if src_lang.lower() in ("or", "odia") else src_lang
+    rows = islice(_local_rows(local) if local is not None else _hub_rows(hub_id, split), limit)
+    every = max(1, round(1 / valid_fraction)) if valid_fraction > 0 else 0
+    for i, row in enumerate(rows):
+        if i == 0 and (src_col not in row or tgt_col not in row):
+            raise GenError(f"{local or hub_id}: no column {src_col if src_col not in row else tgt_col}",
+                           hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column")
+        which = "valid" if every and i % every == every - 1 else "train"
+        yield RawItem(id=f"wiki-{src_col}-{tgt_col}-{i:09d}", split=which, task="text_translate", modality="text",
+                      source=str(row.get(src_col) or ""), text=str(row.get(tgt_col) or ""),
+                      lang=_code(tgt_lang), src_lang=_code(src_code))
+
+
+def _code(lang: str) -> str:
+    from generalist_cli.languages import resolve_language
+
+    return "or" if lang.lower() in ("or", "odia", "oriya") else resolve_language(lang)
+
+
+def _hub_rows(hub_id: str, split: str) -> Iterator[dict]:
+    from generalist_cli.data.hub import load_hub
+
+    yield from load_hub(hub_id, split=split)
+
+
+def _local_rows(root: Path) -> Iterator[dict]:
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in
+                                                 (".parquet", ".tsv", ".csv", ".jsonl", ".json"))
+    if not files:
+        raise GenError(f"{root}: no parquet/TSV/CSV/JSONL files")
+    for f in files:
+        suffix = f.suffix.lower()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                yield from batch.to_pylist()
+        elif suffix in (".tsv", ".csv"):
+            with open(f, newline="", encoding="utf-8") as fh:
+                yield from csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+        else:
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        yield json.loads(line)
