@@ -42,6 +42,7 @@ def _root(
 from generalist_cli.cli import models as _models  # noqa: E402,F401
 from generalist_cli.cli import prepare as _prepare  # noqa: E402,F401
 from generalist_cli.cli import run as _run  # noqa: E402,F401
+from generalist_cli.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:

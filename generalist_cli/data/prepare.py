@@ -187,11 +187,19 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
         raise GenError(f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",
                        hint=f"see {out / 'rejected.jsonl'}")
     stamp = {**wanted, "status": "complete", "counts": report.counts, "rejected": sum(report.rejected.values()),
-             "rejected_reasons": report.rejected, "tokenizer": str(tokenizer), "gen_version": __version__,
+             "rejected_reasons": report.rejected, "tokenizer": str(tokenizer),
+             "tokenizer_sha256": tokenizer_fingerprint(tokenizer), "gen_version": __version__,
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(report.seconds, 2)}
     _write_json(stamp_path, stamp)
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def tokenizer_fingerprint(path: Path) -> str:
+    """Which vocabulary made the token ids: the first 16 hex digits of the tokenizer.json's SHA-256."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _assemble(out: Path, work: Path, shards: list[tuple[str, int]]) -> dict[str, int]:

@@ -67,6 +67,25 @@ class Tokenizer:
             seq.append(self.no_timestamps)
         return seq
 
+    def task_prompt(self, task: str, *, lang: str = "en", src_lang: str = "") -> list[int]:
+        """The decoder prompt for a training task (no timestamps):
+
+        transcribe ``<|sot|> <|lang|> <|transcribe|> <|notimestamps|>``; translate (speech -> English)
+        ``<|sot|> <|src|> <|translate|> <|notimestamps|>``; sign ``<|sot|> <|sign|> <|en|> <|transcribe|> ...``;
+        text_translate ``<|sot|> <|text|> <|tgt|> <|transcribe|> ...``. English-only vocabularies drop the
+        language and task tokens."""
+        seq = [self.sot]
+        if task == "sign" and "<|sign|>" in self.extra:
+            seq.append(self.extra["<|sign|>"])
+        if task == "text_translate" and "<|text|>" in self.extra:
+            seq.append(self.extra["<|text|>"])
+        if self.multilingual:
+            code = (src_lang or lang) if task == "translate" else lang
+            seq.append(self.language_token(code if code in self.language_codes else "en"))
+            seq.append(self.translate if task == "translate" else self.transcribe)
+        seq.append(self.no_timestamps)
+        return seq
+
     def encode(self, text: str) -> list[int]:
         return self._tk.encode(text, add_special_tokens=False).ids
 

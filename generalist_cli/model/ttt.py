@@ -197,6 +197,31 @@ class TTTMLP(nn.Module):
         z = torch.cat(outs, dim=2).transpose(1, 2).reshape(b, length, d)
         return self.o_proj(self.post_norm(z)), state
 
+    def inner_loss_ratio(self, x: Tensor) -> float:
+        """Health metric: the inner loss of the first mini-batch of ``x`` (B, L, D) at the state after that
+        mini-batch's update, divided by the loss at the initial state ``W0`` (below 1 = the layer learns)."""
+        b, length, _ = x.shape
+        n = min(length, self.mini_batch)
+        h, f = self.n_head, self.head_dim
+        x = x[:, :n].to(self.q_proj.weight.dtype)
+        split = lambda t: t.view(b, n, h, f).transpose(1, 2)  # noqa: E731
+        pos = torch.arange(n, device=x.device)
+        k, v = _rope(split(self.k_proj(x)), pos), split(self.v_proj(x))
+        gamma, beta = self.ttt_norm_weight, self.ttt_norm_bias
+
+        def loss(w1, b1, w2, b2) -> Tensor:
+            z2 = F.gelu(k @ w1 + b1, approximate="tanh") @ w2 + b2
+            return ((_ln(z2, gamma, beta) - (v - k)) ** 2).sum()
+
+        _, after = self(x)
+        w = (after.w1, after.b1, after.w2, after.b2)
+        if after.i:  # a partial mini-batch: its update is W - tau_n * S
+            tau = self.tau(0, n)[-1]
+            w = (after.w1 - tau * after.s1, after.b1 - tau * after.sb1, after.w2 - tau * after.s2,
+                 after.b2 - tau * after.sb2)
+        before = loss(self.w1, self.b1, self.w2, self.b2)
+        return float(loss(*w) / before.clamp_min(1e-12))
+
     def _advance(self, state: TTTState, w, s, i: int) -> TTTState:
         """After ``i`` tokens of a mini-batch: at a boundary, the new W with empty sums; otherwise keep W and S."""
         if i >= self.mini_batch:

@@ -1,0 +1,1 @@
+"""Training: schedule, batches, the step module (losses), checkpoints, the accelerate loop."""

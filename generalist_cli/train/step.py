@@ -1,0 +1,88 @@
+"""One forward pass over a part of a batch, as an ``nn.Module`` so that DDP/FSDP wrap it: embed every
+example with its front-end, pack the encoder rows (and the paired decoder rows), run the generalist,
+and return loss *sums* with their counts. The loop divides by the global counts, so a batch split over
+processes and accumulation steps gives the same loss and gradients as the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generalist_cli.model.moe import load_balancing_loss, router_z_loss
+from generalist_cli.model.packing import pack, plan_rows
+from generalist_cli.train.batches import Batch, n_targets
+
+
+class StepModule(nn.Module):
+    def __init__(self, model, *, capacity: int = 2048) -> None:
+        super().__init__()
+        self.model = model
+        self.capacity = capacity
+
+    def embed(self, e) -> torch.Tensor:
+        m = self.model
+        if e.modality == "audio":
+            return m.embed_audio(e.source[None])[0]
+        if e.modality == "video":
+            return m.embed_patches(e.source, e.grid)
+        return m.embed_text(e.source)
+
+    def forward(self, batch: Batch) -> dict:
+        m = self.model
+        device = next(m.parameters()).device
+        ex = batch.examples
+        for e in ex:
+            e.source, e.tokens = e.source.to(device), e.tokens.to(device)
+        seqs = [self.embed(e) for e in ex]
+        rows = plan_rows([s.shape[0] for s in seqs], self.capacity)
+        enc_x, enc_packing = pack(seqs, rows)
+        dec_x, dec_packing = pack([e.tokens for e in ex], rows)
+        logits, enc, enc_routers, dec_routers = m.forward_packed_full(enc_x, enc_packing, dec_x, dec_packing)
+        out: dict = {"padding": enc_packing.padding_fraction, "positions": int(enc_packing.valid.sum())}
+        ce_sum = logits.new_zeros(())
+        per_task: dict[str, list] = {}
+        for i, e in enumerate(ex):
+            n = n_targets(e)
+            if n == 0:
+                continue
+            r, a, b = dec_packing.spans[i]
+            pred = logits[r, a + e.prompt_len - 1 : b - 1]  # position t predicts token t + 1
+            loss = F.cross_entropy(pred.float(), e.tokens[e.prompt_len :], reduction="sum")
+            ce_sum = ce_sum + loss
+            acc = per_task.setdefault(e.task, [0.0, 0])
+            acc[0] += float(loss.detach())
+            acc[1] += n
+        out["ce_sum"] = ce_sum
+        out["per_task"] = per_task
+        # text -> speech: the speech head on the example's encoder states
+        mel_sum, frames, dur_sum, n_dur = logits.new_zeros(()), 0, logits.new_zeros(()), 0
+        tts = [i for i, e in enumerate(ex) if e.task == "tts"]
+        if tts:
+            for i in tts:
+                e = ex[i]
+                r, a, b = enc_packing.spans[i]
+                h = enc[r, a:b]
+                durations = e.durations.to(device)
+                log_d = m.speech_head.log_durations(h[None])[0]
+                dur_sum = dur_sum + F.mse_loss(log_d.float(), torch.log1p(durations.float()), reduction="sum")
+                n_dur += len(durations)
+                pred = m.speech_head(h, durations)
+                target = e.tgt_mel.to(device)[: pred.shape[0]]
+                mel_sum = mel_sum + F.l1_loss(pred.float(), target, reduction="sum")
+                frames += target.numel()
+                acc = per_task.setdefault("tts", [0.0, 0])
+                acc[0] += float(F.l1_loss(pred.float(), target, reduction="sum").detach())
+                acc[1] += target.numel()
+        out.update(mel_sum=mel_sum, mel_count=frames, dur_sum=dur_sum, dur_count=n_dur)
+        routers = enc_routers + dec_routers
+        if routers:
+            c = m.config
+            valid = [enc_packing.valid] * len(enc_routers) + [dec_packing.valid] * len(dec_routers)
+            out["aux"] = load_balancing_loss(routers, n_experts=c.n_experts, top_k=c.top_k, valid=valid)
+            out["z"] = router_z_loss(routers, valid=valid)
+            out["expert_counts"] = torch.stack([r.counts for r in routers]).detach()
+            probs = torch.softmax(torch.cat([r.logits for r in routers]).detach().float(), -1)
+            out["router_entropy"] = float(-(probs * probs.clamp_min(1e-9).log()).sum(-1).mean())
+        return out
