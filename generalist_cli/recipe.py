@@ -28,7 +28,11 @@ class RunSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    init: str = "whisper-base"  # checkpoint to start from: store name, hub id or folder
+    init: str = "whisper-base"  # checkpoint to start from: store name, hub id or folder; "scratch": random
+    tokenizer: str = "whisper-base"  # vocabulary of a scratch model
+    scratch_width: int = 128  # d_model of a scratch model
+    scratch_layers: int = 1  # encoder and decoder blocks of a scratch model
+    scratch_heads: int = 4
     upcycle: bool = True  # turn a dense Whisper into the MoE + TTT generalist first
     experts: int = 8  # experts per MoE layer when upcycling
     top_k: int = 2  # experts per token
@@ -85,6 +89,7 @@ class EvalSection:
     batch_size: int = 32
     max_examples: int = 200  # per source
     wer_examples: int = 50  # greedy-decoded for WER/CER per source (0: loss only)
+    max_new_tokens: int = 200  # decoding cap per example (an untrained model may never stop)
 
 
 @dataclass(frozen=True)

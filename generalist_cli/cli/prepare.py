@@ -133,6 +133,7 @@ def speak(
     pitch: Annotated[str, typer.Option(help="Pitch 0-99, low-high.")] = "40-60",
     tasks: Annotated[str, typer.Option(help="transcribe (speech -> text) and/or tts (text -> speech).")] = "transcribe,tts",
     seed: Annotated[int, typer.Option(help="Seed for voice/rate/pitch choices.")] = 0,
+    split: Annotated[Optional[str], typer.Option(help="Put every line in this split (default: every 20th in valid).")] = None,
     num_proc: NumProc = 1, limit: Limit = None, shard_size: ShardSize = 256, force: Force = False,
     as_json: Json = False, model: Model = "whisper-base",
 ) -> None:
@@ -150,9 +151,10 @@ def speak(
     voice_list = tuple(v.strip() for v in (voices or "").split(",") if v.strip())
     task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
     items = sp.items(text_file=text_file, lang=lang, voices=voice_list, rate=span(rate, "rate"),
-                     pitch=span(pitch, "pitch"), tasks=task_list, seed=seed)
+                     pitch=span(pitch, "pitch"), tasks=task_list, seed=seed, split=split)
     _run(items, source="speak", options={"text_file": str(text_file), "lang": lang, "voices": list(voice_list),
-                                          "rate": rate, "pitch": pitch, "tasks": list(task_list), "seed": seed},
+                                          "rate": rate, "pitch": pitch, "tasks": list(task_list), "seed": seed,
+                                          "split": split or ""},
          out=out, num_proc=num_proc, limit=limit, shard_size=shard_size, force=force, as_json=as_json, model=model)
 
 
@@ -172,3 +174,22 @@ def manifest(
     items = mf.items(manifest=manifest_file, lang=lang)
     _run(items, source="manifest", options={"manifest": str(manifest_file), "lang": lang or ""}, out=out,
          num_proc=num_proc, limit=limit, shard_size=shard_size, force=force, as_json=as_json, model=model)
+
+
+@prepare_app.command(epilog="""[bold]Examples:[/]\n
+  gen prepare arithmetic --p 97 --op add --train-fraction 0.5 --out data/arith-add-97""")
+def arithmetic(
+    p: Annotated[int, typer.Option("--p", min=2, help="The modulus (a prime for division).")] = 97,
+    op: Annotated[str, typer.Option(help="add, sub, div or x2y2.")] = "add",
+    train_fraction: Annotated[float, typer.Option(help="Share of all equations that trains.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the train/valid split.")] = 0,
+    out: Out = Path("data/arith"),
+    num_proc: NumProc = 1, limit: Limit = None, shard_size: ShardSize = 4096, force: Force = False,
+    as_json: Json = False, model: Model = "whisper-base",
+) -> None:
+    """Modular arithmetic tables (grokking): "a + b =" -> "c" as text -> text examples."""
+    from generalist_cli.data import arithmetic as ar
+
+    items = ar.items(p=p, op=op, train_fraction=train_fraction, seed=seed)
+    _run(items, source="arithmetic", options={"p": p, "op": op, "train_fraction": train_fraction, "seed": seed},
+         out=out, num_proc=num_proc, limit=limit, shard_size=shard_size, force=force, as_json=as_json, model=model)

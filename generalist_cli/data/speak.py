@@ -17,7 +17,8 @@ from generalist_cli.errors import GenError
 
 def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tuple[int, int] = (130, 170),
           pitch: tuple[int, int] = (40, 60), tasks: tuple[str, ...] = ("transcribe", "tts"), seed: int = 0,
-          valid_every: int = 20) -> Iterator[RawItem]:
+          valid_every: int = 20, split: str | None = None) -> Iterator[RawItem]:
+    """Every ``valid_every``-th line goes to ``valid``, the rest to ``train``; ``split`` puts all in one split."""
     from generalist_cli.languages import resolve_language
 
     code = resolve_language(lang)
@@ -31,6 +32,6 @@ def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tup
     lines = text_file.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         request = Speak(voice=rng.choice(voices), rate=rng.randint(*rate), pitch=rng.randint(*pitch))
-        split = "valid" if valid_every and i % valid_every == valid_every - 1 else "train"
-        yield RawItem(id=f"speak-{code}-{i:07d}", split=split, task="transcribe", modality="audio", source=request,
+        which = split or ("valid" if valid_every and i % valid_every == valid_every - 1 else "train")
+        yield RawItem(id=f"speak-{code}-{i:07d}", split=which, task="transcribe", modality="audio", source=request,
                       text=line.strip(), lang=code, tasks=tuple(tasks))

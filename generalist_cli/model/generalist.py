@@ -87,15 +87,16 @@ class Generalist(nn.Module):
         """Packed teacher forcing: encoder rows of embedded examples and decoder rows of their targets, the
         k-th target of a row belonging to the k-th encoder example of that row. -> (logits (B, T, V),
         encoder routers, decoder routers)."""
-        logits, _, enc_routers, dec_routers = self.forward_packed_full(enc_x, enc_packing, tokens, dec_packing)
-        return logits, enc_routers, dec_routers
+        hidden, _, enc_routers, dec_routers = self.forward_packed_full(enc_x, enc_packing, tokens, dec_packing)
+        return self.logits(hidden), enc_routers, dec_routers
 
     def forward_packed_full(self, enc_x: Tensor, enc_packing: Packing, tokens: Tensor, dec_packing: Packing):
-        """:meth:`forward_packed` that also returns the encoder states: (logits, encoder, enc routers, dec routers)."""
+        """:meth:`forward_packed` returning decoder *hidden states* (project the positions you need with
+        :meth:`logits`) and the encoder states: (hidden, encoder, enc routers, dec routers)."""
         enc, enc_routers = self.encode(enc_x, enc_packing)
         hidden, dec_routers = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
                                                packing=dec_packing, cross_mask=cross_mask(dec_packing, enc_packing))
-        return self.logits(hidden), enc, enc_routers, dec_routers
+        return hidden, enc, enc_routers, dec_routers
 
     # ---- generation ----
     def new_cache(self, audio_features: Tensor) -> KVCache:

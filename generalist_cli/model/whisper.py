@@ -108,18 +108,33 @@ class _Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(h))), None
 
     def ttt_scan(self, h: Tensor, spans: list[list[tuple[int, int]]] | None, *, reverse: bool) -> Tensor:
-        """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D)."""
-        run = (lambda t: self.ttt(t.flip(1))[0].flip(1)) if reverse else (lambda t: self.ttt(t)[0])  # noqa: E731
+        """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D).
+
+        All examples run as one batch: each span (reversed for the backward scan) is laid at the start of
+        its own row and zero-padded at the end, which a causal scan never reads before a real token."""
         if spans is None:
-            return run(h)
-        rows = []
+            return self.ttt(h.flip(1))[0].flip(1) if reverse else self.ttt(h)[0]
+        segs = [(r, a, b) for r, row in enumerate(spans) for a, b in row]
+        if not segs:
+            return torch.zeros_like(h)
+        longest = max(b - a for _, a, b in segs)
+        pieces = []
+        for r, a, b in segs:
+            seg = h[r, a:b].flip(0) if reverse else h[r, a:b]
+            pieces.append(F.pad(seg, (0, 0, 0, longest - (b - a))))
+        y = self.ttt(torch.stack(pieces))[0]  # (n_examples, longest, D)
+        rows, k = [], 0
         for r, row_spans in enumerate(spans):
-            parts = [run(h[r : r + 1, a:b]) for a, b in row_spans]
+            parts = []
+            for a, b in row_spans:
+                out = y[k, : b - a]
+                parts.append(out.flip(0) if reverse else out)
+                k += 1
             used = row_spans[-1][1] if row_spans else 0
             if used < h.shape[1]:
-                parts.append(h.new_zeros(1, h.shape[1] - used, h.shape[2]))
-            rows.append(torch.cat(parts, dim=1))
-        return torch.cat(rows, dim=0)
+                parts.append(h.new_zeros(h.shape[1] - used, h.shape[2]))
+            rows.append(torch.cat(parts, dim=0))
+        return torch.stack(rows)
 
 
 class EncoderBlock(_Block):

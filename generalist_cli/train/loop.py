@@ -54,14 +54,35 @@ def build_model(recipe: Recipe, ckpt: Path | None):
     if ckpt is not None:
         loaded = load_model(ckpt)
         return loaded.model, ckpt / "tokenizer.json", ckpt_io.load_trainer(ckpt).get("old_experts", 0)
-    loaded = open_model(m.init)
-    model = loaded.model
+    if m.init == "scratch":
+        model, tokenizer = _scratch(m)
+    else:
+        loaded = open_model(m.init)
+        model, tokenizer = loaded.model, loaded.path / "tokenizer.json"
     if m.upcycle and not model.config.generalist:
         model = upcycle(model, n_experts=m.experts, top_k=m.top_k, ttt=m.ttt, seed=recipe.run.seed)
     old = model.config.n_experts
     if m.add_experts:
         model = add_experts(model, m.add_experts, init=m.add_experts_init)
-    return model, loaded.path / "tokenizer.json", old
+    return model, tokenizer, old
+
+
+def _scratch(m):
+    """A randomly initialised Whisper-shaped model of the recipe's scratch size and tokenizer's vocabulary."""
+    from generalist_cli.features.tokenizer import Tokenizer
+    from generalist_cli.model.config import ModelConfig
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.store.store import tokenizer_for
+
+    path = tokenizer_for(m.tokenizer)
+    multilingual = Tokenizer(path, multilingual=True).eot == 50257  # English-only vocabularies end text at 50256
+    w, layers, heads = m.scratch_width, m.scratch_layers, m.scratch_heads
+    cfg = ModelConfig(n_audio_state=w, n_text_state=w, n_audio_head=heads, n_text_head=heads, n_audio_layer=layers,
+                      n_text_layer=layers, n_audio_ffn=4 * w, n_text_ffn=4 * w, n_vocab=51865 if multilingual else 51864)
+    model = Generalist(cfg)
+    with torch.no_grad():  # GPT-2 style N(0, 0.02) for the tied token embedding (not nn.Embedding's N(0, 1))
+        model.decoder.embed_tokens.weight.normal_(0, 0.02)
+    return model, path
 
 
 def _ttt_inner_ratio(model, capture: dict) -> float | None:
@@ -213,7 +234,11 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             lr = t.lr * lr_factor(step, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            optimizer.step()
+            try:
+                optimizer.step()
+            except (RuntimeError, OverflowError) as exc:
+                raise GenError(f"the optimizer step failed at step {step + 1} ({exc}); the run stopped",
+                               hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(run_dir)}") from exc
             optimizer.zero_grad(set_to_none=True)
             if freezer is not None:
                 freezer.restore()
@@ -301,7 +326,7 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
             text_ex = [(e, str(rw["text"])) for e, rw in zip(batch.examples, rows) if e.task != "tts"]
             text_ex = text_ex[: recipe.eval.wer_examples]
             if text_ex:
-                hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex])
+                hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex], max_new_tokens=recipe.eval.max_new_tokens)
                 refs = [ref for _, ref in text_ex]
                 entry.update(wer=wer(refs, hyps), cer=cer(refs, hyps), examples=len(refs),
                              sample={"ref": refs[0], "hyp": hyps[0]})

@@ -39,25 +39,31 @@ class StepModule(nn.Module):
         rows = plan_rows([s.shape[0] for s in seqs], self.capacity)
         enc_x, enc_packing = pack(seqs, rows)
         dec_x, dec_packing = pack([e.tokens for e in ex], rows)
-        logits, enc, enc_routers, dec_routers = m.forward_packed_full(enc_x, enc_packing, dec_x, dec_packing)
+        hidden, enc, enc_routers, dec_routers = m.forward_packed_full(enc_x, enc_packing, dec_x, dec_packing)
         out: dict = {"padding": enc_packing.padding_fraction, "positions": int(enc_packing.valid.sum())}
-        ce_sum = logits.new_zeros(())
-        per_task: dict[str, list] = {}
+        # logits only where a target token is predicted: position t predicts token t + 1
+        picks, labels, owners = [], [], []
         for i, e in enumerate(ex):
-            n = n_targets(e)
-            if n == 0:
-                continue
-            r, a, b = dec_packing.spans[i]
-            pred = logits[r, a + e.prompt_len - 1 : b - 1]  # position t predicts token t + 1
-            loss = F.cross_entropy(pred.float(), e.tokens[e.prompt_len :], reduction="sum")
-            ce_sum = ce_sum + loss
-            acc = per_task.setdefault(e.task, [0.0, 0])
-            acc[0] += float(loss.detach())
-            acc[1] += n
+            if n_targets(e):
+                r, a, b = dec_packing.spans[i]
+                picks.append(hidden[r, a + e.prompt_len - 1 : b - 1])
+                labels.append(e.tokens[e.prompt_len :])
+                owners.append(i)
+        ce_sum = hidden.sum() * 0.0  # keeps every process's graph connected when a part has no text target
+        per_task: dict[str, list] = {}
+        if picks:
+            losses = F.cross_entropy(m.logits(torch.cat(picks)).float(), torch.cat(labels), reduction="none")
+            ce_sum = ce_sum + losses.sum()
+            start = 0
+            for i, lab in zip(owners, labels):
+                acc = per_task.setdefault(ex[i].task, [0.0, 0])
+                acc[0] += float(losses[start : start + len(lab)].detach().sum())
+                acc[1] += len(lab)
+                start += len(lab)
         out["ce_sum"] = ce_sum
         out["per_task"] = per_task
         # text -> speech: the speech head on the example's encoder states
-        mel_sum, frames, dur_sum, n_dur = logits.new_zeros(()), 0, logits.new_zeros(()), 0
+        mel_sum, frames, dur_sum, n_dur = hidden.new_zeros(()), 0, hidden.new_zeros(()), 0
         tts = [i for i, e in enumerate(ex) if e.task == "tts"]
         if tts:
             for i in tts:
