@@ -178,3 +178,22 @@ def test_lifelong_freezes_old_experts(world):
     for k in moe:
         assert torch.equal(new[k][:2], old[k]), k  # the two old experts (and router rows) are bit-identical
     assert any(not torch.equal(new[k][2:], new[k][:1].expand_as(new[k][2:])) for k in moe if "fc1_weight" in k)
+
+
+def test_loss_falls_on_the_tiny_recipe(tmp_path):
+    """recipes/tiny.toml as shipped (whisper-tiny.en upcycled, 4 experts, TTT), on its data, fewer steps."""
+    from generalist_cli.data import speak
+    from generalist_cli.data.prepare import prepare
+    from generalist_cli.store.store import tokenizer_for
+
+    prepare(speak.items(text_file=ROOT / "examples" / "sentences_en.txt", lang="en", voices=("en-us", "en")),
+            out=tmp_path / "tiny-speak", source="speak", options={}, tokenizer=tokenizer_for("whisper-tiny.en"))
+    text = (ROOT / "recipes" / "tiny.toml").read_text().replace('path = "data/tiny-speak"',
+                                                                f'path = "{tmp_path / "tiny-speak"}"')
+    (tmp_path / "tiny.toml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "generalist_cli", "train", str(tmp_path / "tiny.toml"), "-q",
+                        "--set", f"run.out={tmp_path / 'runs'}", "--set", "train.max_steps=5",
+                        "--set", "train.save_every=5"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"], [x["loss"] for x in rows]
