@@ -61,15 +61,7 @@ def speech():
 
 
 def wer(ref: str, hyp: str) -> float:
-    """Word error rate after lower-casing and dropping punctuation (Levenshtein over words)."""
-    import re
+    """Word error rate of one utterance (the library's normaliser: case-folded, punctuation removed)."""
+    from generalist_cli.evaluate.metrics import wer as corpus_wer
 
-    norm = lambda s: re.sub(r"[^\w\s']", " ", s.lower()).split()  # noqa: E731
-    r, h = norm(ref), norm(hyp)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)] / max(1, len(r))
+    return corpus_wer([ref], [hyp])

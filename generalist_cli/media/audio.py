@@ -31,13 +31,7 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
         if not path.getbuffer().nbytes:
             raise MediaError("<bytes>", "is empty (0 bytes)")
     else:
-        path = Path(path)
-        if not path.exists():
-            raise MediaError(path, "file not found")
-        if path.is_dir():
-            raise MediaError(path, "is a directory, not a media file")
-        if path.stat().st_size == 0:
-            raise MediaError(path, "is empty (0 bytes)")
+        path = check_file(path)
     try:
         container = av.open(path if in_memory else str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:  # InvalidDataError, FileNotFoundError, ...
@@ -75,6 +69,18 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
     if declared is not None and declared > 1.0 and got < 0.9 * declared:
         raise MediaError(label, f"is truncated: the header declares {declared:.2f} s but only {got:.2f} s decode")
     return audio
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or the MediaError that says why it cannot be a media file."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if path.is_dir():
+        raise MediaError(path, "is a directory, not a media file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "is empty (0 bytes)")
+    return path
 
 
 def is_silent(audio: np.ndarray, *, peak: float = SILENCE_PEAK) -> bool:

@@ -20,13 +20,9 @@ def decode_video(path: str | os.PathLike, *, fps: float | None = None, size: tup
     """
     import av
 
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "is empty (0 bytes)")
+    from generalist_cli.media.audio import check_file
+
+    path = check_file(path)
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
