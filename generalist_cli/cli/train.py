@@ -31,7 +31,18 @@ def train(
     from generalist_cli.recipe import load
     from generalist_cli.train.loop import Interrupted, train as run_training
 
+    import signal
+
     r = load(recipe, set_ or [])
+    terminated = []
+
+    def on_term(signum, frame):  # a scheduler's SIGTERM: save like Ctrl-C, exit 143
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: still honour Ctrl-C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -58,7 +69,8 @@ def train(
             result = run_training(r, resume=resume, on_step=on_step, on_warn=warn, on_eval=on_eval)
         except Interrupted as exc:
             bar.stop()
-            err.print(f"interrupted: checkpoint {exc.checkpoint}; continue with --resume")
-            raise typer.Exit(130) from None
+            err.print(f"{'terminated' if terminated else 'interrupted'}: checkpoint {exc.checkpoint}; "
+                      "continue with --resume")
+            raise typer.Exit(143 if terminated else 130) from None
     out.print(f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
               markup=False)

@@ -140,21 +140,23 @@ def test_nan_loss_stops_with_a_clear_message(world):
     assert "last good checkpoint" in r.stderr
 
 
-def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world):
-    path = recipe_file(world, "interrupt", max_steps=400, save_every=1000)
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world, sig, code):
+    name = f"interrupt{code}"
+    path = recipe_file(world, name, max_steps=400, save_every=1000)
     proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = world / "runs" / "interrupt" / "metrics.jsonl"
+    log = world / "runs" / name / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-1500:]
+    assert proc.returncode == code, err[-1500:]
     assert "continue with --resume" in err
     from generalist_cli.train.checkpoint import latest, load_trainer
 
-    ckpt = latest(world / "runs" / "interrupt")
+    ckpt = latest(world / "runs" / name)
     assert ckpt is not None and load_trainer(ckpt)["step"] >= 2
     done = run_train(path, "train.max_steps=" + str(load_trainer(ckpt)["step"] + 1), resume=True)
     assert done.step == load_trainer(ckpt)["step"] + 1
