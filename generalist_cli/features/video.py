@@ -22,12 +22,14 @@ def patchify(frames, patch: tuple[int, int, int] = (2, 16, 16)):
     nt, nr, nc = -(-t // pt), h // ph, w // pw
     if nr == 0 or nc == 0 or t == 0:
         raise ValueError(f"a {t}x{h}x{w} clip holds no whole {pt}x{ph}x{pw} tubelet")
-    if nt * pt > t:
-        extra = frames[-1:].repeat(nt * pt - t, *([1] * 3)) if not isinstance(frames, np.ndarray) \
-            else np.repeat(frames[-1:], nt * pt - t, axis=0)
-        frames = np.concatenate([frames, extra]) if isinstance(frames, np.ndarray) else \
-            __import__("torch").cat([frames, extra])
-    x = frames[:, : nr * ph, : nc * pw]
-    x = x.reshape(nt, pt, nr, ph, nc, pw, c)
-    x = x.transpose(0, 2, 4, 1, 3, 5, 6) if isinstance(x, np.ndarray) else x.permute(0, 2, 4, 1, 3, 5, 6)
+    numpy = isinstance(frames, np.ndarray)
+    if nt * pt > t:  # repeat the last frame to fill the last tubelet
+        if numpy:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], nt * pt - t, axis=0)])
+        else:
+            import torch
+
+            frames = torch.cat([frames, frames[-1:].expand(nt * pt - t, h, w, c)])
+    x = frames[:, : nr * ph, : nc * pw].reshape(nt, pt, nr, ph, nc, pw, c)
+    x = x.transpose(0, 2, 4, 1, 3, 5, 6) if numpy else x.permute(0, 2, 4, 1, 3, 5, 6)
     return x.reshape(nt * nr * nc, pt * ph * pw * c), (nt, nr, nc)

@@ -6,6 +6,7 @@ missing, a directory, empty, not media, truncated/corrupt, no audio track, no sa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -106,9 +107,8 @@ def encode_audio(
                          hint="use one of " + ", ".join(codecs))
     rate = 48_000 if codec == "libopus" else sample_rate
     samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fmt = {".m4a": "mp4", ".opus": "ogg"}.get(path.suffix.lower(), path.suffix.lower().lstrip("."))
-    try:
+    with atomic_output(path) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as container:
             stream = container.add_stream(codec, rate=rate, layout="mono")
             if codec not in ("pcm_s16le", "flac"):
@@ -124,10 +124,19 @@ def encode_audio(
                     container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Yield a temporary name beside ``path`` (same suffix); on success it is renamed to ``path``, so an
+    existing file is never half-written; on failure it is removed."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def _declared_duration(container, stream) -> float | None:

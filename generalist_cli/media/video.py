@@ -57,9 +57,10 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 25, 
     """Write uint8 RGB ``frames`` (T, H, W, 3) as a video (container from the suffix: .mov, .mp4)."""
     import av
 
+    from generalist_cli.media.audio import atomic_output
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
+    with atomic_output(path) as tmp:
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream(codec, rate=fps)
             stream.height, stream.width = frames.shape[1], frames.shape[2]
@@ -69,7 +70,4 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 25, 
                     container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
