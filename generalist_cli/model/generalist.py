@@ -62,6 +62,14 @@ class Generalist(nn.Module):
         x = self.decoder.embed_tokens(tokens) + self.encoder.embed_positions.weight[: tokens.shape[0]]
         return x + self._modality("text")
 
+    def embed_texts(self, tokens: list[Tensor]) -> list[Tensor]:
+        """:meth:`embed_text` for many sequences with one embedding lookup (a lookup per sequence would
+        build a dense vocabulary-sized gradient per sequence)."""
+        lengths = [t.shape[0] for t in tokens]
+        positions = torch.cat([torch.arange(n) for n in lengths]).to(tokens[0].device)
+        x = self.decoder.embed_tokens(torch.cat(tokens)) + self.encoder.embed_positions.weight[positions]
+        return list((x + self._modality("text")).split(lengths))
+
     # ---- encoder / decoder ----
     def encode(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, list[RouterOutput]]:
         """Embeddings ``x`` (B, S, D) -> encoder states and the MoE routers of every layer."""

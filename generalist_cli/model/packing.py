@@ -72,12 +72,14 @@ def plan_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def pack(seqs: list[Tensor], rows: list[list[int]], *, width: int | None = None) -> tuple[Tensor, Packing]:
     """Lay ``seqs`` (each (L_i, ...)) into rows as planned: ``(x (B, S, ...), Packing)``; S = ``width`` or the
-    longest row. Examples keep the order given in each row; ``Packing.spans`` follows the order of ``seqs``."""
+    longest row. Examples keep the order given in each row; ``Packing.spans`` follows the order of ``seqs``.
+
+    One scatter places every example (a per-example slice assignment would make autograd copy the whole
+    packed tensor once per example: quadratic in the batch)."""
     s = width or max(sum(seqs[i].shape[0] for i in row) for row in rows)
     first = seqs[0]
-    x = first.new_zeros((len(rows), s) + tuple(first.shape[1:]))
-    seg = torch.full((len(rows), s), -1, dtype=torch.long, device=first.device)
-    pos = torch.zeros((len(rows), s), dtype=torch.long, device=first.device)
+    seg = torch.full((len(rows), s), -1, dtype=torch.long)
+    pos = torch.zeros((len(rows), s), dtype=torch.long)
     spans: dict[int, tuple[int, int, int]] = {}
     for r, row in enumerate(rows):
         start = 0
@@ -85,12 +87,44 @@ def pack(seqs: list[Tensor], rows: list[list[int]], *, width: int | None = None)
             n = seqs[i].shape[0]
             if start + n > s:
                 raise ValueError(f"row {r} needs {start + n} positions, more than {s}")
-            x[r, start : start + n] = seqs[i]
             seg[r, start : start + n] = k
-            pos[r, start : start + n] = torch.arange(n, device=first.device)
+            pos[r, start : start + n] = torch.arange(n)
             spans[i] = (r, start, start + n)
             start += n
-    return x, Packing(seg, pos, tuple(spans[i] for i in range(len(seqs))))
+    order = [spans[i] for i in range(len(seqs))]
+    dest = torch.cat([torch.arange(r * s + a, r * s + b) for r, a, b in order]).to(first.device)
+    flat = first.new_zeros((len(rows) * s,) + tuple(first.shape[1:]))
+    flat = flat.index_put((dest,), torch.cat(seqs))
+    x = flat.view((len(rows), s) + tuple(first.shape[1:]))
+    return x, Packing(seg.to(first.device), pos.to(first.device), tuple(order))
+
+
+def span_index(spans, row_width: int, *, n_rows: int, reverse: bool = False) -> Tensor:
+    """(n, longest) flat indices into a (``n_rows`` * ``row_width``) tensor, one row per ``(row, start, end)``
+    span (its positions reversed when ``reverse``), padded with ``n_rows * row_width``: the index of an
+    extra zero row the caller appends. Gathering with it lays every span at the start of its own row."""
+    longest = max(b - a for _, a, b in spans)
+    idx = torch.full((len(spans), longest), n_rows * row_width, dtype=torch.long)
+    for k, (r, a, b) in enumerate(spans):
+        p = torch.arange(r * row_width + a, r * row_width + b)
+        idx[k, : b - a] = p.flip(0) if reverse else p
+    return idx
+
+
+def gather_positions(x: Tensor, index: Tensor) -> Tensor:
+    """``x`` (B, S, D) and flat ``index`` (any shape, values in [0, B*S]) -> x at those positions; index B*S
+    reads zeros (see :func:`span_index`)."""
+    flat = torch.cat([x.reshape(-1, x.shape[-1]), x.new_zeros(1, x.shape[-1])])
+    return flat[index.to(x.device)]
+
+
+def scatter_positions(values: Tensor, index: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`gather_positions`: a zero tensor of ``shape`` (B, S, D) with ``values`` (index.shape
+    + (D,)) written at ``index``; writes to the padding index B*S are dropped."""
+    b, s, d = shape
+    flat = values.new_zeros(b * s + 1, d).index_put((index.to(values.device).reshape(-1),),
+                                                    values.reshape(-1, d), accumulate=True)
+    return flat[:-1].view(b, s, d)
 
 
 def unpack(x: Tensor, packing: Packing) -> list[Tensor]:

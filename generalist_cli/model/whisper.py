@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from generalist_cli.model.moe import MoEFFN, RouterOutput
-from generalist_cli.model.packing import Packing, per_row_spans
+from generalist_cli.model.packing import Packing, gather_positions, per_row_spans, scatter_positions, span_index
 from generalist_cli.model.ttt import TTTMLP, TTTState
 
 
@@ -117,24 +117,9 @@ class _Block(nn.Module):
         segs = [(r, a, b) for r, row in enumerate(spans) for a, b in row]
         if not segs:
             return torch.zeros_like(h)
-        longest = max(b - a for _, a, b in segs)
-        pieces = []
-        for r, a, b in segs:
-            seg = h[r, a:b].flip(0) if reverse else h[r, a:b]
-            pieces.append(F.pad(seg, (0, 0, 0, longest - (b - a))))
-        y = self.ttt(torch.stack(pieces))[0]  # (n_examples, longest, D)
-        rows, k = [], 0
-        for r, row_spans in enumerate(spans):
-            parts = []
-            for a, b in row_spans:
-                out = y[k, : b - a]
-                parts.append(out.flip(0) if reverse else out)
-                k += 1
-            used = row_spans[-1][1] if row_spans else 0
-            if used < h.shape[1]:
-                parts.append(h.new_zeros(h.shape[1] - used, h.shape[2]))
-            rows.append(torch.cat(parts, dim=0))
-        return torch.stack(rows)
+        index = span_index(segs, h.shape[1], n_rows=h.shape[0], reverse=reverse)
+        y = self.ttt(gather_positions(h, index))[0]  # (n_examples, longest, D), padding at each row's end
+        return scatter_positions(y, index, h.shape)
 
 
 class EncoderBlock(_Block):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generalist_cli.model.moe import load_balancing_loss, router_z_loss
-from generalist_cli.model.packing import pack, plan_rows
+from generalist_cli.model.packing import gather_positions, pack, plan_rows
 from generalist_cli.train.batches import Batch, n_targets
 
 
@@ -35,7 +35,11 @@ class StepModule(nn.Module):
         ex = batch.examples
         for e in ex:
             e.source, e.tokens = e.source.to(device), e.tokens.to(device)
-        seqs = [self.embed(e) for e in ex]
+        texts = [i for i, e in enumerate(ex) if e.modality == "text"]
+        seqs = [None if e.modality == "text" else self.embed(e) for e in ex]
+        if texts:
+            for i, x in zip(texts, m.embed_texts([ex[i].source for i in texts])):
+                seqs[i] = x
         rows = plan_rows([s.shape[0] for s in seqs], self.capacity)
         enc_x, enc_packing = pack(seqs, rows)
         dec_x, dec_packing = pack([e.tokens for e in ex], rows)
@@ -43,16 +47,18 @@ class StepModule(nn.Module):
         out: dict = {"padding": enc_packing.padding_fraction, "positions": int(enc_packing.valid.sum())}
         # logits only where a target token is predicted: position t predicts token t + 1
         picks, labels, owners = [], [], []
+        width = hidden.shape[1]
         for i, e in enumerate(ex):
             if n_targets(e):
                 r, a, b = dec_packing.spans[i]
-                picks.append(hidden[r, a + e.prompt_len - 1 : b - 1])
+                picks.append(torch.arange(r * width + a + e.prompt_len - 1, r * width + b - 1))
                 labels.append(e.tokens[e.prompt_len :])
                 owners.append(i)
         ce_sum = hidden.sum() * 0.0  # keeps every process's graph connected when a part has no text target
         per_task: dict[str, list] = {}
-        if picks:
-            losses = F.cross_entropy(m.logits(torch.cat(picks)).float(), torch.cat(labels), reduction="none")
+        if picks:  # one gather (a slice per example would copy the whole hidden tensor per example backwards)
+            picked = gather_positions(hidden, torch.cat(picks))
+            losses = F.cross_entropy(m.logits(picked).float(), torch.cat(labels), reduction="none")
             ce_sum = ce_sum + losses.sum()
             start = 0
             for i, lab in zip(owners, labels):

@@ -79,6 +79,23 @@ def test_packed_equals_per_example_and_needs_the_reset(monkeypatch):
     assert max((p - a).abs().max() for p, a in zip(leaky, alone)) > 1e-3
 
 
+def test_packed_gradients_equal_per_example_gradients():
+    """pack / TTT gather-scatter / embed_texts are single ops; their backward must match per-example autograd."""
+    g = generalist().double()
+    tokens = [torch.randint(0, 50000, (n,)) for n in (11, 4, 17, 6)]
+    seqs = g.embed_texts(tokens)
+    for s, t in zip(seqs, tokens):
+        assert (s - g.embed_text(t)).abs().max() == 0
+    x, packing = pack(seqs, plan_rows([len(t) for t in tokens], 24))
+    packed = sum((o ** 2).sum() for o in unpack(g.encode(x, packing)[0], packing))
+    weights = [g.decoder.embed_tokens.weight, g.encoder.layers[0].ttt.q_proj.weight]
+    got = torch.autograd.grad(packed, weights)
+    alone = sum((g.encode(g.embed_text(t)[None])[0] ** 2).sum() for t in tokens)
+    want = torch.autograd.grad(alone, weights)
+    for a, b in zip(got, want):
+        assert (a - b).abs().max() < 1e-8 * b.abs().max()
+
+
 def test_packed_decoder_equals_per_example():
     g = generalist()
     torch.manual_seed(5)
