@@ -42,6 +42,7 @@ class ModelSection:
     freeze_old_experts: bool = False  # keep the experts the init had (and their router rows) bit-identical
     train_encoder: bool = True  # False freezes every encoder parameter
     dtype: str = "float32"  # master weights
+    output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class TrainSection:
     save_every: int = 500
     keep_last: int = 3  # checkpoints kept
     release_new_experts_at: int = 0  # step at which added experts join routing
+    sampling: str = "random"  # "random": each batch drawn by source weight; "epochs": shuffled passes, no repeats
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class EvalSection:
     max_examples: int = 200  # per source
     wer_examples: int = 50  # greedy-decoded for WER/CER per source (0: loss only)
     max_new_tokens: int = 200  # decoding cap per example (an untrained model may never stop)
+    train_examples: int = 0  # also score this many training examples (reported as "<source>/train")
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,10 @@ def _check(r: Recipe, path: Path) -> None:
         bad("model.add_experts_init", "must be 'mean' or 'copy'")
     if r.train.mixed_precision not in ("no", "bf16", "fp16"):
         bad("train.mixed_precision", "must be 'no', 'bf16' or 'fp16'")
+    if r.train.sampling not in ("random", "epochs"):
+        bad("train.sampling", "must be 'random' or 'epochs'")
+    if r.model.output_tokens not in ("all", "targets"):
+        bad("model.output_tokens", "must be 'all' or 'targets'")
     if r.train.schedule not in ("linear", "constant"):
         bad("train.schedule", "must be 'linear' or 'constant'")
     for key in ("batch_size", "max_steps", "grad_accum", "log_every"):

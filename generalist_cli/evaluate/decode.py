@@ -28,17 +28,23 @@ def greedy_texts(model, tokenizer, examples, *, max_new_tokens: int = 200) -> li
 
 
 @torch.inference_mode()
-def token_loss(model, examples, *, batch_size: int = 32, capacity: int = 2048) -> tuple[float, int]:
-    """Mean cross-entropy per target token over ``examples`` (teacher forcing, packed) and the token count."""
+def token_loss(model, examples, *, batch_size: int = 32, capacity: int = 2048) -> dict:
+    """Teacher-forced, packed scores of ``examples``: ``loss`` (mean cross-entropy per target token),
+    ``token_accuracy`` (argmax == target), ``accuracy`` (every target token of an example right: for
+    one-word answers such as arithmetic results or sign labels, top-1 accuracy) and the counts."""
     from generalist_cli.train.batches import Batch, n_targets
     from generalist_cli.train.step import StepModule
 
     step = StepModule(model, capacity=capacity)
-    total, count = 0.0, 0
+    total, count, correct, exact, n = 0.0, 0, 0, 0, 0
     for i in range(0, len(examples), batch_size):
         part = [e for e in examples[i : i + batch_size] if n_targets(e)]
         if part:
             out = step(Batch(part))
             total += float(out["ce_sum"])
             count += sum(n_targets(e) for e in part)
-    return total / max(1, count), count
+            correct += out["correct_tokens"]
+            exact += out["exact_examples"]
+            n += len(part)
+    return {"loss": total / max(1, count), "tokens": count, "token_accuracy": correct / max(1, count),
+            "accuracy": exact / max(1, n)}

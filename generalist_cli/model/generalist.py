@@ -80,8 +80,25 @@ class Generalist(nn.Module):
         return self.encode(self.embed_audio(mel))[0]
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Tied projection to the vocabulary: (B, T, D) -> (B, T, V)."""
-        return hidden @ self.decoder.embed_tokens.weight.T
+        """Tied projection to the vocabulary: (B, T, D) -> (B, T, V). With a restricted output vocabulary
+        (``config.output_tokens``) every other token's logit is -inf."""
+        ids = self.config.output_tokens
+        if not ids:
+            return hidden @ self.decoder.embed_tokens.weight.T
+        index = torch.tensor(ids, device=hidden.device)
+        out = hidden.new_full(hidden.shape[:-1] + (self.decoder.embed_tokens.weight.shape[0],), float("-inf"))
+        return out.index_copy(-1, index, hidden @ self.decoder.embed_tokens.weight[index].T)
+
+    def target_logits(self, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and labels for a loss: (N, D), (N,) -> (N, V') logits over the output vocabulary (V' = V, or
+        the restricted ``config.output_tokens``, computed without the full projection) and labels indexing it."""
+        ids = self.config.output_tokens
+        if not ids:
+            return hidden @ self.decoder.embed_tokens.weight.T, labels
+        index = torch.tensor(ids, device=hidden.device)
+        lookup = torch.full((self.decoder.embed_tokens.weight.shape[0],), -100, dtype=torch.long, device=hidden.device)
+        lookup[index] = torch.arange(len(ids), device=hidden.device)
+        return hidden @ self.decoder.embed_tokens.weight[index].T, lookup[labels]
 
     def cross_kv(self, audio_features: Tensor) -> list[tuple[Tensor, Tensor]]:
         return [block.encoder_attn.project_kv(audio_features) for block in self.decoder.layers]

@@ -34,6 +34,16 @@ def load_model(path: Path, *, device: str = "cpu", dtype: str = "float32") -> Lo
     return _build(config, state, path / "tokenizer.json", path, device=device, dtype=dtype)
 
 
+def load_export(path: Path, *, device: str = "auto", threads: int | None = None) -> Loaded:
+    """An ONNX export folder (``gen export``) run by ONNX Runtime."""
+    from generalist_cli.infer.onnx_engine import OnnxModel
+
+    model = OnnxModel(path, threads=threads, device=device)
+    c = model.config
+    tok = Tokenizer(path / "tokenizer.json", multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
+    return Loaded(model, tok, c, path)
+
+
 def load_pulled(pulled, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
     """Load a model read from a source (:func:`generalist_cli.store.store.fetch`) without storing it."""
     import torch

@@ -176,8 +176,11 @@ def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
 def open_model(model: str, *, device: str = "cpu", on_pull=None):
     """Load ``model`` ready to run: from the store, pulling it there on first use; when the store cannot be
     written (read-only home, full disk) the model is loaded straight from its source instead."""
-    from generalist_cli.store.load import load_model, load_pulled
+    from generalist_cli.infer.onnx_engine import is_export
+    from generalist_cli.store.load import load_export, load_model, load_pulled
 
+    if is_export(Path(model).expanduser()):
+        return load_export(Path(model).expanduser(), device=device)
     try:
         return load_model(resolve(model, on_pull=on_pull), device=device)
     except StoreWriteError as exc:

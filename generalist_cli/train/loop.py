@@ -10,6 +10,7 @@ loss sum by its *global* count, so any split of the batch gives the same loss an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -22,7 +23,7 @@ import torch
 from generalist_cli.errors import GenError
 from generalist_cli.recipe import Recipe, dump
 from generalist_cli.train import checkpoint as ckpt_io
-from generalist_cli.train.batches import Batch, TrainData, collate
+from generalist_cli.train.batches import Batch, TrainData, collate, read_rows
 from generalist_cli.train.schedule import lr_factor
 from generalist_cli.train.step import StepModule
 
@@ -140,8 +141,14 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         ckpt_io.load_optimizer(ckpt, optimizer)
         start = trainer_state["step"]
     data = TrainData(r.data.sources, tokenizer=tokenizer_path)
+    if r.model.output_tokens == "targets" and not c.output_tokens:  # (a checkpoint keeps the set it had)
+        model.config = c = dataclasses.replace(c, output_tokens=data.target_vocabulary(tokenizer.eot))
     eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,
                           tokenizer=tokenizer_path)
+    if r.eval.train_examples:  # the same scores on training examples (memorisation vs generalisation)
+        seen = TrainData(r.data.sources, max_examples=r.eval.train_examples, tokenizer=tokenizer_path)
+        eval_data.sets += seen.sets
+        eval_data.names += [f"{n}/train" for n in seen.names]
     step_module, optimizer = acc.prepare(StepModule(model, capacity=r.data.capacity), optimizer)
     if ckpt is not None:
         ckpt_io.set_rng_state(trainer_state["rng"])
@@ -190,8 +197,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             if not released and step >= t.release_new_experts_at:
                 release_new_experts(model)
                 released = True
-            pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size)
-            batch = collate([data.row(s, i) for s, i in pairs], tokenizer, max_target_tokens=r.data.max_target_tokens)
+            pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size, sampling=t.sampling)
+            batch = collate(data.rows(pairs), tokenizer, max_target_tokens=r.data.max_target_tokens)
             ex = batch.examples
             n_tok = max(1, batch.n_target_tokens)
             n_mel = max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None))
@@ -310,7 +317,8 @@ def _flat(row: dict, prefix: str = "") -> dict[str, float]:
 
 
 def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
-    """Per source: CE per token on the eval split, and WER/CER of greedy transcripts for text targets."""
+    """Per source: CE per token and teacher-forced accuracy on the eval split, and WER/CER of greedy
+    transcripts for text targets."""
     from generalist_cli.evaluate.decode import greedy_texts, token_loss
     from generalist_cli.evaluate.metrics import cer, wer
 
@@ -319,10 +327,9 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
     out = {}
     try:
         for name, ds in zip(eval_data.names, eval_data.sets):
-            rows = [ds[i] for i in range(len(ds))]
+            rows = read_rows([ds], [(0, i) for i in range(len(ds))])
             batch = collate(rows, tokenizer, max_target_tokens=recipe.data.max_target_tokens)
-            loss, n = token_loss(model, batch.examples, batch_size=recipe.eval.batch_size, capacity=recipe.data.capacity)
-            entry = {"loss": loss, "tokens": n}
+            entry = token_loss(model, batch.examples, batch_size=recipe.eval.batch_size, capacity=recipe.data.capacity)
             text_ex = [(e, str(rw["text"])) for e, rw in zip(batch.examples, rows) if e.task != "tts"]
             text_ex = text_ex[: recipe.eval.wer_examples]
             if text_ex:

@@ -56,18 +56,24 @@ class StepModule(nn.Module):
                 owners.append(i)
         ce_sum = hidden.sum() * 0.0  # keeps every process's graph connected when a part has no text target
         per_task: dict[str, list] = {}
+        correct = exact = 0
         if picks:  # one gather (a slice per example would copy the whole hidden tensor per example backwards)
             picked = gather_positions(hidden, torch.cat(picks))
-            losses = F.cross_entropy(m.logits(picked).float(), torch.cat(labels), reduction="none")
+            logits, target = m.target_logits(picked, torch.cat(labels))
+            losses = F.cross_entropy(logits.float(), target, reduction="none")
             ce_sum = ce_sum + losses.sum()
+            right = (logits.detach().argmax(-1) == target).tolist()
             start = 0
             for i, lab in zip(owners, labels):
                 acc = per_task.setdefault(ex[i].task, [0.0, 0])
                 acc[0] += float(losses[start : start + len(lab)].detach().sum())
                 acc[1] += len(lab)
+                exact += all(right[start : start + len(lab)])
                 start += len(lab)
+            correct = sum(right)
         out["ce_sum"] = ce_sum
         out["per_task"] = per_task
+        out["correct_tokens"], out["exact_examples"] = correct, exact
         # text -> speech: the speech head on the example's encoder states
         mel_sum, frames, dur_sum, n_dur = hidden.new_zeros(()), 0, hidden.new_zeros(()), 0
         tts = [i for i, e in enumerate(ex) if e.task == "tts"]

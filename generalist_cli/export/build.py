@@ -1,0 +1,244 @@
+"""``gen export``: prune, export to ONNX, check parity, quantise, and write the folder in one atomic step.
+
+Output folder: ``encoder.onnx``, ``decoder.onnx`` (see :mod:`generalist_cli.export.onnx` for inputs and
+outputs), ``config.json`` and ``tokenizer.json`` (the model's, after pruning), ``parity.json`` and
+``export.json`` (what was done, with which versions). The folder is built beside ``out`` and renamed into
+place only when everything passed, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from generalist_cli.errors import GenError, UsageError
+
+AUDIO_SUFFIXES = {".m4a", ".wav", ".mp3", ".flac", ".ogg", ".opus", ".mov", ".mp4", ".webm", ".aac"}
+PARITY_LIMIT = 1e-3  # max |logit| difference of the fp32 graphs vs PyTorch
+
+
+@dataclass
+class Calibration:
+    mels: list = field(default_factory=list)  # (n_mels, 3000) tensors
+    audios: list = field(default_factory=list)  # 16 kHz waveforms (for WER)
+    texts: list = field(default_factory=list)  # reference transcripts ("" when unknown)
+    language: str = "en"
+
+
+def load_calibration(path: Path | None, *, n_mels: int, limit: int = 16) -> Calibration:
+    """Calibration audio: a folder of audio files (a same-named ``.txt`` beside each gives its transcript),
+    one audio file, or a prepared dataset's speech examples; default: the bundled ``examples/hello.m4a``."""
+    from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
+    from generalist_cli.media.audio import decode_audio
+
+    if path is None:
+        path = Path(__file__).resolve().parents[2] / "examples" / "hello.m4a"
+        if not path.exists():
+            raise UsageError("no calibration audio: pass --calibration FILE|DIR")
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    cal = Calibration()
+    if (path / "prepare.json").exists():
+        return _calibration_from_dataset(path, n_mels=n_mels, limit=limit)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise UsageError(f"{path}: no audio files for calibration")
+    for f in files[:limit]:
+        audio = decode_audio(f)
+        cal.audios.append(audio)
+        cal.mels.append(pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels), 3000))
+        txt = f.with_suffix(".txt")
+        cal.texts.append(txt.read_text(encoding="utf-8").strip() if txt.exists() else "")
+    return cal
+
+
+def _calibration_from_dataset(path: Path, *, n_mels: int, limit: int) -> Calibration:
+    import datasets
+    import torch
+
+    from generalist_cli.features.mel import pad_or_trim
+
+    dd = datasets.load_from_disk(str(path))
+    split = next((s for s in ("valid", "test", "train") if s in dd), None)
+    ds = dd[split].filter(lambda r: r["modality"] == "audio" and r["task"] in ("transcribe", "asr"))
+    if len(ds) == 0:
+        raise UsageError(f"{path}: holds no speech -> text examples for calibration")
+    cal = Calibration()
+    for row in ds.select(range(min(limit, len(ds)))).with_format("numpy"):
+        mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))
+        if mel.shape[0] != n_mels:
+            raise UsageError(f"{path}: its log-mels have {mel.shape[0]} bins, the model takes {n_mels}")
+        cal.mels.append(pad_or_trim(mel, 3000))
+        cal.texts.append(str(row["text"]))
+        cal.language = str(row["lang"]) or "en"
+    return cal
+
+
+def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float = 0.0, prune_experts: int = 0,
+                 calibration: Path | None = None, static: bool = False, max_wer_change: float = 0.05,
+                 on_step: Callable[[str], None] | None = None) -> dict:
+    import torch
+
+    import generalist_cli
+    from generalist_cli.export import prune as pruning
+    from generalist_cli.export.onnx import export_graphs
+    from generalist_cli.export.quantize import quantize_dynamic, quantize_static
+    from generalist_cli.store.load import load_export
+    from generalist_cli.store.store import open_model
+
+    step = on_step or (lambda s: None)
+    if quantize not in ("int8", "none"):
+        raise UsageError(f"--quantize must be int8 or none, not {quantize!r}")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out}: already exists and is not empty", hint="choose another --out or remove it")
+    step(f"loading {model}")
+    loaded = open_model(model)
+    torch_model, tok = loaded.model.float().eval(), loaded.tokenizer
+    cal = load_calibration(calibration, n_mels=torch_model.config.n_mels)
+    tokenizer_file = loaded.path / "tokenizer.json"
+    if not tokenizer_file.exists():
+        raise GenError(f"{loaded.path}: has no tokenizer.json to ship with the export",
+                       hint=f"pull the model into the store first: gen models pull {model}")
+    report: dict = {"model": model, "quantize": quantize, "calibration_examples": len(cal.mels)}
+    original = torch_model
+    if prune_experts:
+        step("measuring expert use on the calibration audio")
+        usage = pruning.expert_usage(torch_model, cal.mels, tok, language=cal.language)
+        torch_model, info = pruning.drop_experts(torch_model, prune_experts, usage)
+        report["expert_pruning"] = info | {"usage": [u.tolist() for u in usage]}
+    if prune:
+        if torch_model is original:
+            import copy
+
+            torch_model = copy.deepcopy(torch_model)
+        report["magnitude_pruning"] = pruning.magnitude_prune(torch_model, prune)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        fp32, final = Path(tmp) / "fp32", Path(tmp) / "final"
+        fp32.mkdir()
+        final.mkdir()
+        for folder in (fp32, final):
+            (folder / "config.json").write_text(json.dumps(torch_model.config.to_hf(), indent=2))
+            shutil.copy(tokenizer_file, folder / "tokenizer.json")
+        step("exporting ONNX graphs")
+        export_graphs(torch_model, fp32)
+        step("checking parity with PyTorch")
+        diff = logit_difference(torch_model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
+        report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
+        if not diff <= PARITY_LIMIT:
+            raise GenError(f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
+                           f"(limit {PARITY_LIMIT:g}); nothing was written")
+        if quantize == "int8":
+            step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
+            for name in ("encoder.onnx", "decoder.onnx"):
+                if static:
+                    quantize_static(fp32 / name, final / name, _feeds(name, fp32, cal))
+                else:
+                    quantize_dynamic(fp32 / name, final / name)
+        else:
+            for name in ("encoder.onnx", "decoder.onnx"):
+                shutil.move(str(fp32 / name), final / name)
+        step("measuring WER on the calibration audio")
+        ref_wer, export_wer = calibration_wer(original, load_export(final, device="cpu").model, tok, cal)
+        report["parity"].update(calibration_wer_pytorch=ref_wer, calibration_wer_export=export_wer,
+                                wer_change=None if ref_wer is None else export_wer - ref_wer)
+        if ref_wer is not None and export_wer - ref_wer > max_wer_change:
+            raise GenError(f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
+                           f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
+                           "nothing was written", hint="prune less, or export with --quantize none")
+        sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
+        report["bytes"] = sizes | {"total": sum(sizes.values())}
+        report["gen_version"] = generalist_cli.__version__
+        report["prune"], report["prune_experts"], report["static"] = prune, prune_experts, static
+        (final / "parity.json").write_text(json.dumps(report["parity"], indent=2))
+        (final / "export.json").write_text(json.dumps(report, indent=2))
+        if out.exists():
+            out.rmdir()
+        final.rename(out)
+    return report
+
+
+def _feeds(name: str, fp32: Path, cal: Calibration):
+    from generalist_cli.infer.onnx_engine import session
+
+    mels = [m[None].numpy().astype(np.float32) for m in cal.mels]
+    if name == "encoder.onnx":
+        return [{"mel": m} for m in mels]
+    enc = session(fp32 / "encoder.onnx", device="cpu")
+    feeds = []
+    for m in mels:
+        ck, cv = enc.run(None, {"mel": m})
+        empty = np.zeros(ck.shape[:3] + (0, ck.shape[4]), dtype=np.float32)
+        feeds.append({"tokens": np.array([[50258, 50259, 50359, 50363]], dtype=np.int64)[:, : 1],
+                      "past_k": empty, "past_v": empty, "cross_k": ck, "cross_v": cv})
+    return feeds
+
+
+def logit_difference(torch_model, onnx_model, tok, cal: Calibration, *, language: str) -> float:
+    """Max |logit| difference between PyTorch and the ONNX graphs: the prompt step and two cached steps on
+    the first calibration window."""
+    import torch
+
+    prompt = torch.tensor([tok.sot_sequence(language=language if tok.multilingual else None, timestamps=False)])
+    mel = cal.mels[0][None]
+    worst = 0.0
+    with torch.inference_mode():
+        caches = [m.new_cache(m.encode_audio(mel)) for m in (torch_model, onnx_model)]
+        logits = [m.logits(m.decoder(prompt, c.cross_kv, c, 0)) for m, c in zip((torch_model, onnx_model), caches)]
+        worst = max(worst, _finite_diff(*logits))
+        nxt = logits[0][:, -1:].argmax(-1)
+        for i in range(2):
+            steps = [m.decode_step(nxt, c, prompt.shape[1] + i) for m, c in zip((torch_model, onnx_model), caches)]
+            worst = max(worst, _finite_diff(*steps))
+            nxt = steps[0].argmax(-1, keepdim=True)
+    return worst
+
+
+def _finite_diff(a, b) -> float:
+    keep = a.isfinite()
+    if not bool((keep == b.isfinite()).all()):
+        return float("inf")
+    return float((a[keep] - b[keep]).abs().max()) if bool(keep.any()) else 0.0
+
+
+def calibration_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float | None, float]:
+    """WER of PyTorch and of the export against the references (None for PyTorch when there are none: then
+    the export is scored against PyTorch's transcripts)."""
+    from generalist_cli.evaluate.metrics import wer
+    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+
+    if not cal.audios:  # dataset calibration: decode the prepared windows directly
+        return _dataset_wer(torch_model, onnx_model, tok, cal)
+    opts = TranscribeOptions(language=cal.language if tok.multilingual else "en")
+    ref = [t.text for t in transcribe(torch_model, tok, cal.audios, opts)]
+    got = [t.text for t in transcribe(onnx_model, tok, cal.audios, opts)]
+    if all(cal.texts):
+        return wer(cal.texts, ref), wer(cal.texts, got)
+    return None, wer(ref, got)
+
+
+def _dataset_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float | None, float]:
+    import torch
+
+    from generalist_cli.evaluate.metrics import wer
+    from generalist_cli.infer.decoding import DecodeOptions, decode
+
+    prompt = tok.sot_sequence(language=cal.language if tok.multilingual else None, timestamps=False)
+    hyps = {}
+    for name, m in (("torch", torch_model), ("onnx", onnx_model)):
+        texts = []
+        with torch.inference_mode():
+            for mel in cal.mels:
+                cache = m.new_cache(m.encode_audio(mel[None]))
+                [res] = decode(m, tok, cache, [prompt], DecodeOptions(timestamps=False, max_new_tokens=200),
+                               list(m.config.suppress_tokens))
+                texts.append(tok.decode(res.tokens).strip())
+        hyps[name] = texts
+    return wer(cal.texts, hyps["torch"]), wer(cal.texts, hyps["onnx"])

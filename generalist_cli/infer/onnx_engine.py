@@ -1,0 +1,137 @@
+"""The ONNX Runtime engine: an export folder (``gen export``) behind the same interface the decoding code
+uses for a PyTorch model (``encode_audio``, ``new_cache``, ``decoder``, ``logits``, ``decode_step``).
+
+The decoder graph returns logits directly, so here ``decoder(...)`` gives logits and ``logits`` is the
+identity. The cache holds the self-attention keys/values as the graph's ``present_*`` outputs (grown by
+one position a step) and the encoder's cross keys/values. Sessions turn thread spinning off: on small
+shared CPUs spinning threads made ONNX Runtime ~15x slower (measured, see docs/export.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generalist_cli.errors import ModelError
+
+EXPORT_FILES = ("encoder.onnx", "decoder.onnx", "config.json", "tokenizer.json")
+
+
+def is_export(path: Path) -> bool:
+    return path.is_dir() and (path / "encoder.onnx").exists() and (path / "decoder.onnx").exists()
+
+
+def providers(device: str = "auto") -> list[str]:
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ModelError("the CUDA provider of ONNX Runtime is not installed",
+                         hint="pip install 'generalist-cli[gpu]' (onnxruntime-gpu)")
+    return ["CPUExecutionProvider"]
+
+
+def session(path: Path, *, threads: int | None = None, device: str = "auto"):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers(device))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise ModelError(f"{path}: cannot be loaded by ONNX Runtime ({str(exc).splitlines()[0]})") from exc
+
+
+class OnnxCache:
+    def __init__(self, cross_k: np.ndarray, cross_v: np.ndarray, past_k: np.ndarray, past_v: np.ndarray) -> None:
+        self.cross_k, self.cross_v, self.past_k, self.past_v = cross_k, cross_v, past_k, past_v
+
+    @property
+    def cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (keys, values) as torch views (B, H, S, K), as in the PyTorch cache."""
+        k, v = torch.from_numpy(self.cross_k), torch.from_numpy(self.cross_v)
+        return [(k[i], v[i]) for i in range(k.shape[0])]
+
+    def select(self, index: torch.Tensor) -> "OnnxCache":
+        i = index.cpu().numpy()
+        return OnnxCache(self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i])
+
+    def reorder(self, index: torch.Tensor) -> None:
+        i = index.cpu().numpy()
+        self.past_k, self.past_v = self.past_k[:, i], self.past_v[:, i]
+
+
+class OnnxModel:
+    """A ``gen export`` folder run with ONNX Runtime."""
+
+    def __init__(self, path: Path, *, threads: int | None = None, device: str = "auto") -> None:
+        from generalist_cli.model.config import ModelConfig
+
+        missing = [f for f in EXPORT_FILES if not (path / f).exists()]
+        if missing:
+            raise ModelError(f"{path}: not a complete export (missing {', '.join(missing)})",
+                             hint="make one with gen export MODEL --out DIR")
+        try:
+            self.config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path / 'config.json'}: cannot be read as a Whisper config ({exc})") from exc
+        self.path = path
+        self.encoder_session = session(path / "encoder.onnx", threads=threads, device=device)
+        self.decoder_session = session(path / "decoder.onnx", threads=threads, device=device)
+        c = self.config
+        self._empty = (c.n_text_layer, c.n_text_head, c.n_text_state // c.n_text_head)
+
+    # --- the interface of the PyTorch model that decoding uses ---
+    def parameters(self):
+        """Like ``nn.Module.parameters`` for device/dtype queries: the engine takes float32 CPU inputs."""
+        yield torch.zeros(())
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def encode_audio(self, mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        mel = np.ascontiguousarray(mel.detach().float().cpu().numpy())
+        cross_k, cross_v = self.encoder_session.run(None, {"mel": mel})
+        return cross_k, cross_v
+
+    def new_cache(self, features: tuple[np.ndarray, np.ndarray]) -> OnnxCache:
+        cross_k, cross_v = features
+        return OnnxCache(cross_k, cross_v, *self._past(cross_k.shape[1]))
+
+    def _past(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        layers, heads, hd = self._empty
+        empty = np.zeros((layers, batch, heads, 0, hd), dtype=np.float32)
+        return empty, empty
+
+    def _run(self, tokens: torch.Tensor, past_k, past_v, cross_k, cross_v):
+        feeds = {"tokens": np.ascontiguousarray(tokens.cpu().numpy().astype(np.int64)), "past_k": past_k,
+                 "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
+        return self.decoder_session.run(None, feeds)
+
+    def decoder(self, tokens: torch.Tensor, cross_kv, cache: OnnxCache | None = None, offset: int = 0) -> torch.Tensor:
+        """Logits (B, T, V) of ``tokens`` from an empty past (the prompt); with ``cache`` its past is set."""
+        if cache is not None:
+            cross_k, cross_v = cache.cross_k, cache.cross_v
+        else:
+            cross_k = np.ascontiguousarray(torch.stack([k for k, _ in cross_kv]).numpy())
+            cross_v = np.ascontiguousarray(torch.stack([v for _, v in cross_kv]).numpy())
+        logits, pk, pv = self._run(tokens, *self._past(tokens.shape[0]), cross_k, cross_v)
+        if cache is not None:
+            cache.past_k, cache.past_v = pk, pv
+        return torch.from_numpy(logits)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden  # the decoder graph's output already is logits
+
+    def decode_step(self, tokens: torch.Tensor, cache: OnnxCache, offset: int) -> torch.Tensor:
+        logits, cache.past_k, cache.past_v = self._run(tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v)
+        return torch.from_numpy(logits[:, -1])
