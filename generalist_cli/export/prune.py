@@ -6,7 +6,8 @@
 - :func:`expert_usage` + :func:`drop_experts`: run calibration audio through the model, count how often each
   expert of each MoE layer is chosen, and remove the least-used experts: their weights and their router
   rows go, the layer's expert count shrinks and ``top_k`` is clipped to the experts left, so routing stays
-  a valid top-k over the remaining experts (softmax over the kept rows, renormalised top-k weights).
+  a valid top-k over the remaining experts (softmax over the kept rows, renormalised top-k weights); with
+  one expert left the layer becomes the dense FFN it then computes.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ def drop_experts(model, n_drop: int, usage: list[torch.Tensor]):
     names = [n for n, m in model.named_modules() if m in set(moe_layers(model))]
     for name, keep in zip(names, kept):
         idx = torch.tensor(keep)
+        if keep_n == 1:  # one expert left: it gets every token with weight 1, i.e. it is the dense FFN
+            block = name.removesuffix(".moe")
+            for key in ("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias"):
+                layer, kind = key.split("_")
+                state[f"{block}.{layer}.{kind}"] = state.pop(f"{name}.{key}")[keep[0]]
+            del state[f"{name}.logit_bias"], state[f"{name}.router.weight"]
+            continue
         for key in ("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias", "logit_bias"):
             state[f"{name}.{key}"] = state[f"{name}.{key}"][idx]
         state[f"{name}.router.weight"] = state[f"{name}.router.weight"][idx]

@@ -1,0 +1,135 @@
+"""``gen export``: graph parity (dense, MoE, TTT encoder, restricted vocabulary), INT8 end to end through
+the CLI, pruning to a sparsity, expert pruning that keeps routing valid, and refusal without writing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from generalist_cli.errors import GenError, UsageError
+from generalist_cli.export import build
+from generalist_cli.export.onnx import export_graphs
+from generalist_cli.export.prune import drop_experts, magnitude_prune, prunable
+from generalist_cli.infer.onnx_engine import OnnxModel
+from tests.cli.test_run import gen
+from tests.conftest import EXAMPLE, EXAMPLE_TEXT, wer
+from tests.model.test_generalist import dense, generalist
+
+
+def _export(model, tokenizer_dir, tmp_path, n_frames=3000):
+    export_graphs(model, tmp_path, n_frames=n_frames)
+    (tmp_path / "config.json").write_text(json.dumps(model.config.to_hf()))
+    shutil.copy(tokenizer_dir / "tokenizer.json", tmp_path / "tokenizer.json")
+    return OnnxModel(tmp_path, threads=1, device="cpu")
+
+
+def _logits(m, mel, prompt, steps=3):
+    """Prompt logits, then ``steps`` cached steps feeding fixed tokens."""
+    cache = m.new_cache(m.encode_audio(mel))
+    out = [m.logits(m.decoder(prompt, cache.cross_kv, cache, 0))]
+    for i in range(steps):
+        out.append(m.decode_step(torch.full((mel.shape[0], 1), 400 + i), cache, prompt.shape[1] + i))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe-ttt-encoder", "restricted-vocab"])
+def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
+    if kind == "dense":
+        model = dense()
+    else:
+        model = generalist()
+        # the decoder graph carries no TTT state: keep TTT in the encoder only
+        for block in model.decoder.layers:
+            block.ttt = None
+        model.config = replace(model.config, ttt="none")
+        if kind == "restricted-vocab":
+            model.config = replace(model.config, output_tokens=tuple(range(300, 420)) + (50257,))
+    model = model.eval()
+    torch.manual_seed(0)
+    mel = torch.randn(2, 80, 200)  # a short window keeps the unrolled TTT scans of the graph small
+    prompt = torch.tensor([[50258, 50259, 50359, 50363]] * 2)
+    onnx = _export(model, tiny_en.path, tmp_path, n_frames=200)
+    with torch.inference_mode():
+        want = _logits(model, mel, prompt)
+    got = _logits(onnx, mel, prompt)
+    for a, b in zip(want, got):
+        assert a.shape == b.shape
+        assert bool((a.isfinite() == b.isfinite()).all())
+        finite = a.isfinite()
+        assert (a[finite] - b[finite]).abs().max() <= 1e-4
+    if kind == "restricted-vocab":
+        assert int(got[0].isfinite().sum(-1).max()) == 121
+
+
+def test_decoder_with_ttt_is_refused_clearly(tmp_path):
+    with pytest.raises(GenError, match="TTT layers in its decoder"):
+        export_graphs(generalist(), tmp_path)
+
+
+def test_int8_export_cli_runs_the_example(tmp_path):
+    out = tmp_path / "tiny-int8"
+    r = gen("export", "whisper-tiny.en", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {"path", "quantize", "parity", "bytes", "gen_version"} <= set(report)
+    assert report["parity"]["fp32_max_abs_logit_diff"] <= 1e-4
+    assert report["parity"]["wer_change"] <= 0.05
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "decoder.onnx", "encoder.onnx", "export.json",
+                                                     "parity.json", "tokenizer.json"]
+    assert report["bytes"]["total"] < 45e6  # int8: about a quarter of tiny.en's 150 MB of fp32 weights
+    r = gen("run", str(EXAMPLE), "--to", "text", "--model", str(out))
+    assert r.returncode == 0, r.stderr
+    assert wer(EXAMPLE_TEXT, r.stdout) <= 0.05, r.stdout
+    again = gen("export", "whisper-tiny.en", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "PARITY_LIMIT", -1.0)
+    out = tmp_path / "never"
+    with pytest.raises(GenError, match="differ from PyTorch"):
+        build.export_model("whisper-tiny.en", out, quantize="none")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.7])
+def test_magnitude_pruning_reaches_the_sparsity(sparsity):
+    model = generalist()
+    info = magnitude_prune(model, sparsity)
+    weights = [p for _, p in prunable(model)]
+    zeros = sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
+    assert abs(zeros - sparsity) < 1e-3 and abs(info["sparsity"] - zeros) < 1e-9
+    assert not any((p == 0).all() for n, p in model.named_parameters() if "embed" in n or "router" in n)
+    with pytest.raises(UsageError):
+        magnitude_prune(model, 1.0)
+
+
+def test_expert_pruning_keeps_routing_valid_and_drops_only_unused_experts():
+    model = generalist()
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if hasattr(m, "logit_bias"):
+                m.logit_bias[1] = -1e4  # expert 1 is never chosen
+    mel, tokens = torch.randn(1, 80, 3000), torch.randint(0, 50000, (1, 7))
+    usage = [torch.tensor([5, 0, 7, 3]) for _ in range(4)]
+    pruned, info = drop_experts(model, 1, usage)
+    assert info["experts_after"] == 3 and pruned.config.n_experts == 3 and pruned.config.top_k == 2
+    for m in pruned.modules():
+        if hasattr(m, "logit_bias"):
+            assert m.router.weight.shape[0] == 3 and m.fc1_weight.shape[0] == 3
+    with torch.no_grad():
+        a, b = model(mel, tokens), pruned(mel, tokens)
+    assert (a - b).abs().max() < 1e-5  # renormalised top-k weights do not depend on unchosen experts
+    small, _ = drop_experts(model, 3, usage)  # one expert left (expert 2, the most used): a dense FFN
+    assert small.config.n_experts == 1 and small.config.top_k == 1
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "logit_bias"):
+                m.logit_bias[:] = torch.tensor([-1e4, -1e4, 0.0, -1e4])
+        assert (model(mel, tokens) - small(mel, tokens)).abs().max() < 1e-5
+    with pytest.raises(UsageError):
+        drop_experts(model, 4, usage)
