@@ -81,8 +81,14 @@ def _scratch(m):
     cfg = ModelConfig(n_audio_state=w, n_text_state=w, n_audio_head=heads, n_text_head=heads, n_audio_layer=layers,
                       n_text_layer=layers, n_audio_ffn=4 * w, n_text_ffn=4 * w, n_vocab=51865 if multilingual else 51864)
     model = Generalist(cfg)
-    with torch.no_grad():  # GPT-2 style N(0, 0.02) for the tied token embedding (not nn.Embedding's N(0, 1))
+    with torch.no_grad():
+        # every embedding at one scale, N(0, 0.02) as GPT-2 and transformers' Whisper init (nn.Embedding's own
+        # N(0, 1) decoder positions would drown the tokens 50:1), and Whisper's fixed sinusoidal encoder
+        # positions scaled to the same RMS, so text entering the encoder keeps its token identity
         model.decoder.embed_tokens.weight.normal_(0, 0.02)
+        model.decoder.embed_positions.weight.normal_(0, 0.02)
+        pos = model.encoder.embed_positions.weight
+        pos.mul_(0.02 / pos.pow(2).mean().sqrt())
     return model, path
 
 
