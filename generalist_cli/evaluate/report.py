@@ -1,0 +1,333 @@
+"""``gen eval``: every metric of a model on a prepared split, per task, as one JSON-able report.
+
+Per task (speech -> text, translation, text -> text, sign -> text, text -> speech):
+- ``loss``, ``token_accuracy``, ``accuracy``: teacher-forced cross-entropy per target token and argmax
+  accuracy (PyTorch engine; an ONNX export has no teacher-forcing graph);
+- ``wer``/``cer`` (jiwer) after Whisper's English normaliser for English and a Unicode normaliser that keeps
+  Indic combining marks for every other language; ``bleu``/``chrf`` (sacrebleu) for translation;
+  ``top1`` for isolated signs (the decoded label equals the reference);
+- ``mel_l1`` for speech output (teacher-forced durations);
+- speed, from greedy decoding one example at a time: latency p50/p95, examples/s, tokens/s, real-time factor.
+
+Per model: size on disk, parameters total and active per token, FLOPs per second of audio (torch's flop
+counter), and expert utilisation by task and language (share of (token, slot) assignments per expert,
+all MoE layers together).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from generalist_cli.errors import GenError, UsageError
+
+TEXT_TASKS = ("transcribe", "translate", "text_translate", "sign")
+TRANSLATION_TASKS = ("translate", "text_translate")
+
+
+def normalizer(lang: str) -> Callable[[str], str]:
+    """Whisper's English normaliser for English; the Indic-safe Unicode normaliser for other languages."""
+    from generalist_cli.evaluate.metrics import normalize
+
+    if lang.startswith("en"):
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        english = EnglishTextNormalizer()
+        return lambda s: " ".join(english(s).split())
+    return normalize
+
+
+def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> dict:
+    import jiwer
+
+    norm = normalizer(lang)
+    r, h = [norm(x) for x in refs], [norm(x) for x in hyps]
+    keep = [i for i, x in enumerate(r) if x]  # jiwer refuses empty references
+    out: dict = {}
+    if keep:
+        rr, hh = [r[i] for i in keep], [h[i] for i in keep]
+        out["wer"] = jiwer.wer(rr, hh)
+        out["cer"] = jiwer.cer(rr, hh)
+    if task in TRANSLATION_TASKS:
+        import sacrebleu
+
+        out["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
+        out["chrf"] = sacrebleu.corpus_chrf(hyps, [refs]).score
+    if task == "sign":
+        out["top1"] = sum(a == b for a, b in zip(r, h)) / max(1, len(r))
+    return out
+
+
+def speed(latencies: list[float], *, tokens: int, audio_seconds: float) -> dict:
+    lat = np.asarray(latencies)
+    total = float(lat.sum())
+    out = {"latency_p50_s": float(np.percentile(lat, 50)), "latency_p95_s": float(np.percentile(lat, 95)),
+           "examples_per_s": len(lat) / total if total else None, "tokens_per_s": tokens / total if total else None}
+    if audio_seconds:
+        out["rtf"] = total / audio_seconds
+    return out
+
+
+def model_size(path: Path) -> int:
+    files = [p for p in path.iterdir() if p.suffix in (".safetensors", ".onnx", ".bin")] if path.is_dir() else []
+    return sum(p.stat().st_size for p in files)
+
+
+def _audio_window(mel, padded: bool):
+    import torch
+
+    from generalist_cli.features.mel import pad_or_trim
+
+    mel = torch.as_tensor(mel, dtype=torch.float32)
+    return pad_or_trim(mel, 3000) if padded else mel
+
+
+def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto", limit: int | None = None,
+             device: str = "cpu", on_progress: Callable[[int, int], None] | None = None) -> dict:
+    import datasets
+    import torch
+
+    from generalist_cli.infer.onnx_engine import is_export
+    from generalist_cli.store.store import open_model
+    from generalist_cli.train.batches import collate, read_rows
+
+    path = Path(model).expanduser()
+    exported = is_export(path)
+    if engine == "onnx" and not exported:
+        raise UsageError(f"{model}: --engine onnx needs an export folder", hint=f"make one: gen export {model} --out DIR")
+    if engine == "torch" and exported:
+        raise UsageError(f"{model}: is an ONNX export; use --engine onnx (or auto)")
+    loaded = open_model(model, device=device)
+    m, tok, c = loaded.model, loaded.tokenizer, loaded.config
+    try:
+        dd = datasets.load_from_disk(str(data))
+    except FileNotFoundError:
+        raise GenError(f"{data}: no prepared dataset there", hint="make one with gen prepare ...") from None
+    if split not in dd:
+        raise UsageError(f"{data}: has no split {split!r}", hint="it has " + ", ".join(dd))
+    ds = dd[split]
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise GenError(f"{data}: split {split!r} is empty")
+    ds = ds.with_format("numpy")
+    rows = read_rows([ds], [(0, i) for i in range(len(ds))])
+    examples = collate(rows, tok, max_target_tokens=c.n_text_ctx // 2).examples
+
+    counts: dict[tuple[str, str], torch.Tensor] = {}
+    hooks, current = _route_hooks(m, counts) if not exported else ([], {})
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_task.setdefault(str(r["task"]), []).append(i)
+    report: dict = {"model": model, "engine": "onnx" if exported else "torch", "data": str(data), "split": split,
+                    "examples": len(rows), "tasks": {}}
+    done = 0
+    try:
+        for task, idx in by_task.items():
+            entry: dict = {"examples": len(idx)}
+            current["key"] = (task, str(rows[idx[0]]["lang"]))
+            if task == "tts":
+                entry.update(_tts_scores(m, [examples[i] for i in idx], exported))
+                report["tasks"][task] = entry
+                done += len(idx)
+                if on_progress:
+                    on_progress(done, len(rows))
+                continue
+            if not exported:
+                from generalist_cli.evaluate.decode import token_loss
+
+                entry.update(token_loss(m, [examples[i] for i in idx], batch_size=16))
+            hyps, refs, lat, n_tok, secs = [], [], [], 0, 0.0
+            skipped = 0
+            for i in idx:
+                e, r = examples[i], rows[i]
+                if exported and e.modality != "audio":
+                    skipped += 1
+                    continue
+                current["key"] = (task, str(r["lang"]))
+                t0 = time.perf_counter()
+                tokens = _greedy(m, tok, e, exported, lang=str(r["lang"]))
+                lat.append(time.perf_counter() - t0)
+                n_tok += len(tokens) + 1
+                hyps.append(tok.decode(tokens).strip())
+                refs.append(str(r["text"]))
+                secs += float(r["duration"]) if e.modality == "audio" else 0.0
+                done += 1
+                if on_progress:
+                    on_progress(done, len(rows))
+            if skipped:
+                entry["skipped"] = f"{skipped} non-audio examples: the ONNX export takes audio only"
+            if hyps:
+                lang = str(rows[idx[0]]["lang"])
+                entry.update(text_scores(refs, hyps, lang=lang, task=task))
+                entry.update(speed(lat, tokens=n_tok, audio_seconds=secs))
+                entry["sample"] = {"ref": refs[0], "hyp": hyps[0]}
+            report["tasks"][task] = entry
+    finally:
+        for h in hooks:
+            h.remove()
+    report["model_info"] = _model_info(m, c, loaded.path, exported)
+    if counts:
+        report["expert_utilisation"] = {f"{t}/{lang}": (v / v.sum()).tolist() for (t, lang), v in counts.items()
+                                        if float(v.sum()) > 0}
+    return report
+
+
+def _route_hooks(model, counts: dict) -> list:
+    """Forward hooks on every MoE layer adding each call's per-expert counts under the current (task, lang)."""
+    from generalist_cli.model.upcycle import moe_layers
+
+    state = {"key": ("", "")}  # the caller sets the (task, language) being decoded
+
+    def hook(mod, args, out):
+        key = state["key"]
+        counts[key] = counts.get(key, 0) + out[1].counts.detach().cpu().double()
+
+    return [m.register_forward_hook(hook) for m in moe_layers(model)], state
+
+
+def _greedy(model, tok, e, exported: bool, *, lang: str) -> list[int]:
+    """Greedy text tokens for one prepared example. A plain Whisper hears a 30 s window and decodes with
+    timestamps, as it was trained (without them tiny.en stops after the first sentence: measured), and the
+    timestamps are dropped; a generalist gets its training input (the unpadded window) and task prompt."""
+    import torch
+
+    from generalist_cli.infer.decoding import DecodeOptions, decode
+
+    whisper = not model.config.generalist
+    with torch.inference_mode():
+        if e.modality == "audio":
+            padded = exported or whisper
+            enc = model.encode_audio(_audio_window(e.source, padded)[None])  # source: (n_mels, frames)
+        else:
+            from generalist_cli.train.step import StepModule
+
+            enc = model.encode(StepModule(model).embed(e)[None])[0]
+        cache = model.new_cache(enc)
+        timestamps = whisper and e.modality == "audio"
+        if timestamps:
+            task = "translate" if e.task == "translate" else "transcribe"
+            prompt = tok.sot_sequence(language=lang if tok.multilingual else None, task=task, timestamps=True)
+        else:
+            prompt = e.tokens[: e.prompt_len].tolist()
+        [res] = decode(model, tok, cache, [prompt], DecodeOptions(timestamps=timestamps, max_new_tokens=200),
+                       list(model.config.suppress_tokens))
+    return [t for t in res.tokens if t < tok.timestamp_begin]
+
+
+def _tts_scores(model, examples, exported: bool) -> dict:
+    if exported:
+        return {"skipped": "text -> speech is not exported"}
+    if getattr(model, "speech_head", None) is None:
+        return {"skipped": "the model has no speech head (a dense Whisper cannot speak)"}
+    import torch
+    import torch.nn.functional as F
+
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for e in examples:
+            from generalist_cli.train.step import StepModule
+
+            h = model.encode(StepModule(model).embed(e)[None])[0][0]
+            pred = model.speech_head(h, e.durations)
+            target = e.tgt_mel[: pred.shape[0]]
+            total += float(F.l1_loss(pred[: target.shape[0]].float(), target, reduction="sum"))
+            n += target.numel()
+    return {"mel_l1": total / max(1, n)}
+
+
+def _model_info(model, config, path: Path, exported: bool) -> dict:
+    import torch
+
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.model.info import flops_per_audio_second, parameter_counts
+
+    out = {"bytes_on_disk": model_size(path), "n_experts": config.n_experts, "top_k": config.top_k,
+           "ttt": config.ttt}
+    if exported:
+        with torch.device("meta"):
+            shape_only = Generalist(config)
+        total, active = parameter_counts(shape_only)
+    else:
+        total, active = parameter_counts(model)
+        out["flops_per_audio_second"] = flops_per_audio_second(model, padded=not config.generalist)
+    out.update(parameters=total, active_parameters_per_token=active)
+    return out
+
+
+def write_plots(report: dict, folder: Path, *, run: Path | None = None) -> list[Path]:
+    """PNGs: the expert-utilisation heatmap (task/language x expert) and, given a run folder, its training
+    curves (loss and learning rate from metrics.jsonl, evaluation scores from eval.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    util = report.get("expert_utilisation") or {}
+    if util:
+        names = sorted(util)
+        grid = np.array([util[k] for k in names])
+        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * grid.shape[1], 1.2 + 0.5 * len(names)))
+        im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0)
+        ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])])
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("expert")
+        ax.set_title("share of routed (token, slot) pairs")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        written.append(folder / "expert_utilisation.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    if run is not None:
+        written += plot_run(run, folder)
+    return written
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return out
+
+
+def plot_run(run: Path, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, evals = _jsonl(run / "metrics.jsonl"), _jsonl(run / "eval.jsonl")
+    if not metrics and not evals:
+        raise GenError(f"{run}: no metrics.jsonl or eval.jsonl to plot")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if metrics:
+        steps = [r["step"] for r in metrics]
+        axes[0].plot(steps, [r["loss"] for r in metrics], label="train loss")
+    for name in sorted({k for r in evals for k, v in r.items() if isinstance(v, dict)}):
+        pts = [(r["step"], r[name]) for r in evals if name in r]
+        axes[0].plot([s for s, _ in pts], [e["loss"] for _, e in pts], "o-", ms=3, label=f"{name} loss")
+        key = "accuracy" if all("wer" not in e for _, e in pts) else "wer"
+        axes[1].plot([s for s, _ in pts], [e.get(key, np.nan) for _, e in pts], "o-", ms=3, label=f"{name} {key}")
+    axes[0].set_xlabel("step")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    axes[0].set_title(f"{run.name}: loss")
+    axes[1].set_title(f"{run.name}: evaluation")
+    fig.tight_layout()
+    out = folder / f"{run.name}_curves.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [out]

@@ -1,0 +1,110 @@
+"""gen eval: metrics on known strings, speed statistics, and the CLI on a real model, an ONNX export and
+a small speak dataset (JSON schema, table, plots, bad inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from generalist_cli.evaluate.report import speed, text_scores
+from tests.cli.test_run import gen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_english_uses_whispers_normaliser():
+    s = text_scores(["Hello, Mr. Smith! It's twenty dollars."], ["hello mister smith it is $20"], lang="en",
+                    task="transcribe")
+    assert s["wer"] == 0.0 and s["cer"] == 0.0
+    s = text_scores(["the cat sat on the mat"], ["the cat sat on a mat"], lang="en", task="transcribe")
+    assert s["wer"] == pytest.approx(1 / 6)
+
+
+def test_indic_normaliser_keeps_combining_marks():
+    # किसान (kisaan) vs किसन (kisan): the dropped matra is one word error of 2 and one character edit of 9
+    # (jiwer counts code points, the space included; the danda is punctuation and goes)
+    s = text_scores(["किसान आया।"], ["किसन आया"], lang="hi", task="transcribe")
+    assert s["wer"] == pytest.approx(0.5)
+    assert s["cer"] == pytest.approx(1 / 9)
+    assert text_scores(["किसान आया।"], ["किसान आया"], lang="hi", task="transcribe")["wer"] == 0.0
+
+
+def test_translation_and_sign_scores():
+    same = text_scores(["The house is blue."], ["The house is blue."], lang="en", task="translate")
+    assert same["bleu"] == pytest.approx(100.0) and same["chrf"] == pytest.approx(100.0)
+    worse = text_scores(["The house is blue."], ["A car was red"], lang="en", task="translate")
+    assert worse["bleu"] == 0.0 and worse["chrf"] < 30  # no shared word n-gram
+    sign = text_scores(["hello", "thank you", "water"], ["Hello", "thank you", "food"], lang="en", task="sign")
+    assert sign["top1"] == pytest.approx(2 / 3)
+
+
+def test_speed_statistics():
+    s = speed([0.1, 0.2, 0.3, 0.4, 1.0], tokens=40, audio_seconds=20.0)
+    assert s["latency_p50_s"] == pytest.approx(0.3)
+    assert s["latency_p95_s"] == pytest.approx(0.88)
+    assert s["examples_per_s"] == pytest.approx(5 / 2.0) and s["tokens_per_s"] == pytest.approx(20.0)
+    assert s["rtf"] == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def speak_en(tmp_path_factory):
+    from generalist_cli.data import speak
+    from generalist_cli.data.prepare import prepare
+    from generalist_cli.store.sources import PACKAGES
+
+    root = tmp_path_factory.mktemp("eval")
+    lines = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()
+    (root / "en.txt").write_text("\n".join(lines[:6]) + "\n")
+    tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
+    prepare(speak.items(text_file=root / "en.txt", lang="en", valid_every=2), out=root / "data", source="speak",
+            options={}, tokenizer=tok)
+    return root / "data"
+
+
+def test_cli_json_report_and_plots(speak_en, tmp_path):
+    r = gen("eval", "whisper-tiny.en", "--data", str(speak_en), "--split", "valid", "--json", "-",
+            "--plots", str(tmp_path / "plots"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {"model", "engine", "data", "split", "examples", "tasks", "model_info"} <= set(report)
+    asr = report["tasks"]["transcribe"]
+    for key in ("loss", "token_accuracy", "wer", "cer", "latency_p50_s", "latency_p95_s", "examples_per_s",
+                "tokens_per_s", "rtf"):
+        assert isinstance(asr[key], float), key
+    assert asr["wer"] <= 0.2  # tiny.en on clear eSpeak English
+    assert report["tasks"]["tts"]["examples"] >= 1 and "no speech head" in report["tasks"]["tts"]["skipped"]
+    info = report["model_info"]
+    assert info["parameters"] == info["active_parameters_per_token"] > 30e6 and info["bytes_on_disk"] > 0
+    assert info["flops_per_audio_second"] > 1e9
+
+
+def test_cli_on_an_export_and_bad_inputs(speak_en, tmp_path):
+    out = tmp_path / "export"
+    assert gen("export", "whisper-tiny.en", "--out", str(out), "--quantize", "none").returncode == 0
+    r = gen("eval", str(out), "--data", str(speak_en), "--split", "valid", "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "transcribe" in r.stdout  # the table
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["engine"] == "onnx" and report["tasks"]["transcribe"]["wer"] <= 0.2
+    assert "loss" not in report["tasks"]["transcribe"]  # no teacher-forcing graph in an export
+    bad = gen("eval", "whisper-tiny.en", "--data", str(speak_en), "--split", "nope")
+    assert bad.returncode == 2 and "has no split 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    missing = gen("eval", "whisper-tiny.en", "--data", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "no prepared dataset" in missing.stderr
+
+
+def test_plots_of_a_run_and_of_expert_use(tmp_path):
+    from generalist_cli.evaluate.report import write_plots
+
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 40)))
+    (run / "eval.jsonl").write_text("".join(json.dumps({"step": s, "dev": {"loss": 2.0 / s, "accuracy": s / 40}}) + "\n"
+                                            for s in (0 + 1, 20, 39)) + '{"step": 4')  # a line cut by a crash
+    report = {"expert_utilisation": {"transcribe/hi": [0.5, 0.25, 0.25, 0.0], "transcribe/en": [0.25] * 4}}
+    written = write_plots(report, tmp_path / "plots", run=run)
+    assert [p.name for p in written] == ["expert_utilisation.png", "demo_curves.png"]
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
