@@ -1,10 +1,14 @@
-"""Speech -> text on CPU: gen vs faster-whisper, same whisper-base weights, greedy, in one run.
+"""Speech -> text on CPU: gen (PyTorch, ONNX fp32, ONNX INT8) vs faster-whisper (fp32, int8), same
+whisper-base weights, same audio, greedy, in one run.
 
-Synthesises English sentences with eSpeak NG (real speech, known transcripts), then transcribes them with
-  - gen (our torch Whisper, float32), one file at a time and all files as one batch (what `gen run` does);
-  - faster-whisper (CTranslate2) with the same model.bin, float32 and int8, one file at a time.
-Reports WER/CER (jiwer, lower-cased, punctuation removed) and real-time factor (seconds of compute per
-second of audio; lower is faster). Model loading is excluded; each engine gets one warm-up file.
+Synthesises English sentences with eSpeak NG (real speech, known transcripts) and transcribes them with
+  - gen, PyTorch fp32: one file at a time, and all files as one batch (what `gen run a b c` does);
+  - gen, ONNX Runtime fp32 and INT8 exports (`gen export whisper-base [--quantize none]`), one at a time
+    and batched;
+  - faster-whisper (CTranslate2) on the same model.bin, float32 and int8, one file at a time.
+Each engine runs in its own process, so its peak memory (max RSS) is its own. Reports WER/CER (jiwer,
+lower-cased, punctuation removed), seconds, real-time factor (compute seconds per audio second; lower is
+faster), peak memory and model size. Model loading is excluded from the time; each engine gets a warm-up file.
 
     pip install -e '.[bench]' && python benchmarks/asr_cpu.py [--threads 2] [--json out.json]
 """
@@ -15,12 +19,17 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 SENTENCES = (Path(__file__).resolve().parents[1] / "examples" / "sentences_en.txt").read_text().splitlines()
+ENGINES = ("torch", "torch-batched", "onnx-fp32", "onnx-fp32-batched", "onnx-int8", "onnx-int8-batched",
+           "faster-whisper-float32", "faster-whisper-int8")
 
 
 def normalise(text: str) -> str:
@@ -50,61 +59,120 @@ def ct2_folder(tmp: Path) -> Path:
     return folder
 
 
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".onnx", ".bin", ".safetensors"))
+
+
+def one(engine: str, threads: int, work: Path) -> dict:
+    """Run one engine in this process: {seconds, hyps, peak_rss_mb, model_mb}."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from generalist_cli.media.espeak import synthesize_16k
+
+    audios = [synthesize_16k(s, voice="en-us", rate=140) for s in SENTENCES]
+    if engine.startswith("faster-whisper"):
+        from faster_whisper import WhisperModel
+
+        compute = engine.rsplit("-", 1)[1]
+        fw = WhisperModel(str(work / "faster-whisper-base"), device="cpu", compute_type=compute, cpu_threads=threads)
+
+        def run_all(batch: list):
+            out = []
+            for a in batch:
+                segs, _ = fw.transcribe(a, language="en", beam_size=1, temperature=0.0, vad_filter=False,
+                                        condition_on_previous_text=False)
+                out.append("".join(s.text for s in segs))
+            return out
+        size = _size(work / "faster-whisper-base")
+    else:
+        from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+        from generalist_cli.store.load import load_export, load_model
+        from generalist_cli.store.store import resolve
+
+        if engine.startswith("onnx"):
+            folder = work / engine.removesuffix("-batched")
+            loaded = load_export(folder, device="cpu", threads=threads)
+            size = _size(folder)
+        else:
+            loaded = load_model(resolve("whisper-base"))
+            size = _size(loaded.path)
+        batched = engine.endswith("batched")
+
+        def run_all(batch: list):
+            if batched:
+                opts = TranscribeOptions(language="en", batch_size=len(batch))
+                return [t.text for t in transcribe(loaded.model, loaded.tokenizer, batch, opts)]
+            opts = TranscribeOptions(language="en")
+            return [transcribe(loaded.model, loaded.tokenizer, [a], opts)[0].text for a in batch]
+
+    run_all(audios[:1])  # warm-up
+    t = time.perf_counter()
+    hyps = run_all(audios)
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "hyps": hyps, "peak_rss_mb": peak_rss_mb(), "model_mb": size / 1e6}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: per address space, so not inherited from the parent the
+    way ``ru_maxrss`` survives fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.threads, args.work)))
+        return
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    from faster_whisper import WhisperModel
-
-    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+    from generalist_cli.export.build import export_model
     from generalist_cli.media.espeak import synthesize_16k
-    from generalist_cli.store.load import load_model
-    from generalist_cli.store.store import resolve
 
-    audios = [synthesize_16k(s, voice="en-us", rate=140) for s in SENTENCES]
-    seconds = sum(len(a) for a in audios) / 16_000
+    seconds = sum(len(synthesize_16k(s, voice="en-us", rate=140)) for s in SENTENCES) / 16_000
+    engines = args.engines.split(",")
     rows = []
-
-    gen = load_model(resolve("whisper-base"))
-    opts = TranscribeOptions(language="en")
-    transcribe(gen.model, gen.tokenizer, audios[:1], opts)  # warm-up
-    t = time.perf_counter()
-    hyps = [transcribe(gen.model, gen.tokenizer, [a], opts)[0].text for a in audios]
-    rows.append(("gen (torch fp32), one file at a time", time.perf_counter() - t, hyps))
-    t = time.perf_counter()
-    hyps = [r.text for r in transcribe(gen.model, gen.tokenizer, audios, TranscribeOptions(language="en", batch_size=12))]
-    rows.append(("gen (torch fp32), all files batched", time.perf_counter() - t, hyps))
-
     with tempfile.TemporaryDirectory() as tmp:
-        folder = ct2_folder(Path(tmp))
-        for compute in ("float32", "int8"):
-            fw = WhisperModel(str(folder), device="cpu", compute_type=compute, cpu_threads=args.threads)
-
-            def run(a):
-                segs, _ = fw.transcribe(a, language="en", beam_size=1, temperature=0.0, vad_filter=False,
-                                        condition_on_previous_text=False)
-                return "".join(s.text for s in segs)
-
-            run(audios[0])
-            t = time.perf_counter()
-            hyps = [run(a) for a in audios]
-            rows.append((f"faster-whisper {compute}, one file at a time", time.perf_counter() - t, hyps))
+        work = Path(tmp)
+        ct2_folder(work)
+        if any(e.startswith("onnx-fp32") for e in engines):
+            export_model("whisper-base", work / "onnx-fp32", quantize="none")
+        if any(e.startswith("onnx-int8") for e in engines):
+            export_model("whisper-base", work / "onnx-int8", quantize="int8")
+        for engine in engines:
+            print(f"running {engine} ...", file=sys.stderr, flush=True)
+            r = subprocess.run([sys.executable, __file__, "--one", engine, "--threads", str(args.threads),
+                                "--work", str(work)], capture_output=True, text=True, check=True)
+            rows.append((engine, json.loads(r.stdout.strip().splitlines()[-1])))
 
     results = []
-    print(f"{len(audios)} eSpeak NG English sentences, {seconds:.1f} s of audio, whisper-base, greedy, "
+    print(f"{len(SENTENCES)} eSpeak NG English sentences, {seconds:.1f} s of audio, whisper-base, greedy, "
           f"{args.threads} threads, torch {torch.__version__}\n")
-    print("| engine | WER | CER | seconds | RTF |")
-    print("|---|---|---|---|---|")
-    for name, elapsed, hyps in rows:
-        w, c = scores(SENTENCES, hyps)
-        results.append({"engine": name, "wer": w, "cer": c, "seconds": elapsed, "rtf": elapsed / seconds})
-        print(f"| {name} | {w:.3f} | {c:.3f} | {elapsed:.2f} | {elapsed / seconds:.3f} |")
+    print("| engine | WER | CER | seconds | RTF | peak RSS MB | model MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        w, c = scores(SENTENCES, r["hyps"])
+        results.append({"engine": name, "wer": w, "cer": c, "seconds": r["seconds"], "rtf": r["seconds"] / seconds,
+                        "peak_rss_mb": r["peak_rss_mb"], "model_mb": r["model_mb"]})
+        print(f"| {name} | {w:.3f} | {c:.3f} | {r['seconds']:.2f} | {r['seconds'] / seconds:.3f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['model_mb']:.1f} |")
+    by = {r["engine"]: r for r in results}
+    if "onnx-int8" in by and "faster-whisper-int8" in by:
+        a, b = by["onnx-int8"], by["faster-whisper-int8"]
+        print(f"\ngen ONNX INT8 / faster-whisper int8: RTF ratio {a['rtf'] / b['rtf']:.2f} (target <= 1.0), "
+              f"WER {a['wer']:.3f} vs {b['wer']:.3f} (target: within 0.01 or better)")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"audio_seconds": seconds, "threads": args.threads, "results": results},
                                         indent=2))
 
