@@ -74,7 +74,9 @@ def run(
     from generalist_cli.infer.writers import render
     from generalist_cli.store.store import open_model
 
-    if device == "auto":
+    from generalist_cli.infer.onnx_engine import is_export
+
+    if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead
         device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = open_model(model, device=device, on_pull=lambda m: err.print(f"[dim]{escape(m)}[/]"))
     tok = loaded.tokenizer

@@ -28,9 +28,9 @@ def providers(device: str = "auto") -> list[str]:
     import onnxruntime as ort
 
     have = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+    if (device == "auto" or device.startswith("cuda")) and "CUDAExecutionProvider" in have:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
+    if device.startswith("cuda"):
         raise ModelError("the CUDA provider of ONNX Runtime is not installed",
                          hint="pip install 'generalist-cli[gpu]' (onnxruntime-gpu)")
     return ["CPUExecutionProvider"]
@@ -45,8 +45,9 @@ def session(path: Path, *, threads: int | None = None, device: str = "auto"):
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    chosen = providers(device)
     try:
-        return ort.InferenceSession(str(path), so, providers=providers(device))
+        return ort.InferenceSession(str(path), so, providers=chosen)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"{path}: cannot be loaded by ONNX Runtime ({str(exc).splitlines()[0]})") from exc
 
