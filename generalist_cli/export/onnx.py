@@ -27,8 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from generalist_cli.errors import ModelError
-
 OPSET = 17
 
 
@@ -51,6 +49,36 @@ def _ffn(block, x: Tensor) -> Tensor:
     if block.moe is not None:
         return x + moe_dense(block.moe, h)
     return x + block.fc2(F.gelu(block.fc1(h)))
+
+
+TTT_STATE = ("w1", "b1", "w2", "b2", "s1", "sb1", "s2", "sb2")
+
+
+def ttt_step(ttt, x: Tensor, state: list[Tensor], i: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """One token of a TTT-MLP layer as graph ops: ``x`` (B, 1, D), the state tensors of
+    :class:`~generalist_cli.model.ttt.TTTState` and ``i`` (int64 (1,), tokens into the mini-batch; -1 = a
+    fresh sequence: the layer's learned W0) -> (y, new state, new i). The primal form of
+    ``TTTMLP.forward`` with its Python branches written as ``where``."""
+    from generalist_cli.model.ttt import TTTState, _primal, _rope
+
+    b, _, d = x.shape
+    h, f, mb = ttt.n_head, ttt.head_dim, ttt.mini_batch
+    fresh = i < 0
+    i = torch.clamp(i, min=0)
+    w0 = [p.unsqueeze(0).expand(b, *p.shape) for p in (ttt.w1, ttt.b1, ttt.w2, ttt.b2)]
+    w = [torch.where(fresh, a, c) for a, c in zip(w0, state[:4])]
+    sums = [torch.where(fresh, torch.zeros_like(c), c) for c in state[4:]]
+    split = lambda t: t.view(b, 1, h, f).transpose(1, 2)  # noqa: E731
+    q, k, v = split(ttt.q_proj(x)), split(ttt.k_proj(x)), split(ttt.v_proj(x))
+    eta = ttt.base_lr * torch.sigmoid(torch.einsum("bld,hd->bhl", x, ttt.lr_weight) + ttt.lr_bias[:, None]) / f
+    q, k = _rope(q, i), _rope(k, i)
+    tau = torch.clamp(1.0 / (i + 1).to(x.dtype) + ttt.token_idx_offset[i], min=0.0)
+    out, new_w, new_s = _primal(q, k, v, eta, tau, TTTState(*w, *sums, 0), ttt.ttt_norm_weight, ttt.ttt_norm_bias)
+    boundary = (i + 1) >= mb  # the mini-batch is complete: W becomes the updated weights, sums restart
+    w = [torch.where(boundary, a, c) for a, c in zip(new_w, w)]
+    sums = [torch.where(boundary, torch.zeros_like(a), a) for a in new_s]
+    y = ttt.o_proj(ttt.post_norm(out.transpose(1, 2).reshape(b, 1, d)))
+    return y, w + sums, torch.where(boundary, torch.zeros_like(i), i + 1)
 
 
 class EncoderGraph(nn.Module):
@@ -83,8 +111,14 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor):
+    def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor, *ttt):
+        """With TTT layers in the decoder, ``ttt`` is their stacked state (one (n_ttt_layers, B, ...) tensor
+        per :data:`TTT_STATE` name) and ``ttt_i``; ``tokens`` is then one token per call."""
         dec = self.model.decoder
+        ttt_state, ttt_i = (list(ttt[:-1]), ttt[-1]) if ttt else (None, None)
+        new_state: list[list[Tensor]] = [[] for _ in TTT_STATE]
+        new_i = ttt_i
+        j = 0
         n_past, t = past_k.shape[3], tokens.shape[1]
         pos = torch.arange(t, device=tokens.device) + n_past
         # the token table, transposed once: the embedding lookup and the output projection share this one
@@ -104,6 +138,12 @@ class DecoderGraph(nn.Module):
             new_k.append(k)
             new_v.append(v)
             x = x + block.self_attn.attend(q, k, v, mask=mask)
+            if block.ttt is not None:
+                y, state, new_i = ttt_step(block.ttt, block.ttt_layer_norm(x), [t[j] for t in ttt_state], ttt_i)
+                x = x + torch.tanh(block.ttt_gate) * y
+                for acc, t in zip(new_state, state):
+                    acc.append(t)
+                j += 1
             q = block.encoder_attn.q_proj(block.encoder_attn_layer_norm(x))
             x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i])
             x = _ffn(block, x)
@@ -115,21 +155,31 @@ class DecoderGraph(nn.Module):
             index = torch.tensor(ids)
             logits = torch.full(hidden.shape[:-1] + (table.shape[1],), float("-inf"))
             logits = logits.index_copy(-1, index, hidden @ table[:, index])
+        if ttt:
+            return (logits, torch.stack(new_k), torch.stack(new_v), *[torch.stack(t) for t in new_state], new_i)
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
-def check_exportable(model) -> None:
-    if any(getattr(b, "ttt", None) is not None for b in model.decoder.layers):
-        raise ModelError("this model has TTT layers in its decoder, which the ONNX decoder graph does not carry "
-                         "(their state would be extra inputs/outputs)",
-                         hint="export a model initialised with ttt = \"none\", or run it with the torch engine")
+def decoder_ttt_layers(model) -> list:
+    return [b.ttt for b in model.decoder.layers if getattr(b, "ttt", None) is not None]
+
+
+def ttt_state_shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the decoder graph's stacked TTT state inputs for ``batch`` rows."""
+    layers = decoder_ttt_layers(model)
+    if not layers:
+        return {}
+    t = layers[0]
+    h, f = t.n_head, t.head_dim
+    one = {"w1": (h, f, 4 * f), "b1": (h, 1, 4 * f), "w2": (h, 4 * f, f), "b2": (h, 1, f)}
+    one |= {"s1": one["w1"], "sb1": one["b1"], "s2": one["w2"], "sb2": one["b2"]}
+    return {f"ttt_{n}": (len(layers), batch) + one[n] for n in TTT_STATE}
 
 
 def export_graphs(model, out_dir, *, n_frames: int = 3000) -> dict:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` (eval mode, fp32, CPU) into ``out_dir``."""
     from pathlib import Path
 
-    check_exportable(model)
     out = Path(out_dir)
     c = model.config
     model = model.float().cpu().eval()
@@ -141,14 +191,25 @@ def export_graphs(model, out_dir, *, n_frames: int = 3000) -> dict:
             {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}})
     heads, hd = c.n_text_head, c.n_text_state // c.n_text_head
     past = torch.zeros(c.n_text_layer, 1, heads, 3, hd)
-    tokens = torch.tensor([[50258, 50259, 50359]])
-    _export(DecoderGraph(model), (tokens, past, past, cross_k, cross_v), out / "decoder.onnx",
-            ["tokens", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"],
-            {"tokens": {0: "batch", 1: "n_tokens"}, "past_k": {1: "batch", 3: "n_past"},
-             "past_v": {1: "batch", 3: "n_past"}, "cross_k": {1: "batch", 3: "n_audio"},
-             "cross_v": {1: "batch", 3: "n_audio"}, "logits": {0: "batch", 1: "n_tokens"},
-             "present_k": {1: "batch", 3: "n_total"}, "present_v": {1: "batch", 3: "n_total"}})
-    return {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "opset": OPSET}
+    shapes = ttt_state_shapes(model, 1)
+    tokens = torch.tensor([[50258]]) if shapes else torch.tensor([[50258, 50259, 50359]])
+    args = [tokens, past, past, cross_k, cross_v]
+    inputs, outputs = ["tokens", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"]
+    axes = {"tokens": {0: "batch", 1: "n_tokens"}, "past_k": {1: "batch", 3: "n_past"},
+            "past_v": {1: "batch", 3: "n_past"}, "cross_k": {1: "batch", 3: "n_audio"},
+            "cross_v": {1: "batch", 3: "n_audio"}, "logits": {0: "batch", 1: "n_tokens"},
+            "present_k": {1: "batch", 3: "n_total"}, "present_v": {1: "batch", 3: "n_total"}}
+    if shapes:  # TTT in the decoder: its state in and out, one token per call
+        for name, shape in shapes.items():
+            args.append(torch.randn(shape) * 0.01)
+            inputs.append(name)
+            outputs.append(name.replace("ttt_", "next_ttt_"))
+            axes[name] = axes[outputs[-1]] = {1: "batch"}
+        args.append(torch.tensor([3]))
+        inputs.append("ttt_i")
+        outputs.append("next_ttt_i")
+    _export(DecoderGraph(model), tuple(args), out / "decoder.onnx", inputs, outputs, axes)
+    return {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "opset": OPSET, "ttt_decoder": bool(shapes)}
 
 
 def _export(module, args, path, inputs, outputs, axes) -> None:

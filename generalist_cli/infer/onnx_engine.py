@@ -53,8 +53,10 @@ def session(path: Path, *, threads: int | None = None, device: str = "auto"):
 
 
 class OnnxCache:
-    def __init__(self, cross_k: np.ndarray, cross_v: np.ndarray, past_k: np.ndarray, past_v: np.ndarray) -> None:
+    def __init__(self, cross_k: np.ndarray, cross_v: np.ndarray, past_k: np.ndarray, past_v: np.ndarray,
+                 ttt: dict[str, np.ndarray] | None = None) -> None:
         self.cross_k, self.cross_v, self.past_k, self.past_v = cross_k, cross_v, past_k, past_v
+        self.ttt = ttt or {}  # decoder TTT state: "ttt_w1" ... (n_ttt_layers, B, ...) and "ttt_i" (1,)
 
     @property
     def cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -62,13 +64,16 @@ class OnnxCache:
         k, v = torch.from_numpy(self.cross_k), torch.from_numpy(self.cross_v)
         return [(k[i], v[i]) for i in range(k.shape[0])]
 
+    def _rows(self, i: np.ndarray) -> dict[str, np.ndarray]:
+        return {n: a if n == "ttt_i" else a[:, i] for n, a in self.ttt.items()}
+
     def select(self, index: torch.Tensor) -> "OnnxCache":
         i = index.cpu().numpy()
-        return OnnxCache(self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i])
+        return OnnxCache(self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i], self._rows(i))
 
     def reorder(self, index: torch.Tensor) -> None:
         i = index.cpu().numpy()
-        self.past_k, self.past_v = self.past_k[:, i], self.past_v[:, i]
+        self.past_k, self.past_v, self.ttt = self.past_k[:, i], self.past_v[:, i], self._rows(i)
 
 
 class OnnxModel:
@@ -90,6 +95,8 @@ class OnnxModel:
         self.decoder_session = session(path / "decoder.onnx", threads=threads, device=device)
         c = self.config
         self._empty = (c.n_text_layer, c.n_text_head, c.n_text_state // c.n_text_head)
+        # a decoder with TTT layers carries their state as inputs/outputs and takes one token per call
+        self._ttt = {i.name: i.shape for i in self.decoder_session.get_inputs() if i.name.startswith("ttt_")}
 
     # --- the interface of the PyTorch model that decoding uses ---
     def parameters(self):
@@ -106,17 +113,40 @@ class OnnxModel:
 
     def new_cache(self, features: tuple[np.ndarray, np.ndarray]) -> OnnxCache:
         cross_k, cross_v = features
-        return OnnxCache(cross_k, cross_v, *self._past(cross_k.shape[1]))
+        return OnnxCache(cross_k, cross_v, *self._past(cross_k.shape[1]), self._fresh_ttt(cross_k.shape[1]))
+
+    def _fresh_ttt(self, batch: int) -> dict[str, np.ndarray]:
+        """Zeros of the right shapes and ``ttt_i = -1``: the graph starts from the layers' learned W0."""
+        out = {}
+        for name, shape in self._ttt.items():
+            if name == "ttt_i":
+                out[name] = np.array([-1], dtype=np.int64)
+            else:
+                out[name] = np.zeros([shape[0], batch, *shape[2:]], dtype=np.float32)
+        return out
 
     def _past(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         layers, heads, hd = self._empty
         empty = np.zeros((layers, batch, heads, 0, hd), dtype=np.float32)
         return empty, empty
 
-    def _run(self, tokens: torch.Tensor, past_k, past_v, cross_k, cross_v):
-        feeds = {"tokens": np.ascontiguousarray(tokens.cpu().numpy().astype(np.int64)), "past_k": past_k,
-                 "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
-        return self.decoder_session.run(None, feeds)
+    def _run(self, tokens: torch.Tensor, past_k, past_v, cross_k, cross_v, ttt: dict | None = None):
+        """-> (logits, present_k, present_v, next TTT state). With TTT the tokens go one call each."""
+        toks = np.ascontiguousarray(tokens.cpu().numpy().astype(np.int64))
+        if not self._ttt:
+            feeds = {"tokens": toks, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
+            logits, pk, pv = self.decoder_session.run(None, feeds)
+            return logits, pk, pv, {}
+        names = [o.name for o in self.decoder_session.get_outputs()]
+        parts = []
+        for t in range(toks.shape[1]):
+            feeds = {"tokens": toks[:, t : t + 1], "past_k": past_k, "past_v": past_v, "cross_k": cross_k,
+                     "cross_v": cross_v, **ttt}
+            res = dict(zip(names, self.decoder_session.run(None, feeds)))
+            parts.append(res["logits"])
+            past_k, past_v = res["present_k"], res["present_v"]
+            ttt = {n.removeprefix("next_"): a for n, a in res.items() if n.startswith("next_ttt_")}
+        return np.concatenate(parts, axis=1), past_k, past_v, ttt
 
     def decoder(self, tokens: torch.Tensor, cross_kv, cache: OnnxCache | None = None, offset: int = 0) -> torch.Tensor:
         """Logits (B, T, V) of ``tokens`` from an empty past (the prompt); with ``cache`` its past is set."""
@@ -125,14 +155,16 @@ class OnnxModel:
         else:
             cross_k = np.ascontiguousarray(torch.stack([k for k, _ in cross_kv]).numpy())
             cross_v = np.ascontiguousarray(torch.stack([v for _, v in cross_kv]).numpy())
-        logits, pk, pv = self._run(tokens, *self._past(tokens.shape[0]), cross_k, cross_v)
+        b = tokens.shape[0]
+        logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b))
         if cache is not None:
-            cache.past_k, cache.past_v = pk, pv
+            cache.past_k, cache.past_v, cache.ttt = pk, pv, ttt
         return torch.from_numpy(logits)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden  # the decoder graph's output already is logits
 
     def decode_step(self, tokens: torch.Tensor, cache: OnnxCache, offset: int) -> torch.Tensor:
-        logits, cache.past_k, cache.past_v = self._run(tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v)
+        logits, cache.past_k, cache.past_v, cache.ttt = self._run(tokens, cache.past_k, cache.past_v, cache.cross_k,
+                                                                  cache.cross_v, cache.ttt)
         return torch.from_numpy(logits[:, -1])

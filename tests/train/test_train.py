@@ -72,7 +72,7 @@ def test_overfits_one_batch(world):
     from generalist_cli.train import batches
 
     original = batches.TrainData.draw
-    batches.TrainData.draw = lambda self, *, seed, step, n: original(self, seed=seed, step=0, n=n)
+    batches.TrainData.draw = lambda self, *, seed, step, n, **kw: original(self, seed=seed, step=0, n=n, **kw)
     try:
         run_train(path)
     finally:
@@ -200,3 +200,45 @@ def test_loss_falls_on_the_tiny_recipe(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"], [x["loss"] for x in rows]
+
+
+def test_epoch_sampling_is_a_permutation_per_epoch_and_a_function_of_the_step(world):
+    from generalist_cli.recipe import load
+    from generalist_cli.train.batches import TrainData
+
+    data = TrainData(load(recipe_file(world, "epochs")).data.sources)
+    n = len(data.sets[0])
+    full = data.draw(seed=1, step=0, n=n, sampling="epochs")  # a full batch: every example once
+    assert sorted(i for _, i in full) == list(range(n))
+    k = n // 2  # batches of k: steps 0 and 1 read positions 0 .. 2k-1 of epoch 0's permutation
+    halves = data.draw(seed=1, step=0, n=k, sampling="epochs") + data.draw(seed=1, step=1, n=k, sampling="epochs")
+    assert halves == full[: 2 * k]
+    again = TrainData(load(recipe_file(world, "epochs")).data.sources)
+    assert again.draw(seed=1, step=5, n=3, sampling="epochs") == data.draw(seed=1, step=5, n=3, sampling="epochs")
+    assert data.draw(seed=1, step=1, n=n, sampling="epochs") != full  # the next epoch is reshuffled
+    import numpy as np
+
+    pairs = data.draw(seed=1, step=0, n=6)  # batched, cached reads equal row-by-row reads
+    for a, b in zip(data.rows(pairs), [data.row(s, i) for s, i in pairs]):
+        assert a.keys() == b.keys() and all(np.array_equal(a[key], b[key]) for key in a)
+
+
+def test_restricted_output_vocabulary(world):
+    from dataclasses import replace
+
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.store.load import load_model
+
+    model: Generalist = load_model(world / "init").model
+    ids = (11, 13, 50256)
+    model.config = replace(model.config, output_tokens=ids)
+    h = torch.randn(5, model.config.n_text_state)
+    full = model.logits(h)
+    assert torch.isinf(full).sum() == 5 * (full.shape[-1] - 3) and torch.isfinite(full[:, list(ids)]).all()
+    sub, labels = model.target_logits(h, torch.tensor([13, 11, 50256, 13, 7]))
+    assert sub.shape == (5, 3) and labels.tolist() == [1, 0, 2, 1, -100]  # unseen tokens are ignored
+    assert torch.allclose(sub, full[:, list(ids)])
+    from generalist_cli.recipe import RecipeError, load
+
+    with pytest.raises(RecipeError, match="train.sampling"):
+        load(recipe_file(world, "badsampling", sampling="shuffled"))
