@@ -2,7 +2,9 @@
 
 Dynamic (default): weights of MatMul/Gather nodes stored as int8 with per-tensor scales, activations
 quantised on the fly; the token table is quantised once and shared by the embedding Gather and the
-output MatMul. Static (``calibration``): activation ranges measured on calibration inputs (QDQ format).
+output MatMul. Static: activation ranges measured on calibration inputs (QDQ format, per-channel weights,
+99.99th-percentile ranges: per-tensor min/max ranges gave tiny.en's encoder WER 0.72 on the example,
+percentile ranges 0.06). ``gen export --static`` uses it for the encoder only.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def quantize_static(src: Path, dst: Path, feeds: Iterable[dict]) -> None:
         def get_next(self):
             return next(self.it, None)
 
+    from onnxruntime.quantization import CalibrationMethod
+
     with _quiet():
         ort_quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                            activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"], per_channel=True,
+                            calibrate_method=CalibrationMethod.Percentile,
+                            extra_options={"CalibPercentile": 99.99})

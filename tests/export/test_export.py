@@ -130,3 +130,16 @@ def test_expert_pruning_keeps_routing_valid_and_drops_only_unused_experts():
         assert (model(mel, tokens) - small(mel, tokens)).abs().max() < 1e-5
     with pytest.raises(UsageError):
         drop_experts(model, 4, usage)
+
+
+def test_static_int8_with_a_calibration_folder(tmp_path):
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    shutil.copy(EXAMPLE, cal / "hello.m4a")
+    (cal / "hello.txt").write_text(EXAMPLE_TEXT)
+    report = build.export_model("whisper-tiny.en", tmp_path / "static", static=True, calibration=cal,
+                                max_wer_change=0.1)
+    assert report["static"] and report["calibration_examples"] == 1
+    assert report["parity"]["calibration_wer_export"] <= 0.1  # 0.056: one word of 18 (measured)
+    ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "static" / "encoder.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format
