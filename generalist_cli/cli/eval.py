@@ -27,6 +27,8 @@ def eval_(
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots here (expert use; training curves).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="A run folder whose curves to plot (default: MODEL's run).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    asr_model: Annotated[str, typer.Option(help="Transcribes generated speech back (round-trip WER); 'none': skip.")]
+    = "whisper-base",
 ) -> None:
     """Score MODEL on a prepared split: loss, WER/CER, BLEU/chrF, top-1, mel L1, latency p50/p95, throughput,
     real-time factor, size, parameters (total, active per token), FLOPs per audio second, expert use."""
@@ -46,6 +48,7 @@ def eval_(
     with progress() as bar:
         job = bar.add_task("evaluating", total=None)
         report = evaluate(model, data, split=split, engine=engine, limit=limit, device=device,
+                          asr_model=None if asr_model == "none" else asr_model,
                           on_progress=lambda done, total: bar.update(job, completed=done, total=total))
     if plots is not None:
         run = run or _run_of(Path(model))
@@ -73,7 +76,8 @@ def _table(report: dict):
 
     cols = [("examples", "{:d}", "n"), ("loss", "{:.3f}", "loss"), ("accuracy", "{:.3f}", "acc"),
             ("wer", "{:.3f}", "WER"), ("cer", "{:.3f}", "CER"), ("bleu", "{:.1f}", "BLEU"), ("chrf", "{:.1f}", "chrF"),
-            ("top1", "{:.3f}", "top-1"), ("mel_l1", "{:.3f}", "mel L1"), ("latency_p50_s", "{:.2f}", "p50 s"),
+            ("top1", "{:.3f}", "top-1"), ("mel_l1", "{:.3f}", "mel L1"), ("round_trip_wer", "{:.3f}", "rt WER"),
+            ("latency_p50_s", "{:.2f}", "p50 s"),
             ("latency_p95_s", "{:.2f}", "p95 s"), ("examples_per_s", "{:.2f}", "ex/s"),
             ("tokens_per_s", "{:.1f}", "tok/s"), ("rtf", "{:.3f}", "RTF")]
     shown = [(k, f, label) for k, f, label in cols if any(k in e for e in report["tasks"].values())]

@@ -6,7 +6,8 @@ Per task (speech -> text, translation, text -> text, sign -> text, text -> speec
 - ``wer``/``cer`` (jiwer) after Whisper's English normaliser for English and a Unicode normaliser that keeps
   Indic combining marks for every other language; ``bleu``/``chrf`` (sacrebleu) for translation;
   ``top1`` for isolated signs (the decoded label equals the reference);
-- ``mel_l1`` for speech output (teacher-forced durations);
+- ``mel_l1`` for speech output (teacher-forced durations) and ``round_trip_wer``/``round_trip_cer``: the
+  speech generated with predicted durations, vocoded (Griffin-Lim), transcribed back by an ASR model;
 - speed, from greedy decoding one example at a time: latency p50/p95, examples/s, tokens/s, real-time factor.
 
 Per model: size on disk, parameters total and active per token, FLOPs per second of audio (torch's flop
@@ -87,7 +88,8 @@ def _audio_window(mel, padded: bool):
 
 
 def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto", limit: int | None = None,
-             device: str = "cpu", on_progress: Callable[[int, int], None] | None = None) -> dict:
+             device: str = "cpu", asr_model: str | None = "whisper-base",
+             on_progress: Callable[[int, int], None] | None = None) -> dict:
     import datasets
     import torch
 
@@ -131,7 +133,8 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
             entry: dict = {"examples": len(idx)}
             current["key"] = (task, str(rows[idx[0]]["lang"]))
             if task == "tts":
-                entry.update(_tts_scores(m, [examples[i] for i in idx], exported))
+                entry.update(_tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported,
+                                         asr_model=asr_model))
                 report["tasks"][task] = entry
                 done += len(idx)
                 if on_progress:
@@ -219,7 +222,9 @@ def _greedy(model, tok, e, exported: bool, *, lang: str) -> list[int]:
     return [t for t in res.tokens if t < tok.timestamp_begin]
 
 
-def _tts_scores(model, examples, exported: bool) -> dict:
+def _tts_scores(model, examples, rows, exported: bool, *, asr_model: str | None) -> dict:
+    """Text -> speech: mel L1 with teacher-forced durations, and the round-trip WER: speech generated with
+    predicted durations, vocoded (Griffin-Lim), transcribed back by ``asr_model``."""
     if exported:
         return {"skipped": "text -> speech is not exported"}
     if getattr(model, "speech_head", None) is None:
@@ -227,17 +232,38 @@ def _tts_scores(model, examples, exported: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    total, n = 0.0, 0
+    from generalist_cli.features.vocoder import mel_to_audio
+    from generalist_cli.train.step import StepModule
+
+    total, n, audios, lat = 0.0, 0, [], []
     with torch.inference_mode():
         for e in examples:
-            from generalist_cli.train.step import StepModule
-
+            t0 = time.perf_counter()
             h = model.encode(StepModule(model).embed(e)[None])[0][0]
             pred = model.speech_head(h, e.durations)
             target = e.tgt_mel[: pred.shape[0]]
             total += float(F.l1_loss(pred[: target.shape[0]].float(), target, reduction="sum"))
             n += target.numel()
-    return {"mel_l1": total / max(1, n)}
+            if asr_model:
+                frames = model.speech_head.frames(model.speech_head.log_durations(h[None])[0])
+                mel = model.speech_head(h, frames) if int(frames.sum()) else pred
+                audios.append(mel_to_audio(mel.T))
+                lat.append(time.perf_counter() - t0)
+    out: dict = {"mel_l1": total / max(1, n)}
+    if asr_model and audios:
+        from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+        from generalist_cli.store.store import open_model
+
+        asr = open_model(asr_model)
+        lang = str(rows[0]["lang"])
+        opts = TranscribeOptions(language=lang if asr.tokenizer.multilingual else "en")
+        hyps = [t.text for t in transcribe(asr.model, asr.tokenizer, audios, opts)]
+        refs = [str(r["text"]) for r in rows]
+        scores = text_scores(refs, hyps, lang=lang, task="tts")
+        out.update(round_trip_wer=scores.get("wer"), round_trip_cer=scores.get("cer"), asr_model=asr_model,
+                   sample={"ref": refs[0], "hyp": hyps[0]}, **speed(lat, tokens=0, audio_seconds=0.0))
+        out.pop("tokens_per_s", None)
+    return out
 
 
 def _model_info(model, config, path: Path, exported: bool) -> dict:

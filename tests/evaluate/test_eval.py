@@ -108,3 +108,41 @@ def test_plots_of_a_run_and_of_expert_use(tmp_path):
     assert [p.name for p in written] == ["expert_utilisation.png", "demo_curves.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_vocoder_round_trip_is_intelligible(speech, tiny_en):
+    from generalist_cli.features.mel import log_mel_spectrogram
+    from generalist_cli.features.vocoder import mel_to_audio
+    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+    from tests.conftest import SENTENCES, wer
+
+    audio = speech(1)
+    back = mel_to_audio(log_mel_spectrogram(audio))
+    assert abs(len(back) - len(audio)) < 160 and float(abs(back).max()) <= 0.91
+    text = transcribe(tiny_en.model, tiny_en.tokenizer, [back], TranscribeOptions(language="en"))[0].text
+    assert wer(SENTENCES[1], text) <= 0.25, text  # measured: one word of 14 wrong ("a pen" -> "append")
+
+
+def test_speech_output_scores(speak_en):
+    """A (random) generalist with a speech head: mel L1 and the round-trip WER keys, through whisper-tiny.en."""
+    import torch
+
+    from generalist_cli.evaluate.report import _tts_scores
+    from generalist_cli.features.tokenizer import Tokenizer
+    from generalist_cli.model.config import ModelConfig
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.store.sources import PACKAGES
+    from generalist_cli.train.batches import collate, read_rows
+    from tests.model.test_generalist import SMALL
+
+    import datasets
+
+    torch.manual_seed(0)
+    model = Generalist(ModelConfig(**{**SMALL, "n_vocab": 51864, "n_speech_mels": 80, "generalist": True})).eval()
+    tok = Tokenizer(PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json", multilingual=False)
+    ds = datasets.load_from_disk(str(speak_en))["valid"].with_format("numpy")
+    rows = [r for r in read_rows([ds], [(0, i) for i in range(len(ds))]) if r["task"] == "tts"][:2]
+    scores = _tts_scores(model, collate(rows, tok, max_target_tokens=50).examples, rows, False,
+                         asr_model="whisper-tiny.en")
+    assert scores["mel_l1"] > 0 and isinstance(scores["round_trip_wer"], float)
+    assert scores["asr_model"] == "whisper-tiny.en" and scores["latency_p50_s"] > 0
