@@ -82,7 +82,7 @@ class TrainSection:
     save_every: int = 500
     keep_last: int = 3  # checkpoints kept
     release_new_experts_at: int = 0  # step at which added experts join routing
-    sampling: str = "random"  # "random": each batch drawn by source weight; "epochs": shuffled passes, no repeats
+    sampling: str = "random"  # "random": by source weight; "epochs": shuffled passes; "packed": batch_size = rows
 
 
 @dataclass(frozen=True)
@@ -206,8 +206,8 @@ def _check(r: Recipe, path: Path) -> None:
         bad("model.add_experts_init", "must be 'mean' or 'copy'")
     if r.train.mixed_precision not in ("no", "bf16", "fp16"):
         bad("train.mixed_precision", "must be 'no', 'bf16' or 'fp16'")
-    if r.train.sampling not in ("random", "epochs"):
-        bad("train.sampling", "must be 'random' or 'epochs'")
+    if r.train.sampling not in ("random", "epochs", "packed"):
+        bad("train.sampling", "must be 'random', 'epochs' or 'packed'")
     if r.model.output_tokens not in ("all", "targets"):
         bad("model.output_tokens", "must be 'all' or 'targets'")
     if r.train.schedule not in ("linear", "constant"):

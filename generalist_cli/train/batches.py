@@ -61,6 +61,9 @@ class TrainData:
         self._pool: list[tuple[int, int]] | None = None  # "epochs" sampling: every (source, index), weighted
         self._order: tuple | None = None  # ((seed, epoch), that epoch's permutation of the pool)
         self._cache: dict[tuple[int, int], dict] = {}  # decoded rows of small sources
+        self._lengths: list[int] | None = None  # "packed" sampling: encoder positions of every pool entry
+        self._rows_cache: dict = {}  # "packed" sampling: the current epoch's rows
+        self._row_counts: dict[tuple[int, int, int], int] = {}  # "packed" sampling: rows of each epoch seen
         for s in sources:
             split = getattr(s, split_attr)
             if not split:
@@ -96,14 +99,21 @@ class TrainData:
         if not self.sets and split_attr == "split":
             raise GenError("the recipe's data sources hold no training examples")
 
-    def draw(self, *, seed: int, step: int, n: int, sampling: str = "random") -> list[tuple[int, int]]:
+    def draw(self, *, seed: int, step: int, n: int, sampling: str = "random", capacity: int = 2048
+             ) -> list[tuple[int, int]]:
         """The global batch of optimizer step ``step``: ``n`` (source, index) pairs, a pure function of
         (seed, step) so that a resumed run sees the same batches.
 
         ``random``: each example's source is drawn by weight, then an example of it (with replacement).
         ``epochs``: the sources' examples, repeated in proportion to their weights, are shuffled once per
         epoch and read in order, so an epoch shows each example (weight times) exactly once; a batch as large
-        as the data is the full batch."""
+        as the data is the full batch.
+        ``packed``: ``n`` is a number of *rows*: each epoch's examples (weighted as for ``epochs``) are packed
+        into rows of ``capacity`` encoder positions by the :class:`~generalist_cli.data.sampler.PackingSampler`
+        (shuffled, similar lengths together) and each step takes the next ``n`` rows: a token budget per step
+        (NaViT), so the number of examples varies with their lengths."""
+        if sampling == "packed":
+            return self._packed(seed, step, n, capacity)
         if sampling == "random":
             rng = random.Random(seed * 1_000_003 + step)
             picks = rng.choices(range(len(self.sets)), weights=self.weights, k=n)
@@ -123,6 +133,40 @@ class TrainData:
                 for row in ds.with_format(None)["tgt_tokens"]:
                     ids.update(row or ())
         return tuple(sorted(int(i) for i in ids))
+
+    def _packed(self, seed: int, step: int, n: int, capacity: int) -> list[tuple[int, int]]:
+        first, epoch = step * n, 0
+        while first >= self._row_count(seed, epoch, capacity):  # the epoch holding row `first`
+            first -= self._row_count(seed, epoch, capacity)
+            epoch += 1
+        out: list[tuple[int, int]] = []
+        while n > 0:
+            take = self._epoch_rows(seed, epoch, capacity)[first : first + n]
+            for row in take:
+                out += row
+            n -= len(take)
+            first, epoch = 0, epoch + 1
+        return out
+
+    def _row_count(self, seed: int, epoch: int, capacity: int) -> int:
+        key = (seed, epoch, capacity)
+        if key not in self._row_counts:
+            self._row_counts[key] = len(self._epoch_rows(seed, epoch, capacity))
+        return self._row_counts[key]
+
+    def _epoch_rows(self, seed: int, epoch: int, capacity: int) -> list[list[tuple[int, int]]]:
+        key = (seed, epoch, capacity)
+        if key not in self._rows_cache:
+            from generalist_cli.data.sampler import PackingSampler
+
+            pool = self._epoch_pool()
+            if self._lengths is None:
+                per_source = [np.asarray(ds.with_format(None)["length"]) for ds in self.sets]
+                self._lengths = [max(1, int(per_source[s][i])) for s, i in pool]
+            sampler = PackingSampler(self._lengths, capacity=capacity, seed=seed)
+            sampler.set_epoch(epoch)
+            self._rows_cache = {key: [[pool[i] for i in row] for row in sampler.rows()]}  # keep one epoch
+        return self._rows_cache[key]
 
     def _epoch_pool(self) -> list[tuple[int, int]]:
         if self._pool is None:

@@ -203,7 +203,7 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             if not released and step >= t.release_new_experts_at:
                 release_new_experts(model)
                 released = True
-            pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size, sampling=t.sampling)
+            pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size, sampling=t.sampling, capacity=r.data.capacity)
             batch = collate(data.rows(pairs), tokenizer, max_target_tokens=r.data.max_target_tokens)
             ex = batch.examples
             n_tok = max(1, batch.n_target_tokens)

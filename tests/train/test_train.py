@@ -242,3 +242,23 @@ def test_restricted_output_vocabulary(world):
 
     with pytest.raises(RecipeError, match="train.sampling"):
         load(recipe_file(world, "badsampling", sampling="shuffled"))
+
+
+def test_packed_sampling_takes_rows_of_the_packing_sampler(world):
+    from generalist_cli.model.packing import plan_rows
+    from generalist_cli.recipe import load
+    from generalist_cli.train.batches import TrainData
+
+    data = TrainData(load(recipe_file(world, "packed")).data.sources)
+    lengths = [int(x) for x in data.sets[0].with_format(None)["length"]]
+    cap = max(lengths) + 10  # rows of one or two examples
+    rows = data._epoch_rows(1, 0, cap)
+    assert sorted(i for row in rows for _, i in row) == list(range(len(lengths)))  # an epoch: each once
+    assert all(sum(lengths[i] for _, i in row) <= cap for row in rows)
+    steps = [data.draw(seed=1, step=k, n=1, sampling="packed", capacity=cap) for k in range(len(rows))]
+    assert steps == [row for row in rows]  # one row a step, in the sampler's order
+    assert len(plan_rows([lengths[i] for _, i in steps[0]], cap)) == 1  # the step packs into its one row
+    nxt = data.draw(seed=1, step=len(rows), n=1, sampling="packed", capacity=cap)  # epoch 1 begins
+    assert nxt == data._epoch_rows(1, 1, cap)[0]
+    result = run_train(recipe_file(world, "packedrun", max_steps=2, sampling="packed", batch_size=1))
+    assert result.step == 2 and all(m["loss"] > 0 for m in metrics(world, "packedrun"))
