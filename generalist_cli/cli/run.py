@@ -23,6 +23,13 @@ class Task(str, Enum):
     translate = "translate"
 
 
+class From(str, Enum):
+    auto = "auto"
+    text = "text"
+    audio = "audio"
+    video = "video"
+
+
 class Format(str, Enum):
     txt = "txt"
     json = "json"
@@ -35,12 +42,17 @@ class Format(str, Enum):
   gen run examples/hello.m4a --to text\n
   gen run talk.m4a --to text --lang hi --format srt --out talk.srt\n
   gen run a.wav b.mp3 c.mov --format json --out transcripts/\n
-  gen run interview.m4a --task translate --beam-size 5 --model whisper-base""",
+  gen run interview.m4a --task translate --beam-size 5 --model whisper-base\n
+  gen run notes.txt --to speech --lang hi --out notes.m4a --model runs/tts/checkpoints/last\n
+  gen run sign.mov --to text --format json --model runs/isl/checkpoints/last""",
 )
 def run(
     files: Annotated[list[Path], typer.Argument(help="Media files (m4a, wav, mp3, flac, ogg/opus, mov/mp4 ...).",
                                                  show_default=False)],
     to: Annotated[To, typer.Option("--to", help="Output modality.")] = To.text,
+    from_: Annotated[From, typer.Option("--from", help="Input modality; auto: from the file's name and content.")]
+    = From.auto,
+    src_lang: Annotated[Optional[str], typer.Option(help="Language of text inputs (text -> text translation).")] = None,
     lang: Annotated[Optional[str], typer.Option("--lang", "-l", help="Spoken language: hi, hin or hindi; absent = detect.")] = None,
     task: Annotated[Task, typer.Option(help="transcribe (same language) or translate (into English).")] = Task.transcribe,
     model: Annotated[str, typer.Option("--model", "-m", help="Store name, hub id, or model folder.")] = DEFAULT_MODEL,
@@ -50,7 +62,8 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
 ) -> None:
-    """Convert FILES with the generalist model: speech -> text (transcribe or translate to English).
+    """Convert FILES with the generalist model: speech -> text (transcribe or translate to English), and, with a
+    checkpoint trained for them, text -> speech, text -> text, sign video -> text, speech -> speech.
 
     Results go to stdout (or --out); progress and errors go to stderr. A bad file is reported on one line
     and skipped; the exit code is 1 when any file failed.
@@ -59,10 +72,8 @@ def run(
     from generalist_cli.errors import GenError, UsageError
     from generalist_cli.languages import resolve_language
 
-    if to is To.speech:
-        raise UsageError("--to speech is not available yet: no checkpoint here is trained for text-to-speech",
-                         hint="use --to text")
     language = resolve_language(lang) if lang else None
+    source_language = resolve_language(src_lang) if src_lang else None
     out_dir = _out_dir(out, len(files))
 
     import torch
@@ -86,11 +97,24 @@ def run(
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
     options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size)
+    from generalist_cli.infer.convert import detect_modality
+
+    kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f)) for f in files}
+    speech_in = [f for f in files if kinds[f] == "audio" and to is To.text]
+    others = [f for f in files if f not in set(speech_in)]
+    if to is To.speech and out is None:
+        raise UsageError("--to speech writes audio: give --out FILE.m4a|.wav (or a folder)")
 
     failed = 0
     used_names: set[str] = set()
     single_out: list[str] = []
-    with progress() as bar:
+    if others:
+        failed += _convert(loaded, model, others, kinds, to=to, fmt=fmt, language=language,
+                           src_lang=source_language, options=options, out=out, out_dir=out_dir,
+                           used=used_names, single_out=single_out)
+    files_total = len(files)
+    files = speech_in
+    with progress(disable=not files) as bar:
         job = bar.add_task("transcribing", total=0)
 
         def add_total(seconds: float) -> None:
@@ -117,8 +141,71 @@ def run(
     if single_out:
         write_atomic(out, "".join(single_out))
     if failed:
-        warn(f"{failed} of {len(files)} file(s) failed")
+        warn(f"{failed} of {files_total} file(s) failed")
         raise typer.Exit(1)
+
+
+def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt, language, src_lang, options,
+             out, out_dir, used: set[str], single_out: list[str]) -> int:
+    """Every conversion but speech -> text, file by file; returns the number of failed files."""
+    import json
+
+    from generalist_cli.cli.common import print_error, write_atomic
+    from generalist_cli.console import out as stdout
+    from generalist_cli.errors import GenError, UsageError
+    from generalist_cli.infer import convert
+    from generalist_cli.infer.onnx_engine import OnnxModel
+    from generalist_cli.media.audio import encode_audio
+
+    if isinstance(loaded.model, OnnxModel):
+        raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
+                         hint="use the checkpoint it was exported from for other conversions")
+    m, tok = loaded.model, loaded.tokenizer
+    needed = {("text", "speech"): "tts", ("audio", "speech"): "tts", ("text", "text"): "text_translate",
+              ("video", "text"): "sign"}
+    for kind in sorted({kinds[f] for f in files}):
+        if (kind, to.value) not in needed:
+            raise UsageError(f"{kind} -> {to.value} is not a conversion gen offers",
+                             hint="text -> speech|text, speech -> text|speech, sign video -> text")
+        convert.require(loaded, needed[(kind, to.value)], model_name)
+    if ("text", "text") in {(kinds[f], to.value) for f in files} and language is None:
+        raise UsageError("text -> text translation needs --lang (the target language)")
+    failed = 0
+    for f in files:
+        kind = kinds[f]
+        try:
+            if to.value == "speech":
+                if kind == "text":
+                    text = convert.read_text(f)
+                else:  # speech -> text -> speech through the same model
+                    from generalist_cli.infer.files import transcribe_files
+
+                    [res] = list(transcribe_files(m, tok, [f], options))
+                    if res.error is not None:
+                        raise res.error
+                    text = res.transcript.text
+                audio = convert.text_to_speech(m, tok, text)
+                suffix = out.suffix if out_dir is None and out.suffix else ".m4a"
+                target = _unique(out_dir, f, suffix.lstrip("."), used) if out_dir is not None else out
+                encode_audio(target, audio)
+                continue
+            if kind == "text":
+                result = {"file": str(f), "text": convert.text_to_text(m, tok, convert.read_text(f), lang=language,
+                                                                         src_lang=src_lang or "en")}
+            else:
+                d = convert.video_to_text(m, tok, f)
+                result = {"file": str(f), "text": d.text, "label": d.text, "probability": d.probability}
+            text = json.dumps(result, ensure_ascii=False) + "\n" if fmt.value == "json" else result["text"] + "\n"
+            if out_dir is not None:
+                write_atomic(_unique(out_dir, f, "json" if fmt.value == "json" else "txt", used), text)
+            elif out is not None:
+                single_out.append(text)
+            else:
+                stdout.print(text, end="", markup=False, highlight=False)
+        except GenError as exc:
+            failed += 1
+            print_error(exc)
+    return failed
 
 
 def _out_dir(out: Optional[Path], n_files: int) -> Optional[Path]:

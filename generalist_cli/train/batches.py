@@ -125,6 +125,10 @@ class TrainData:
             out.append(pool[self._epoch_order(seed, epoch, len(pool))[at]])
         return out
 
+    def tasks(self) -> set[str]:
+        """The tasks of every source's examples."""
+        return {str(t) for ds in self.sets for t in set(ds.with_format(None)["task"])}
+
     def target_vocabulary(self, eot: int) -> tuple[int, ...]:
         """Every token id that occurs in the sources' text targets, and end of text, sorted."""
         ids = {eot}

@@ -33,7 +33,10 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
-def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer: dict, keep_last: int) -> Path:
+def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer: dict, keep_last: int,
+         tasks: list[str] | None = None) -> Path:
+    """Write checkpoint ``step`` atomically; ``tasks`` (what the model has been trained on, this run and the
+    checkpoints it started from) go into ``meta.json`` for ``gen run`` to check conversions against."""
     from generalist_cli.store.store import save_model
 
     ckpts = run_dir / "checkpoints"
@@ -42,7 +45,7 @@ def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         save_model(model, tokenizer, tmp, name=final.name, source=f"train:{run_dir.name}", kind="checkpoint",
-                   force=True, extra_meta={"step": step, "run": str(run_dir)})
+                   force=True, extra_meta={"step": step, "run": str(run_dir), "tasks": sorted(tasks or [])})
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "trainer.json").write_text(json.dumps({"step": step, **trainer, "rng": rng_state()}))
         for f in ("optimizer.pt", "trainer.json"):

@@ -147,6 +147,7 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         ckpt_io.load_optimizer(ckpt, optimizer)
         start = trainer_state["step"]
     data = TrainData(r.data.sources, tokenizer=tokenizer_path)
+    tasks = sorted(data.tasks() | _tasks_of(ckpt or Path(r.model.init)))
     if r.model.output_tokens == "targets" and not c.output_tokens:  # (a checkpoint keeps the set it had)
         model.config = c = dataclasses.replace(c, output_tokens=data.target_vocabulary(tokenizer.eot))
     eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,
@@ -175,7 +176,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         path = None
         if acc.is_main_process:
             path = ckpt_io.save(run_dir, step=step, model=acc.unwrap_model(step_module).model,
-                                tokenizer=tokenizer_path, optimizer=optimizer, trainer=state, keep_last=t.keep_last)
+                                tokenizer=tokenizer_path, optimizer=optimizer, trainer=state, keep_last=t.keep_last,
+                                tasks=tasks)
         acc.wait_for_everyone()
         return path
 
@@ -304,6 +306,14 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         if writer is not None:
             writer.close()
     return result
+
+
+def _tasks_of(path: Path) -> set[str]:
+    """Tasks a checkpoint (or the model a run starts from) was trained on, from its meta.json."""
+    try:
+        return set(json.loads((path / "meta.json").read_text()).get("tasks") or ())
+    except (OSError, ValueError):
+        return set()
 
 
 def _moes(model):

@@ -141,3 +141,25 @@ def test_read_only_store_still_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "cannot write the model" in r.stderr and "without storing it" in r.stderr
     assert wer(EXAMPLE_TEXT, r.stdout) <= 0.2
+
+
+def test_input_modality_from_name_and_content(tmp_path):
+    import av
+
+    from generalist_cli.infer.convert import detect_modality
+
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "notes").write_text("plain text without a suffix\n")
+    silent = tmp_path / "sign.mp4"
+    with av.open(str(silent), "w") as c:  # a video track and no audio track: a sign clip
+        s = c.add_stream("mpeg4", rate=8)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(4):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert detect_modality(tmp_path / "a.txt") == "text"
+    assert detect_modality(tmp_path / "notes") == "text"
+    assert detect_modality(silent) == "video"
+    assert detect_modality(EXAMPLE) == "audio"

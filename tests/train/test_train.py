@@ -262,3 +262,30 @@ def test_packed_sampling_takes_rows_of_the_packing_sampler(world):
     assert nxt == data._epoch_rows(1, 1, cap)[0]
     result = run_train(recipe_file(world, "packedrun", max_steps=2, sampling="packed", batch_size=1))
     assert result.step == 2 and all(m["loss"] > 0 for m in metrics(world, "packedrun"))
+
+
+def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tmp_path):
+    """A checkpoint trained on transcribe + tts speaks text; conversions it was not trained for are refused."""
+    import av
+
+    run_train(recipe_file(world, "convert", max_steps=2))
+    ckpt = world / "runs" / "convert" / "checkpoints" / "last"
+    assert json.loads((ckpt / "meta.json").read_text())["tasks"] == ["transcribe", "tts"]
+    env = {**os.environ, "GEN_HOME": os.environ["GEN_HOME"]}
+    (tmp_path / "note.txt").write_text("Good morning.\nSee you soon.\n")
+
+    def gen(*args):
+        return subprocess.run([sys.executable, "-m", "generalist_cli", "run", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--out", str(tmp_path / "note.wav"), "--model", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    with av.open(str(tmp_path / "note.wav")) as c:
+        assert c.streams.audio and c.streams.audio[0].sample_rate == 16000 and c.duration > 0
+    r = gen(str(tmp_path / "note.txt"), "--to", "text", "--lang", "en", "--model", str(ckpt))
+    assert r.returncode == 2 and "cannot do text -> text translation (trained on transcribe, tts)" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--model", str(ckpt))
+    assert r.returncode == 2 and "--to speech writes audio" in r.stderr
+    r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--out", str(tmp_path / "x.wav"))  # plain Whisper
+    assert r.returncode == 2 and "a plain Whisper" in r.stderr and "recipes/tts.toml" in r.stderr

@@ -1,0 +1,155 @@
+"""The conversions of ``gen run`` besides speech -> text: text -> speech, text -> text, sign video -> text,
+speech -> speech. Inputs are featurised exactly as ``gen prepare`` featurises training examples, so a
+checkpoint sees at inference what it saw in training.
+
+A checkpoint records the tasks it was trained on (``meta.json`` ``tasks``, written by ``gen train``); a
+conversion whose task is not among them is refused with the recipe that trains it, instead of decoding
+noise from untrained weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from generalist_cli.errors import MediaError, UsageError
+
+TEXT_SUFFIXES = {".txt", ".text", ".md"}
+TASK_RECIPES = {"tts": "gen train recipes/tts.toml",
+                "text_translate": "gen train a recipe on text_translate data (gen prepare wiki-translate)",
+                "sign": "gen train a recipe on sign data (gen prepare include)"}
+TASK_NAMES = {"tts": "text -> speech", "text_translate": "text -> text translation", "sign": "sign video -> text"}
+
+
+def detect_modality(path: Path) -> str:
+    """``text`` for text files (by suffix, or UTF-8 content without NUL bytes), ``video`` for a container
+    with a video track and no audio track (sign clips), otherwise ``audio``."""
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return "text"
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return "audio"  # the audio reader reports the problem with the file
+    if head and b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError:
+            pass
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.streams.video and not container.streams.audio:
+                return "video"
+    except Exception:  # noqa: BLE001 - PyAV raises many types; the audio reader will name the problem
+        pass
+    return "audio"
+
+
+def trained_tasks(loaded) -> set[str] | None:
+    """Tasks the model was trained on (a ``gen train`` checkpoint), or None when unknown (a plain Whisper)."""
+    import json
+
+    meta = Path(loaded.path) / "meta.json"
+    try:
+        tasks = json.loads(meta.read_text()).get("tasks")
+    except (OSError, ValueError):
+        return None
+    return set(tasks) if tasks is not None else None
+
+
+def require(loaded, task: str, model_name: str) -> None:
+    """Refuse a conversion the model was not trained for, naming the recipe that trains it."""
+    tasks = trained_tasks(loaded)
+    generalist = loaded.config.generalist
+    if not generalist or tasks is None or task not in tasks:
+        trained = "a plain Whisper" if not generalist else (
+            "trained on " + ", ".join(sorted(tasks)) if tasks else "not trained by gen train")
+        raise UsageError(f"model {model_name} cannot do {TASK_NAMES[task]} ({trained})",
+                         hint=f"train a checkpoint for it: {TASK_RECIPES[task]}")
+
+
+def read_text(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise MediaError(path, "is not UTF-8 text") from exc
+    except OSError as exc:
+        raise MediaError(path, exc.strerror or "cannot be read") from exc
+    if not text:
+        raise MediaError(path, "is empty")
+    return text
+
+
+def _encode_text(model, tok, text: str):
+    import torch
+
+    ids = tok.encode(text)[:1500]
+    return model.encode(model.embed_text(torch.tensor(ids))[None])[0]
+
+
+def text_to_speech(model, tok, text: str) -> np.ndarray:
+    """16 kHz audio: the text through the encoder, the speech head with its predicted durations, and the
+    Griffin-Lim vocoder (line by line for multi-line text, joined by 0.3 s of silence)."""
+    import torch
+
+    from generalist_cli.features.vocoder import mel_to_audio
+
+    pieces = []
+    with torch.inference_mode():
+        for line in [x.strip() for x in text.splitlines() if x.strip()]:
+            h = _encode_text(model, tok, line)[0]
+            frames = model.speech_head.frames(model.speech_head.log_durations(h[None])[0])
+            if int(frames.sum()) == 0:
+                continue
+            pieces += [mel_to_audio(model.speech_head(h, frames).T), np.zeros(4800, dtype=np.float32)]
+    if not pieces:
+        return np.zeros(1600, dtype=np.float32)
+    return np.concatenate(pieces[:-1])
+
+
+@dataclass
+class Decoded:
+    text: str
+    probability: float  # exp of the summed log-probability of the tokens
+
+
+def _decode(model, tok, enc, prompt: list[int], max_new_tokens: int = 200) -> Decoded:
+    import math
+
+    import torch
+
+    from generalist_cli.infer.decoding import DecodeOptions, decode
+
+    with torch.inference_mode():
+        cache = model.new_cache(enc)
+        [res] = decode(model, tok, cache, [prompt], DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens),
+                       list(model.config.suppress_tokens))
+    return Decoded(tok.decode(res.tokens).strip(), math.exp(res.avg_logprob * (len(res.tokens) + 1)))
+
+
+def text_to_text(model, tok, text: str, *, lang: str, src_lang: str) -> str:
+    """Translation, line by line, with the ``text_translate`` task prompt."""
+    out = []
+    for line in [x.strip() for x in text.splitlines() if x.strip()]:
+        enc = _encode_text(model, tok, line)
+        out.append(_decode(model, tok, enc, tok.task_prompt("text_translate", lang=lang, src_lang=src_lang)).text)
+    return "\n".join(out)
+
+
+def video_to_text(model, tok, path: Path, *, lang: str = "en") -> Decoded:
+    """An isolated sign: the clip as ``gen prepare include`` featurises it, decoded with the sign prompt."""
+    import torch
+
+    from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
+    from generalist_cli.media.video import decode_video
+
+    frames = decode_video(path, fps=VIDEO_FPS, size=VIDEO_SIZE, max_frames=128)
+    patches, grid = patchify(frames, tuple(model.config.video_patch))
+    with torch.inference_mode():
+        x = model.embed_patches(torch.from_numpy(np.ascontiguousarray(patches)), tuple(grid))
+        enc = model.encode(x[None])[0]
+    return _decode(model, tok, enc, tok.task_prompt("sign", lang=lang), max_new_tokens=16)
