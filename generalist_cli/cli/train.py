@@ -53,7 +53,9 @@ def train(
         parts = []
         for name, e in row.items():
             if isinstance(e, dict):
-                s = f"{name}: loss {e['loss']:.3f} acc {e['accuracy']:.3f}"
+                s = f"{name}: loss {e['loss']:.3f} acc {e['accuracy']:.3f}" if e.get("tokens") else f"{name}:"
+                if "mel_l1" in e:
+                    s += f" mel L1 {e['mel_l1']:.3f}"
                 if "wer" in e:
                     s += f" WER {e['wer']:.3f} CER {e['cer']:.3f}"
                 parts.append(s)

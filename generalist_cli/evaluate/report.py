@@ -133,7 +133,7 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
             entry: dict = {"examples": len(idx)}
             current["key"] = (task, str(rows[idx[0]]["lang"]))
             if task == "tts":
-                entry.update(_tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported,
+                entry.update(tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported,
                                          asr_model=asr_model))
                 report["tasks"][task] = entry
                 done += len(idx)
@@ -222,7 +222,7 @@ def _greedy(model, tok, e, exported: bool, *, lang: str) -> list[int]:
     return [t for t in res.tokens if t < tok.timestamp_begin]
 
 
-def _tts_scores(model, examples, rows, exported: bool, *, asr_model: str | None) -> dict:
+def tts_scores(model, examples, rows, exported: bool, *, asr_model: str | None) -> dict:
     """Text -> speech: mel L1 with teacher-forced durations, and the round-trip WER: speech generated with
     predicted durations, vocoded (Griffin-Lim), transcribed back by ``asr_model``."""
     if exported:

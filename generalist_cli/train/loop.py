@@ -346,6 +346,12 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
             rows = read_rows([ds], [(0, i) for i in range(len(ds))])
             batch = collate(rows, tokenizer, max_target_tokens=recipe.data.max_target_tokens)
             entry = token_loss(model, batch.examples, batch_size=recipe.eval.batch_size, capacity=recipe.data.capacity)
+            speech = [(e, rw) for e, rw in zip(batch.examples, rows) if e.task == "tts"]
+            if speech:  # text -> speech: mel L1 with teacher-forced durations
+                from generalist_cli.evaluate.report import tts_scores
+
+                entry["mel_l1"] = tts_scores(model, [e for e, _ in speech], [rw for _, rw in speech], False,
+                                              asr_model=None)["mel_l1"]
             text_ex = [(e, str(rw["text"])) for e, rw in zip(batch.examples, rows) if e.task != "tts"]
             text_ex = text_ex[: recipe.eval.wer_examples]
             if text_ex:

@@ -127,7 +127,7 @@ def test_speech_output_scores(speak_en):
     """A (random) generalist with a speech head: mel L1 and the round-trip WER keys, through whisper-tiny.en."""
     import torch
 
-    from generalist_cli.evaluate.report import _tts_scores
+    from generalist_cli.evaluate.report import tts_scores
     from generalist_cli.features.tokenizer import Tokenizer
     from generalist_cli.model.config import ModelConfig
     from generalist_cli.model.generalist import Generalist
@@ -142,7 +142,7 @@ def test_speech_output_scores(speak_en):
     tok = Tokenizer(PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json", multilingual=False)
     ds = datasets.load_from_disk(str(speak_en))["valid"].with_format("numpy")
     rows = [r for r in read_rows([ds], [(0, i) for i in range(len(ds))]) if r["task"] == "tts"][:2]
-    scores = _tts_scores(model, collate(rows, tok, max_target_tokens=50).examples, rows, False,
+    scores = tts_scores(model, collate(rows, tok, max_target_tokens=50).examples, rows, False,
                          asr_model="whisper-tiny.en")
     assert scores["mel_l1"] > 0 and isinstance(scores["round_trip_wer"], float)
     assert scores["asr_model"] == "whisper-tiny.en" and scores["latency_p50_s"] > 0
