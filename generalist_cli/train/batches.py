@@ -233,8 +233,13 @@ def collate(rows: list[dict], tokenizer, *, max_target_tokens: int) -> Batch:
             tokens = torch.tensor([tokenizer.sot])
             prompt_len = 1
             mel = torch.from_numpy(np.asarray(r["tgt_mel"], dtype=np.float32))
-            examples.append(Example(task, modality, source, grid, tokens, prompt_len, mel,
-                                    durations_for(len(source), mel.shape[0])))
+            starts = np.asarray(r.get("word_starts", ()), dtype=np.float64)
+            if len(starts):  # eSpeak's word events: each word's frames go to that word's tokens
+                pieces = [tokenizer.decode([int(t)]) for t in source.tolist()]
+                durations = durations_from_words(pieces, starts, mel.shape[0])
+            else:
+                durations = durations_for(len(source), mel.shape[0])
+            examples.append(Example(task, modality, source, grid, tokens, prompt_len, mel, durations))
             continue
         prompt = tokenizer.task_prompt(task, lang=str(r["lang"]), src_lang=str(r["src_lang"]))
         target = [int(t) for t in r["tgt_tokens"]][:max_target_tokens] + [tokenizer.eot]
@@ -247,4 +252,29 @@ def durations_for(n_tokens: int, n_frames: int) -> torch.Tensor:
     base, extra = divmod(n_frames, max(1, n_tokens))
     d = torch.full((n_tokens,), base, dtype=torch.long)
     d[:extra] += 1
+    return d
+
+
+def durations_from_words(pieces: list[str], word_starts, n_frames: int, *, frames_per_second: int = 100
+                         ) -> torch.Tensor:
+    """Frames per source token from word start times (seconds): token ``i`` belongs to the word counted by
+    the space-led tokens before it; a word's frames (its start to the next word's start; the first word also
+    takes the leading silence, the last the rest) are spread evenly over its tokens. Sums to ``n_frames``."""
+    word_of, w = [], -1
+    for i, piece in enumerate(pieces):
+        if i == 0 or piece.startswith(" "):
+            w += 1
+        word_of.append(min(w, len(word_starts) - 1))
+    bounds = [0] + [min(n_frames, max(0, round(float(t) * frames_per_second))) for t in word_starts[1:]] + [n_frames]
+    bounds = np.maximum.accumulate(np.asarray(bounds))
+    d = torch.zeros(len(pieces), dtype=torch.long)
+    for word in range(len(word_starts)):
+        members = [i for i, x in enumerate(word_of) if x == word]
+        if members:
+            d[members] = durations_for(len(members), int(bounds[word + 1] - bounds[word]))
+        elif word > 0:  # a word with no token of its own: its frames go to the previous word's last token
+            prev = [i for i, x in enumerate(word_of) if x < word]
+            if prev:
+                d[prev[-1]] += int(bounds[word + 1] - bounds[word])
+    d[-1] += n_frames - int(d.sum())
     return d

@@ -289,3 +289,15 @@ def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tm
     assert r.returncode == 2 and "--to speech writes audio" in r.stderr
     r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--out", str(tmp_path / "x.wav"))  # plain Whisper
     assert r.returncode == 2 and "a plain Whisper" in r.stderr and "recipes/tts.toml" in r.stderr
+
+
+def test_tts_durations_follow_espeak_word_events():
+    import numpy as np
+
+    from generalist_cli.train.batches import durations_from_words
+
+    # "Hello, world." : words start at 0.05 s and 0.6 s of a 1 s clip (100 frames)
+    d = durations_from_words(["Hello", ",", " world", "."], np.array([0.05, 0.6]), 100)
+    assert d.tolist() == [30, 30, 20, 20]  # word 1: frames 0-60 (leading silence included), word 2: 60-100
+    d = durations_from_words(["A", " big", " dog"], np.array([0.0, 0.2, 0.5, 0.8]), 120)
+    assert d.tolist() == [20, 30, 70] and int(d.sum()) == 120  # an extra event's frames join the last token
