@@ -97,9 +97,10 @@ def run(
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
     options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size)
-    from generalist_cli.infer.convert import detect_modality
+    from generalist_cli.infer.convert import detect_modality, trained_tasks
 
-    kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f)) for f in files}
+    sign = "sign" in (trained_tasks(loaded) or ())
+    kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f, sign=sign)) for f in files}
     speech_in = [f for f in files if kinds[f] == "audio" and to is To.text]
     others = [f for f in files if f not in set(speech_in)]
     if to is To.speech and out is None:

@@ -23,21 +23,30 @@ TASK_RECIPES = {"tts": "gen train recipes/tts.toml",
 TASK_NAMES = {"tts": "text -> speech", "text_translate": "text -> text translation", "sign": "sign video -> text"}
 
 
-def detect_modality(path: Path) -> str:
-    """``text`` for text files (by suffix, or UTF-8 content without NUL bytes), ``video`` for a container
-    with a video track and no audio track (sign clips), otherwise ``audio``."""
-    if path.suffix.lower() in TEXT_SUFFIXES:
+MEDIA_SUFFIXES = {".m4a", ".wav", ".mp3", ".flac", ".ogg", ".opus", ".aac", ".wma", ".mov", ".mp4", ".mkv",
+                  ".webm", ".avi", ".m4v"}
+
+
+def detect_modality(path: Path, *, sign: bool = False) -> str:
+    """``text`` for text files (by suffix; without a media suffix also by UTF-8 content without NUL bytes);
+    ``video`` for a container with a video track and no audio track when the model reads sign video
+    (``sign``); otherwise ``audio`` (the audio reader then names whatever is wrong with the file)."""
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
         return "text"
-    try:
-        head = path.read_bytes()[:4096]
-    except OSError:
-        return "audio"  # the audio reader reports the problem with the file
-    if head and b"\0" not in head:
+    if suffix not in MEDIA_SUFFIXES:
         try:
-            head.decode("utf-8")
-            return "text"
-        except UnicodeDecodeError:
-            pass
+            head = path.read_bytes()[:4096]
+        except OSError:
+            return "audio"
+        if head and b"\0" not in head:
+            try:
+                head.decode("utf-8")
+                return "text"
+            except UnicodeDecodeError:
+                pass
+    if not sign:
+        return "audio"
     try:
         import av
 

@@ -161,5 +161,8 @@ def test_input_modality_from_name_and_content(tmp_path):
             c.mux(p)
     assert detect_modality(tmp_path / "a.txt") == "text"
     assert detect_modality(tmp_path / "notes") == "text"
-    assert detect_modality(silent) == "video"
-    assert detect_modality(EXAMPLE) == "audio"
+    assert detect_modality(silent, sign=True) == "video"
+    assert detect_modality(silent) == "audio"  # a model without sign training: the audio reader reports it
+    assert detect_modality(EXAMPLE, sign=True) == "audio"
+    (tmp_path / "fake.m4a").write_text("text in an audio name")
+    assert detect_modality(tmp_path / "fake.m4a") == "audio"  # media names are never read as text
