@@ -79,7 +79,7 @@ def run(
     import torch
     from rich.markup import escape
 
-    from generalist_cli.console import err, out as stdout, progress
+    from generalist_cli.console import err, progress
     from generalist_cli.infer.files import transcribe_files
     from generalist_cli.infer.transcribe import TranscribeOptions
     from generalist_cli.infer.writers import render
@@ -130,12 +130,7 @@ def run(
                 continue
             text = render(result.transcript, fmt.value, file=str(result.path))
             try:
-                if out_dir is not None:
-                    write_atomic(_unique(out_dir, result.path, fmt.value, used_names), text)
-                elif out is not None:
-                    single_out.append(text)
-                else:
-                    stdout.print(text, end="", markup=False, highlight=False)
+                _emit(text, result.path, fmt.value, out=out, out_dir=out_dir, used=used_names, single_out=single_out)
             except GenError as exc:
                 failed += 1
                 print_error(exc)
@@ -151,8 +146,7 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
     """Every conversion but speech -> text, file by file; returns the number of failed files."""
     import json
 
-    from generalist_cli.cli.common import print_error, write_atomic
-    from generalist_cli.console import out as stdout
+    from generalist_cli.cli.common import print_error
     from generalist_cli.errors import GenError, UsageError
     from generalist_cli.infer import convert
     from generalist_cli.infer.onnx_engine import OnnxModel
@@ -197,16 +191,25 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
                 d = convert.video_to_text(m, tok, f)
                 result = {"file": str(f), "text": d.text, "label": d.text, "probability": d.probability}
             text = json.dumps(result, ensure_ascii=False) + "\n" if fmt.value == "json" else result["text"] + "\n"
-            if out_dir is not None:
-                write_atomic(_unique(out_dir, f, "json" if fmt.value == "json" else "txt", used), text)
-            elif out is not None:
-                single_out.append(text)
-            else:
-                stdout.print(text, end="", markup=False, highlight=False)
+            _emit(text, f, "json" if fmt.value == "json" else "txt", out=out, out_dir=out_dir, used=used,
+                  single_out=single_out)
         except GenError as exc:
             failed += 1
             print_error(exc)
     return failed
+
+
+def _emit(text: str, src: Path, ext: str, *, out, out_dir, used: set[str], single_out: list[str]) -> None:
+    """One result: a file in the output folder, a part of the single output file, or stdout."""
+    from generalist_cli.cli.common import write_atomic
+    from generalist_cli.console import out as stdout
+
+    if out_dir is not None:
+        write_atomic(_unique(out_dir, src, ext, used), text)
+    elif out is not None:
+        single_out.append(text)
+    else:
+        stdout.print(text, end="", markup=False, highlight=False)
 
 
 def _out_dir(out: Optional[Path], n_files: int) -> Optional[Path]:

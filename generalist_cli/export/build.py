@@ -83,8 +83,6 @@ def _calibration_from_dataset(path: Path, *, n_mels: int, limit: int) -> Calibra
 def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float = 0.0, prune_experts: int = 0,
                  calibration: Path | None = None, static: bool = False, max_wer_change: float = 0.05,
                  on_step: Callable[[str], None] | None = None) -> dict:
-    import torch
-
     import generalist_cli
     from generalist_cli.export import prune as pruning
     from generalist_cli.export.onnx import export_graphs

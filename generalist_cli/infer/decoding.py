@@ -108,7 +108,7 @@ def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options
 
     ``cache`` is ``model.new_cache(audio_features)`` for B rows; beam search widens it to B*K rows.
     """
-    b, p = len(prompts), len(prompts[0])
+    p = len(prompts[0])
     k = max(1, options.beam_size)
     device = cache.cross_kv[0][0].device
     vocab = model.config.n_vocab

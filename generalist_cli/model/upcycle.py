@@ -20,7 +20,6 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from generalist_cli.model.config import ModelConfig
 from generalist_cli.model.generalist import Generalist
 from generalist_cli.model.moe import MoEFFN
 

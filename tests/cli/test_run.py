@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import EXAMPLE, EXAMPLE_TEXT, wer
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generalist_cli.model import packing as packing_mod
 from generalist_cli.model.config import ModelConfig
 from generalist_cli.model.generalist import Generalist
 from generalist_cli.model.moe import load_balancing_loss, router_z_loss
