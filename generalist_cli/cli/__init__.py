@@ -39,6 +39,7 @@ def _root(
 
 
 # register the verbs (their modules import nothing heavy)
+from generalist_cli.cli import doctor as _doctor  # noqa: E402,F401
 from generalist_cli.cli import eval as _eval  # noqa: E402,F401
 from generalist_cli.cli import export as _export  # noqa: E402,F401
 from generalist_cli.cli import models as _models  # noqa: E402,F401
