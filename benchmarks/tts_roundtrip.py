@@ -74,7 +74,7 @@ def main() -> None:
         e, m = examples[0], model.model
         with torch.inference_mode():
             h = m.encode(StepModule(m).embed(e)[None])[0][0]
-            pred = m.speech_head(h, m.speech_head.frames(m.speech_head.log_durations(h[None])[0]))
+            pred = m.speech_head.generate(h)
         fig, axes = plt.subplots(2, 1, figsize=(10, 5))
         for ax, mel, title in ((axes[0], e.tgt_mel, "target (eSpeak)"), (axes[1], pred, "generated")):
             ax.imshow(np.asarray(mel, dtype=np.float32).T, origin="lower", aspect="auto", cmap="magma")

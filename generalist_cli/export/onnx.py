@@ -16,39 +16,36 @@ Two graphs (the layout of whisper.cpp / sherpa-onnx exports, with one decoder gr
 
 The new tokens sit at positions ``n_past ..`` and attend causally to the past and to each other, so the
 first step (the prompt) and every cached step run through the same graph and the same weights. MoE
-blocks run every expert and weight them by the router's renormalised top-k gates (zero for the others):
-the same function as the sorted dispatch, in plain MatMul nodes that ONNX Runtime can quantise.
+blocks export with ``dispatch="dense"`` (every expert, weighted by the router's renormalised top-k gates,
+zero for the others): the same function as the sorted dispatch, in plain MatMul nodes ONNX Runtime
+can quantise. The encoder graph is the model's own encoder; the decoder graph reuses its blocks' layers.
 A restricted output vocabulary (``output_tokens``) gives -inf logits elsewhere, as in PyTorch.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 OPSET = 17
 
 
-def moe_dense(moe, x: Tensor) -> Tensor:
-    """``moe`` (a MoEFFN) on ``x`` (B, T, D) with every expert computed and gated: export-friendly."""
-    logits = moe.router(x).float() + moe.logit_bias
-    probs = torch.softmax(logits, dim=-1)
-    weights, indices = probs.topk(moe.top_k, dim=-1)
-    weights = weights / weights.sum(dim=-1, keepdim=True)
-    gates = torch.zeros_like(probs).scatter(-1, indices, weights).to(x.dtype)  # (B, T, E)
-    y = torch.zeros_like(x)
-    for e in range(moe.n_experts):
-        h = F.gelu(F.linear(x, moe.fc1_weight[e], moe.fc1_bias[e]))
-        y = y + gates[..., e : e + 1] * F.linear(h, moe.fc2_weight[e], moe.fc2_bias[e])
-    return y
+@contextmanager
+def dense_experts(model):
+    """Every MoE layer of ``model`` in ``dispatch="dense"`` (no data-dependent shapes) while exporting."""
+    from generalist_cli.model.upcycle import moe_layers
 
-
-def _ffn(block, x: Tensor) -> Tensor:
-    h = block.final_layer_norm(x)
-    if block.moe is not None:
-        return x + moe_dense(block.moe, h)
-    return x + block.fc2(F.gelu(block.fc1(h)))
+    layers = moe_layers(model)
+    saved = [m.dispatch for m in layers]
+    for m in layers:
+        m.dispatch = "dense"
+    try:
+        yield model
+    finally:
+        for m, d in zip(layers, saved):
+            m.dispatch = d
 
 
 TTT_STATE = ("w1", "b1", "w2", "b2", "s1", "sb1", "s2", "sb2")
@@ -89,18 +86,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, mel: Tensor) -> tuple[Tensor, Tensor]:
-        m = self.model
-        x = m.embed_audio(mel)
-        enc = m.encoder
-        for block in enc.layers:
-            x = x + block.self_attn(block.self_attn_layer_norm(x))
-            if block.ttt is not None:
-                h = block.ttt_layer_norm(x)
-                x = x + torch.tanh(block.ttt_gate) * block.ttt(h)[0] \
-                      + torch.tanh(block.ttt_gate_reverse) * block.ttt(h.flip(1))[0].flip(1)
-            x = _ffn(block, x)
-        x = enc.layer_norm(x)
-        kv = [layer.encoder_attn.project_kv(x) for layer in m.decoder.layers]
+        kv = self.model.cross_kv(self.model.encode_audio(mel))
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
 
@@ -146,7 +132,7 @@ class DecoderGraph(nn.Module):
                 j += 1
             q = block.encoder_attn.q_proj(block.encoder_attn_layer_norm(x))
             x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i])
-            x = _ffn(block, x)
+            x = block.ffn(x)[0]
         hidden = dec.layer_norm(x)
         ids = self.model.config.output_tokens
         if not ids:
@@ -180,9 +166,13 @@ def export_graphs(model, out_dir, *, n_frames: int = 3000) -> dict:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` (eval mode, fp32, CPU) into ``out_dir``."""
     from pathlib import Path
 
-    out = Path(out_dir)
-    c = model.config
     model = model.float().cpu().eval()
+    with dense_experts(model):
+        return _export_graphs(model, Path(out_dir), n_frames)
+
+
+def _export_graphs(model, out, n_frames: int) -> dict:
+    c = model.config
     mel = torch.randn(1, c.n_mels, n_frames)
     enc = EncoderGraph(model)
     with torch.no_grad():

@@ -110,11 +110,9 @@ def text_to_speech(model, tok, text: str) -> np.ndarray:
     pieces = []
     with torch.inference_mode():
         for line in [x.strip() for x in text.splitlines() if x.strip()]:
-            h = _encode_text(model, tok, line)[0]
-            frames = model.speech_head.frames(model.speech_head.log_durations(h[None])[0])
-            if int(frames.sum()) == 0:
-                continue
-            pieces += [mel_to_audio(model.speech_head(h, frames).T), np.zeros(4800, dtype=np.float32)]
+            mel = model.speech_head.generate(_encode_text(model, tok, line)[0])
+            if mel.shape[0]:
+                pieces += [mel_to_audio(mel.T), np.zeros(4800, dtype=np.float32)]
     if not pieces:
         return np.zeros(1600, dtype=np.float32)
     return np.concatenate(pieces[:-1])

@@ -36,6 +36,11 @@ class SpeechHead(nn.Module):
         """Whole frames per position from predicted log-durations (at least 0)."""
         return torch.clamp(torch.round(torch.expm1(log_durations)), min=0).long()
 
+    def generate(self, h: Tensor) -> Tensor:
+        """Inference for one example: ``h`` (L, D) -> mel frames (F, n_mels) with the predicted durations
+        (F = 0 when every predicted duration rounds to zero)."""
+        return self(h, self.frames(self.log_durations(h[None])[0]))
+
     def forward(self, h: Tensor, durations: Tensor) -> Tensor:
         """One example: ``h`` (L, D), ``durations`` (L,) frames each -> mel frames (F, n_mels), F = sum."""
         x = self.inp(h).repeat_interleave(durations, dim=0)  # (F, hidden): the length regulator

@@ -8,7 +8,8 @@ block, and the blocks go through the expert weights as a grouped matmul, never a
 GPUs); ``"sorted"`` multiplies each contiguous block by its expert's weights in turn (faster on CPU here:
 1.8x vs 2.5x the dense FFN's time, benchmarks/model_cpu.py; also the path for float64 and torch < 2.9).
 ``"auto"`` picks grouped on CUDA and for training (its backward is 1.4x faster than the sorted path's on
-this CPU), and sorted for inference on CPU.
+this CPU), and sorted for inference on CPU. ``"dense"`` runs every expert and zero-weights the unchosen
+ones: no data-dependent shapes, which is what ONNX export needs.
 
 The layer returns ``(y, RouterOutput)``; the load-balancing loss (Switch/Mixtral) and router z-loss (ST-MoE)
 are pure functions of those outputs, so nothing is stored on the module during ``forward``.
@@ -68,6 +69,8 @@ class MoEFFN(nn.Module):
 
     def experts(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Dropless sorted dispatch: every token's k (expert, weight) pairs, grouped by expert."""
+        if self.dispatch == "dense":
+            return self._dense(x, weights, indices)
         n, k = indices.shape
         flat_expert = indices.reshape(-1)  # (N*k,)
         order = flat_expert.argsort(stable=True)
@@ -96,6 +99,17 @@ class MoEFFN(nn.Module):
         out = out * weights.reshape(-1)[order, None]
         y = torch.zeros_like(x).index_add_(0, token, out)
         return y, counts
+
+
+    def _dense(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Every expert on every token, weighted by the top-k gates (zero for the others): the same function
+        without data-dependent shapes, for ONNX export (``dispatch="dense"``); E/k times the FLOPs."""
+        gates = torch.zeros(x.shape[0], self.n_experts, dtype=x.dtype, device=x.device).scatter(-1, indices, weights)
+        y = torch.zeros_like(x)
+        for e in range(self.n_experts):
+            h = F.gelu(F.linear(x, self.fc1_weight[e], self.fc1_bias[e]))
+            y = y + gates[:, e : e + 1] * F.linear(h, self.fc2_weight[e], self.fc2_bias[e])
+        return y, (gates != 0).sum(0)
 
 
 def load_balancing_loss(routers: list[RouterOutput], *, n_experts: int, top_k: int,

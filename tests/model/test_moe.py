@@ -39,12 +39,15 @@ def test_grouped_dispatch_equals_loop_and_per_token_reference():
         m.dispatch = "grouped"
         y, r = m(x)
         m.dispatch = "sorted"
-        y_loop, _ = m(x)
+        y_loop, r_loop = m(x)
+        m.dispatch = "dense"  # the export path: every expert, zero gates for the unchosen
+        y_dense, r_dense = m(x)
         _, weights, idx = m.route(x)
         ref = torch.stack([sum(weights[t, s] * dense(x[t], m.fc1_weight[idx[t, s]], m.fc1_bias[idx[t, s]],
                                                      m.fc2_weight[idx[t, s]], m.fc2_bias[idx[t, s]])
                                for s in range(2)) for t in range(64)])
     assert (y - y_loop).abs().max() < 1e-5 and (y - ref).abs().max() < 1e-5
+    assert (y_dense - ref).abs().max() < 1e-5 and torch.equal(r_dense.counts, r_loop.counts)
 
 
 def test_routing_weights_counts_and_equivalent_softmax_forms():
