@@ -9,22 +9,40 @@ from generalist_cli.infer.decoding import DecodeOptions, decode
 
 
 @torch.inference_mode()
-def greedy_texts(model, tokenizer, examples, *, max_new_tokens: int = 200) -> list[str]:
-    """Greedy, timestamp-free decoding of each example (a :class:`~generalist_cli.train.batches.Example`)."""
+def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = False, max_new_tokens: int = 200
+                  ) -> list[int]:
+    """Greedy text tokens for one prepared example (a :class:`~generalist_cli.train.batches.Example`).
+
+    A plain Whisper hears a 30 s window and decodes with timestamps, as it was trained (without them
+    tiny.en stops after the first sentence: measured), and the timestamps are dropped; a generalist gets its
+    training input (the unpadded window, ``always_pad`` for an ONNX export's fixed window) and task prompt."""
+    from generalist_cli.features.mel import pad_or_trim
     from generalist_cli.train.step import StepModule
 
-    step = StepModule(model)
-    device = next(model.parameters()).device
-    out = []
-    for e in examples:
-        e.source = e.source.to(device)
-        enc = model.encode(step.embed(e)[None])[0]
-        cache = model.new_cache(enc)
+    whisper = not model.config.generalist
+    source = e.source.to(next(model.parameters()).device)
+    if e.modality == "audio":  # source: (n_mels, frames)
+        enc = model.encode_audio((pad_or_trim(source) if whisper or always_pad else source)[None].float())
+    else:
+        e.source = source
+        enc = model.encode(StepModule(model).embed(e)[None])[0]
+    timestamps = whisper and e.modality == "audio"
+    if timestamps:
+        task = "translate" if e.task == "translate" else "transcribe"
+        prompt = tokenizer.sot_sequence(language=lang if tokenizer.multilingual else None, task=task, timestamps=True)
+    else:
         prompt = e.tokens[: e.prompt_len].tolist()
-        opts = DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens)
-        [res] = decode(model, tokenizer, cache, [prompt], opts, list(model.config.suppress_tokens))
-        out.append(tokenizer.decode(res.tokens).strip())
-    return out
+    [res] = decode(model, tokenizer, model.new_cache(enc), [prompt],
+                   DecodeOptions(timestamps=timestamps, max_new_tokens=max_new_tokens), list(model.config.suppress_tokens))
+    return [t for t in res.tokens if t < tokenizer.timestamp_begin]
+
+
+def greedy_texts(model, tokenizer, examples, *, langs: list[str] | None = None, max_new_tokens: int = 200
+                 ) -> list[str]:
+    """:func:`greedy_tokens` of each example, decoded to text."""
+    langs = langs or ["en"] * len(examples)
+    return [tokenizer.decode(greedy_tokens(model, tokenizer, e, lang=lang, max_new_tokens=max_new_tokens)).strip()
+            for e, lang in zip(examples, langs)]
 
 
 @torch.inference_mode()

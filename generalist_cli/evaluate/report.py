@@ -78,21 +78,13 @@ def model_size(path: Path) -> int:
     return sum(p.stat().st_size for p in files)
 
 
-def _audio_window(mel, padded: bool):
-    import torch
-
-    from generalist_cli.features.mel import pad_or_trim
-
-    mel = torch.as_tensor(mel, dtype=torch.float32)
-    return pad_or_trim(mel, 3000) if padded else mel
-
-
 def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto", limit: int | None = None,
              device: str = "cpu", asr_model: str | None = "whisper-base",
              on_progress: Callable[[int, int], None] | None = None) -> dict:
     import datasets
     import torch
 
+    from generalist_cli.evaluate.decode import greedy_tokens
     from generalist_cli.infer.onnx_engine import is_export
     from generalist_cli.store.store import open_model
     from generalist_cli.train.batches import collate, read_rows
@@ -153,7 +145,7 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
                     continue
                 current["key"] = (task, str(r["lang"]))
                 t0 = time.perf_counter()
-                tokens = _greedy(m, tok, e, exported, lang=str(r["lang"]))
+                tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported)
                 lat.append(time.perf_counter() - t0)
                 n_tok += len(tokens) + 1
                 hyps.append(tok.decode(tokens).strip())
@@ -191,35 +183,6 @@ def _route_hooks(model, counts: dict) -> tuple[list, dict]:
         counts[key] = counts.get(key, 0) + out[1].counts.detach().cpu().double()
 
     return [m.register_forward_hook(hook) for m in moe_layers(model)], state
-
-
-def _greedy(model, tok, e, exported: bool, *, lang: str) -> list[int]:
-    """Greedy text tokens for one prepared example. A plain Whisper hears a 30 s window and decodes with
-    timestamps, as it was trained (without them tiny.en stops after the first sentence: measured), and the
-    timestamps are dropped; a generalist gets its training input (the unpadded window) and task prompt."""
-    import torch
-
-    from generalist_cli.infer.decoding import DecodeOptions, decode
-
-    whisper = not model.config.generalist
-    with torch.inference_mode():
-        if e.modality == "audio":
-            padded = exported or whisper
-            enc = model.encode_audio(_audio_window(e.source, padded)[None])  # source: (n_mels, frames)
-        else:
-            from generalist_cli.train.step import StepModule
-
-            enc = model.encode(StepModule(model).embed(e)[None])[0]
-        cache = model.new_cache(enc)
-        timestamps = whisper and e.modality == "audio"
-        if timestamps:
-            task = "translate" if e.task == "translate" else "transcribe"
-            prompt = tok.sot_sequence(language=lang if tok.multilingual else None, task=task, timestamps=True)
-        else:
-            prompt = e.tokens[: e.prompt_len].tolist()
-        [res] = decode(model, tok, cache, [prompt], DecodeOptions(timestamps=timestamps, max_new_tokens=200),
-                       list(model.config.suppress_tokens))
-    return [t for t in res.tokens if t < tok.timestamp_begin]
 
 
 def tts_scores(model, examples, rows, exported: bool, *, asr_model: str | None) -> dict:

@@ -97,6 +97,7 @@ class OnnxModel:
         self._empty = (c.n_text_layer, c.n_text_head, c.n_text_state // c.n_text_head)
         # a decoder with TTT layers carries their state as inputs/outputs and takes one token per call
         self._ttt = {i.name: i.shape for i in self.decoder_session.get_inputs() if i.name.startswith("ttt_")}
+        self._outputs = [o.name for o in self.decoder_session.get_outputs()]
 
     # --- the interface of the PyTorch model that decoding uses ---
     def parameters(self):
@@ -137,12 +138,11 @@ class OnnxModel:
             feeds = {"tokens": toks, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
             logits, pk, pv = self.decoder_session.run(None, feeds)
             return logits, pk, pv, {}
-        names = [o.name for o in self.decoder_session.get_outputs()]
         parts = []
         for t in range(toks.shape[1]):
             feeds = {"tokens": toks[:, t : t + 1], "past_k": past_k, "past_v": past_v, "cross_k": cross_k,
                      "cross_v": cross_v, **ttt}
-            res = dict(zip(names, self.decoder_session.run(None, feeds)))
+            res = dict(zip(self._outputs, self.decoder_session.run(None, feeds)))
             parts.append(res["logits"])
             past_k, past_v = res["present_k"], res["present_v"]
             ttt = {n.removeprefix("next_"): a for n, a in res.items() if n.startswith("next_ttt_")}

@@ -39,7 +39,10 @@ class SpeechHead(nn.Module):
     def generate(self, h: Tensor) -> Tensor:
         """Inference for one example: ``h`` (L, D) -> mel frames (F, n_mels) with the predicted durations
         (F = 0 when every predicted duration rounds to zero)."""
-        return self(h, self.frames(self.log_durations(h[None])[0]))
+        frames = self.frames(self.log_durations(h[None])[0])
+        if int(frames.sum()) == 0:
+            return h.new_zeros(0, self.n_mels)
+        return self(h, frames)
 
     def forward(self, h: Tensor, durations: Tensor) -> Tensor:
         """One example: ``h`` (L, D), ``durations`` (L,) frames each -> mel frames (F, n_mels), F = sum."""

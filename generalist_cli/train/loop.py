@@ -352,11 +352,11 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
 
                 entry["mel_l1"] = tts_scores(model, [e for e, _ in speech], [rw for _, rw in speech], False,
                                               asr_model=None)["mel_l1"]
-            text_ex = [(e, str(rw["text"])) for e, rw in zip(batch.examples, rows) if e.task != "tts"]
-            text_ex = text_ex[: recipe.eval.wer_examples]
+            text_ex = [(e, rw) for e, rw in zip(batch.examples, rows) if e.task != "tts"][: recipe.eval.wer_examples]
             if text_ex:
-                hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex], max_new_tokens=recipe.eval.max_new_tokens)
-                refs = [ref for _, ref in text_ex]
+                hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex], max_new_tokens=recipe.eval.max_new_tokens,
+                                    langs=[str(rw["lang"]) for _, rw in text_ex])
+                refs = [str(rw["text"]) for _, rw in text_ex]
                 entry.update(wer=wer(refs, hyps), cer=cer(refs, hyps), examples=len(refs),
                              sample={"ref": refs[0], "hyp": hyps[0]})
             out[name] = entry
