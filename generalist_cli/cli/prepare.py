@@ -193,3 +193,35 @@ def arithmetic(
     items = ar.items(p=p, op=op, train_fraction=train_fraction, seed=seed)
     _run(items, source="arithmetic", options={"p": p, "op": op, "train_fraction": train_fraction, "seed": seed},
          out=out, num_proc=num_proc, limit=limit, shard_size=shard_size, force=force, as_json=as_json, model=model)
+
+
+@prepare_app.command("synthetic-signs", epilog="""[bold]Examples:[/]\n
+  gen prepare synthetic-signs --out raw/signs\n
+  gen prepare include --local raw/signs --out data/signs""")
+def synthetic_signs(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the videos (INCLUDE release layout).")] = Path("raw/signs"),
+    signs: Annotated[int, typer.Option(min=1, help="How many signs (classes), at most 12.")] = 12,
+    signers: Annotated[int, typer.Option(min=2, help="Signers (colour, size, position, speed variations).")] = 10,
+    takes: Annotated[int, typer.Option(min=1, help="Videos per sign and signer.")] = 3,
+    test_signers: Annotated[int, typer.Option(min=1, help="Signers held out for the test split.")] = 2,
+    val_signers: Annotated[int, typer.Option(min=0, help="Signers held out for the val split.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the signers and takes.")] = 0,
+    as_json: Json = False,
+) -> None:
+    """Write synthetic isolated-sign videos (hand-like shapes moving differently per sign) as an INCLUDE-layout
+    release with signer-independent split lists; prepare them with [bold]gen prepare include --local[/]."""
+    import json
+
+    from generalist_cli.console import out as stdout, progress
+    from generalist_cli.data.synthetic_signs import write_release
+
+    with progress() as bar:
+        job = bar.add_task("rendering sign videos", total=min(signs, 12) * signers * takes)
+        counts = write_release(out, signs=signs, signers=signers, takes=takes, val_signers=val_signers,
+                               test_signers=test_signers, seed=seed, on_video=lambda: bar.advance(job))
+    if as_json:
+        stdout.print(json.dumps({"out": str(out), "counts": counts}), markup=False)
+    else:
+        per = ", ".join(f"{k} {v}" for k, v in counts.items())
+        stdout.print(f"{out}: {sum(counts.values())} videos ({per}); next: gen prepare include --local {out}",
+                     markup=False)

@@ -74,6 +74,13 @@ class Tokenizer:
         ``<|sot|> <|src|> <|translate|> <|notimestamps|>``; sign ``<|sot|> <|sign|> <|en|> <|transcribe|> ...``;
         text_translate ``<|sot|> <|text|> <|tgt|> <|transcribe|> ...``. English-only vocabularies drop the
         language and task tokens."""
+        key = (task, lang, src_lang)
+        memo = self.__dict__.setdefault("_prompts", {})
+        if key not in memo:  # a training step asks for thousands of prompts
+            memo[key] = self._task_prompt(task, lang=lang, src_lang=src_lang)
+        return list(memo[key])
+
+    def _task_prompt(self, task: str, *, lang: str, src_lang: str) -> list[int]:
         seq = [self.sot]
         if task == "sign" and "<|sign|>" in self.extra:
             seq.append(self.extra["<|sign|>"])

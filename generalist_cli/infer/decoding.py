@@ -40,7 +40,7 @@ class LogitRules:
     """Whisper's logit filters for rows that all share ``sample_begin`` (the prompt length)."""
 
     def __init__(self, tokenizer: Tokenizer, suppress: list[int], options: DecodeOptions, sample_begin: int,
-                 vocab: int) -> None:
+                 vocab: int, *, blank_start: bool = False) -> None:
         tk = tokenizer
         self.tk = tokenizer
         self.vocab = vocab
@@ -50,7 +50,11 @@ class LogitRules:
         if not options.timestamps:
             ids |= set(range(tk.timestamp_begin, vocab))
         self.suppress = torch.tensor(sorted(i for i in ids if i < vocab))
-        self.begin_suppress = torch.tensor(tk.non_speech_begin())
+        # a generalist learned its targets' own first tokens: a first word with no space-led token in the
+        # vocabulary (" thank" in Whisper's multilingual one) starts with a lone space, so only the end of
+        # text is kept from starting an output (Whisper's blank suppression would force a wrong label)
+        begin = tk.non_speech_begin()
+        self.begin_suppress = torch.tensor([tk.eot] if blank_start else begin)
         self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
 
     def __call__(self, logits: Tensor, seqs: list[list[int]]) -> Tensor:
@@ -112,7 +116,8 @@ def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options
     k = max(1, options.beam_size)
     device = cache.cross_kv[0][0].device
     vocab = model.config.n_vocab
-    rules = LogitRules(tokenizer, suppress, options, p, vocab)
+    rules = LogitRules(tokenizer, suppress, options, p, vocab,
+                       blank_start=bool(getattr(model.config, "generalist", False)))
     max_new = min(options.max_new_tokens, model.config.n_text_ctx - p)
     prompt = torch.tensor(prompts, dtype=torch.long, device=device)
 
