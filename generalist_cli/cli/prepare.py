@@ -98,7 +98,8 @@ def include(
 
 @prepare_app.command("wiki-translate", epilog="""[bold]Examples:[/]\n
   gen prepare wiki-translate --src-lang en --tgt-lang hi --out data/wiki-en-hi   (hub)\n
-  gen prepare wiki-translate --src-lang en --tgt-lang ta --local ~/bhasha --limit 10000 --out data/wiki-en-ta""")
+  gen prepare wiki-translate --src-lang en --tgt-lang ta --local ~/bhasha --limit 10000 --out data/wiki-en-ta\n
+  gen prepare wiki-translate --local examples/parallel_en_hi_test.tsv --split test --out data/para-en-hi-test""")
 def wiki_translate(
     src_lang: Annotated[str, typer.Option(help="Source language (en, hi, ...).")] = "en",
     tgt_lang: Annotated[str, typer.Option(help="Target language.")] = "hi",
@@ -107,6 +108,7 @@ def wiki_translate(
     hub_id: Annotated[str, typer.Option(help="Hub dataset id.")] = "soketlabs/bhasha-wiki-translated",
     src_column: Annotated[Optional[str], typer.Option(help="Source column (default: FLORES code, e.g. eng_Latn).")] = None,
     tgt_column: Annotated[Optional[str], typer.Option(help="Target column (default: FLORES code, e.g. hin_Deva).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Put every row in this split (default: every 100th in valid).")] = None,
     num_proc: NumProc = 1, limit: Limit = None, shard_size: ShardSize = 1024, force: Force = False,
     as_json: Json = False, model: Model = "whisper-base",
 ) -> None:
@@ -114,10 +116,10 @@ def wiki_translate(
     from generalist_cli.data import wiki_translate as wt
 
     items = wt.items(src_lang=src_lang, tgt_lang=tgt_lang, local=local, hub_id=hub_id, src_column=src_column,
-                     tgt_column=tgt_column, limit=limit)
+                     tgt_column=tgt_column, limit=limit, into=split)
     _run(items, source="wiki-translate", options={"src_lang": src_lang, "tgt_lang": tgt_lang, "local": str(local or ""),
                                                    "hub_id": hub_id, "src_column": src_column or "",
-                                                   "tgt_column": tgt_column or ""},
+                                                   "tgt_column": tgt_column or "", "split": split or ""},
          out=out, num_proc=num_proc, limit=limit, shard_size=shard_size, force=force, as_json=as_json, model=model)
 
 

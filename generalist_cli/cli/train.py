@@ -58,6 +58,8 @@ def train(
                     s += f" mel L1 {e['mel_l1']:.3f}"
                 if "wer" in e:
                     s += f" WER {e['wer']:.3f} CER {e['cer']:.3f}"
+                if "bleu" in e:
+                    s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f}"
                 parts.append(s)
         err.print(f"[cyan]eval @ step {row['step']}[/] " + escape("; ".join(parts)), soft_wrap=True)
 

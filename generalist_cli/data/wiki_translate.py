@@ -34,9 +34,10 @@ def column_for(lang: str) -> str:
 
 def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: str = HUB_ID,
           src_column: str | None = None, tgt_column: str | None = None, split: str = "train",
-          valid_fraction: float = 0.01, limit: int | None = None) -> Iterator[RawItem]:
-    """Rows as ``text_translate`` items; every ``1/valid_fraction``-th row goes to the ``valid`` split.
-    ``limit`` stops reading after that many rows (a streamed hub dataset is not read further)."""
+          valid_fraction: float = 0.01, limit: int | None = None, into: str | None = None) -> Iterator[RawItem]:
+    """Rows as ``text_translate`` items; every ``1/valid_fraction``-th row goes to the ``valid`` split, or
+    every row to ``into`` (a held-out file prepared as one split). ``limit`` stops reading after that many
+    rows (a streamed hub dataset is not read further)."""
     from itertools import islice
 
     src_col, tgt_col = src_column or column_for(src_lang), tgt_column or column_for(tgt_lang)
@@ -47,7 +48,7 @@ def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: st
         if i == 0 and (src_col not in row or tgt_col not in row):
             raise GenError(f"{local or hub_id}: no column {src_col if src_col not in row else tgt_col}",
                            hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column")
-        which = "valid" if every and i % every == every - 1 else "train"
+        which = into or ("valid" if every and i % every == every - 1 else "train")
         yield RawItem(id=f"wiki-{src_col}-{tgt_col}-{i:09d}", split=which, task="text_translate", modality="text",
                       source=str(row.get(src_col) or ""), text=str(row.get(tgt_col) or ""),
                       lang=_code(tgt_lang), src_lang=_code(src_code))

@@ -1,9 +1,14 @@
 """Text metrics. The normaliser keeps Indic combining marks (matras, viramas): it only case-folds, applies
-Unicode NFC and turns punctuation and symbols into spaces, so Devanagari words stay whole."""
+Unicode NFC and turns punctuation and symbols into spaces, so Devanagari words stay whole.
+:func:`text_scores` is what training evaluations and ``gen eval`` report per task: WER/CER (jiwer, Whisper's
+English normaliser for English), BLEU/chrF (sacrebleu) for translation, top-1 for isolated signs."""
 
 from __future__ import annotations
 
 import unicodedata
+from typing import Callable
+
+TRANSLATION_TASKS = ("translate", "text_translate")
 
 
 def normalize(text: str) -> str:
@@ -40,3 +45,36 @@ def cer(refs: list[str], hyps: list[str]) -> float:
         edits += _edits(rc, hc)
         chars += len(rc)
     return edits / max(1, chars)
+
+
+def normalizer(lang: str) -> Callable[[str], str]:
+    """Whisper's English normaliser for English; the Indic-safe Unicode normaliser for other languages."""
+    if lang.startswith("en"):
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        english = EnglishTextNormalizer()
+        return lambda s: " ".join(english(s).split())
+    return normalize
+
+
+def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> dict:
+    """``wer``/``cer`` of ``hyps`` against ``refs`` (``lang``'s normaliser), plus ``bleu``/``chrf`` for a
+    translation task and ``top1`` for ``sign``."""
+    import jiwer
+
+    norm = normalizer(lang)
+    r, h = [norm(x) for x in refs], [norm(x) for x in hyps]
+    keep = [i for i, x in enumerate(r) if x]  # jiwer refuses empty references
+    out: dict = {}
+    if keep:
+        rr, hh = [r[i] for i in keep], [h[i] for i in keep]
+        out["wer"] = jiwer.wer(rr, hh)
+        out["cer"] = jiwer.cer(rr, hh)
+    if task in TRANSLATION_TASKS:
+        import sacrebleu
+
+        out["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
+        out["chrf"] = sacrebleu.corpus_chrf(hyps, [refs]).score
+    if task == "sign":
+        out["top1"] = sum(a == b for a, b in zip(r, h)) / max(1, len(r))
+    return out

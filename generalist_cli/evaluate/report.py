@@ -25,42 +25,9 @@ from typing import Callable
 import numpy as np
 
 from generalist_cli.errors import GenError, UsageError
+from generalist_cli.evaluate.metrics import TRANSLATION_TASKS, normalizer, text_scores  # noqa: F401 (re-exported)
 
 TEXT_TASKS = ("transcribe", "translate", "text_translate", "sign")
-TRANSLATION_TASKS = ("translate", "text_translate")
-
-
-def normalizer(lang: str) -> Callable[[str], str]:
-    """Whisper's English normaliser for English; the Indic-safe Unicode normaliser for other languages."""
-    from generalist_cli.evaluate.metrics import normalize
-
-    if lang.startswith("en"):
-        from whisper_normalizer.english import EnglishTextNormalizer
-
-        english = EnglishTextNormalizer()
-        return lambda s: " ".join(english(s).split())
-    return normalize
-
-
-def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> dict:
-    import jiwer
-
-    norm = normalizer(lang)
-    r, h = [norm(x) for x in refs], [norm(x) for x in hyps]
-    keep = [i for i, x in enumerate(r) if x]  # jiwer refuses empty references
-    out: dict = {}
-    if keep:
-        rr, hh = [r[i] for i in keep], [h[i] for i in keep]
-        out["wer"] = jiwer.wer(rr, hh)
-        out["cer"] = jiwer.cer(rr, hh)
-    if task in TRANSLATION_TASKS:
-        import sacrebleu
-
-        out["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
-        out["chrf"] = sacrebleu.corpus_chrf(hyps, [refs]).score
-    if task == "sign":
-        out["top1"] = sum(a == b for a, b in zip(r, h)) / max(1, len(r))
-    return out
 
 
 def speed(latencies: list[float], *, tokens: int, audio_seconds: float) -> dict:

@@ -333,10 +333,10 @@ def _flat(row: dict, prefix: str = "") -> dict[str, float]:
 
 
 def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
-    """Per source: CE per token and teacher-forced accuracy on the eval split, and WER/CER of greedy
-    transcripts for text targets."""
+    """Per source: CE per token and teacher-forced accuracy on the eval split, and the text scores of greedy
+    outputs for text targets (WER/CER; BLEU/chrF for translation; top-1 for signs)."""
     from generalist_cli.evaluate.decode import greedy_texts, token_loss
-    from generalist_cli.evaluate.metrics import cer, wer
+    from generalist_cli.evaluate.metrics import text_scores
 
     was_training = model.training
     model.eval()
@@ -357,8 +357,9 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
                 hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex], max_new_tokens=recipe.eval.max_new_tokens,
                                     langs=[str(rw["lang"]) for _, rw in text_ex])
                 refs = [str(rw["text"]) for _, rw in text_ex]
-                entry.update(wer=wer(refs, hyps), cer=cer(refs, hyps), examples=len(refs),
-                             sample={"ref": refs[0], "hyp": hyps[0]})
+                first = text_ex[0][1]
+                entry.update(text_scores(refs, hyps, lang=str(first["lang"]), task=str(first["task"])),
+                             examples=len(refs), sample={"ref": refs[0], "hyp": hyps[0]})
             out[name] = entry
     finally:
         model.train(was_training)

@@ -192,6 +192,8 @@ def test_wiki_translate_local_parquet_tsv_and_hub(monkeypatch, tokenizer, tmp_pa
     (tmp_path / "tsv" / "a.tsv").write_text("eng_Latn\ttam_Taml\nHello there\tவணக்கம்\n", encoding="utf-8")
     items = list(wiki_translate.items(src_lang="en", tgt_lang="ta", local=tmp_path / "tsv"))
     assert items[0].text == "வணக்கம்" and items[0].lang == "ta"
+    held_out = list(wiki_translate.items(src_lang="en", tgt_lang="hi", local=tmp_path / "local", into="test"))
+    assert {i.split for i in held_out} == {"test"} and len(held_out) == len(en)
 
     calls = []
     table = datasets.Dataset.from_dict({"eng_Latn": en[:3], "hin_Deva": hi[:3]})
