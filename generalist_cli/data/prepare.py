@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -89,12 +90,19 @@ def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, 
     return len(rows), reasons
 
 
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
 def _shards(items: Iterable[RawItem], shard_size: int, limit: int | None) -> Iterator[tuple[str, int, list[RawItem]]]:
-    """(split, index, items) in order; at most ``limit`` items per split."""
+    """(split, index, items) in order; at most ``limit`` items per split. A split is a folder name below
+    ``--out``: one that is not a plain name (a manifest's ``../../x``) stops the run before it is used."""
     pending: dict[str, list[RawItem]] = {}
     index: dict[str, int] = {}
     seen: dict[str, int] = {}
     for item in items:
+        if item.split not in seen and not SPLIT_NAME.fullmatch(item.split):
+            raise GenError(f"{item.id}: split {item.split!r} is not a plain name",
+                           hint="use letters, digits and _ (train, valid, test_known)")
         n = seen.get(item.split, 0)
         if limit is not None and n >= limit:
             continue

@@ -240,6 +240,12 @@ def test_manifest_tsv_csv_jsonl(tokenizer, tmp_path):
 
     with pytest.raises(GenError, match="no 'path' column"):
         list(manifest.items(manifest=tmp_path / "bad.tsv"))
+    # a split is a folder below --out: a manifest cannot name one outside it
+    (tmp_path / "evil.tsv").write_text("path\ttext\tsplit\nclip.wav\thello\ttrain\nclip.wav\thello\t../../escape\n")
+    with pytest.raises(GenError, match="split '../../escape' is not a plain name"):
+        prepare(manifest.items(manifest=tmp_path / "evil.tsv"), out=tmp_path / "o" / "p", source="manifest",
+                options={}, tokenizer=tokenizer, shard_size=1)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "o" / "escape").exists()
 
 
 def test_resume_after_interruption_and_rerun_is_a_no_op(tokenizer, tmp_path):
