@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -61,19 +62,25 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
+    num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
+                                               help="Share the files among N processes (one per GPU, or CPU "
+                                                    "processes); outputs keep the input order.")] = 1,
 ) -> None:
     """Convert FILES with the generalist model: speech -> text (transcribe or translate to English), and, with a
     checkpoint trained for them, text -> speech, text -> text, sign video -> text, speech -> speech.
 
     Results go to stdout (or --out); progress and errors go to stderr. A bad file is reported on one line
-    and skipped; the exit code is 1 when any file failed.
+    and skipped; the exit code is 1 when any file failed. Under [bold]accelerate launch[/] (or with
+    --num-processes), each process converts its share of the files and the outputs are merged in input order.
     """
-    from generalist_cli.cli.common import print_error, warn, write_atomic
+    from generalist_cli.cli.common import print_error, warn
     from generalist_cli.errors import GenError, UsageError
     from generalist_cli.languages import resolve_language
 
     language = resolve_language(lang) if lang else None
     source_language = resolve_language(src_lang) if src_lang else None
+    if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise typer.Exit(_relaunch(num_processes))
     out_dir = _out_dir(out, len(files))
 
     import torch
@@ -87,8 +94,9 @@ def run(
 
     from generalist_cli.infer.onnx_engine import is_export
 
+    state = _process_state()
     if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(state.device) if state is not None else "cuda" if torch.cuda.is_available() else "cpu"
     loaded = open_model(model, device=device, on_pull=lambda m: err.print(f"[dim]{escape(m)}[/]"))
     tok = loaded.tokenizer
     if language is not None and language not in tok.language_codes:
@@ -101,21 +109,27 @@ def run(
 
     sign = "sign" in (trained_tasks(loaded) or ())
     kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f, sign=sign)) for f in files}
-    speech_in = [f for f in files if kinds[f] == "audio" and to is To.text]
-    others = [f for f in files if f not in set(speech_in)]
     if to is To.speech and out is None:
         raise UsageError("--to speech writes audio: give --out FILE.m4a|.wav (or a folder)")
 
+    def ext_of(f: Path) -> str:
+        if to is To.speech:
+            return (out.suffix if out_dir is None and out.suffix else ".m4a").lstrip(".")
+        return fmt.value if kinds[f] == "audio" else "json" if fmt is Format.json else "txt"
+
+    sink = Sink(out, out_dir, files, ext_of, gather=state is not None)
+    files_total = len(files)
+    if state is not None:  # this process's share: every num_processes-th file
+        files = files[state.process_index :: state.num_processes]
+    speech_in = [f for f in files if kinds[f] == "audio" and to is To.text]
+    others = [f for f in files if kinds[f] != "audio" or to is not To.text]
+
     failed = 0
-    used_names: set[str] = set()
-    single_out: list[str] = []
     if others:
         failed += _convert(loaded, model, others, kinds, to=to, fmt=fmt, language=language,
-                           src_lang=source_language, options=options, out=out, out_dir=out_dir,
-                           used=used_names, single_out=single_out)
-    files_total = len(files)
+                           src_lang=source_language, options=options, sink=sink)
     files = speech_in
-    with progress(disable=not files) as bar:
+    with progress(disable=not files or (state is not None and not state.is_main_process)) as bar:
         job = bar.add_task("transcribing", total=0)
 
         def add_total(seconds: float) -> None:
@@ -130,19 +144,18 @@ def run(
                 continue
             text = render(result.transcript, fmt.value, file=str(result.path))
             try:
-                _emit(text, result.path, fmt.value, out=out, out_dir=out_dir, used=used_names, single_out=single_out)
+                sink.emit(text, result.path)
             except GenError as exc:
                 failed += 1
                 print_error(exc)
-    if single_out:
-        write_atomic(out, "".join(single_out))
-    if failed:
+    failed = sink.finish(failed, state)
+    if failed and (state is None or state.is_main_process):
         warn(f"{failed} of {files_total} file(s) failed")
         raise typer.Exit(1)
 
 
 def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt, language, src_lang, options,
-             out, out_dir, used: set[str], single_out: list[str]) -> int:
+             sink: "Sink") -> int:
     """Every conversion but speech -> text, file by file; returns the number of failed files."""
     import json
 
@@ -179,10 +192,7 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
                     if res.error is not None:
                         raise res.error
                     text = res.transcript.text
-                audio = convert.text_to_speech(m, tok, text)
-                suffix = out.suffix if out_dir is None and out.suffix else ".m4a"
-                target = _unique(out_dir, f, suffix.lstrip("."), used) if out_dir is not None else out
-                encode_audio(target, audio)
+                encode_audio(sink.target(f), convert.text_to_speech(m, tok, text))
                 continue
             if kind == "text":
                 result = {"file": str(f), "text": convert.text_to_text(m, tok, convert.read_text(f), lang=language,
@@ -190,26 +200,114 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
             else:
                 d = convert.video_to_text(m, tok, f)
                 result = {"file": str(f), "text": d.text, "label": d.text, "probability": d.probability}
-            text = json.dumps(result, ensure_ascii=False) + "\n" if fmt.value == "json" else result["text"] + "\n"
-            _emit(text, f, "json" if fmt.value == "json" else "txt", out=out, out_dir=out_dir, used=used,
-                  single_out=single_out)
+            sink.emit(json.dumps(result, ensure_ascii=False) + "\n" if fmt.value == "json" else result["text"] + "\n", f)
         except GenError as exc:
             failed += 1
             print_error(exc)
     return failed
 
 
-def _emit(text: str, src: Path, ext: str, *, out, out_dir, used: set[str], single_out: list[str]) -> None:
-    """One result: a file in the output folder, a part of the single output file, or stdout."""
-    from generalist_cli.cli.common import write_atomic
-    from generalist_cli.console import out as stdout
+class Sink:
+    """Where results go - files in an output folder, one output file, or stdout - in input order.
 
-    if out_dir is not None:
-        write_atomic(_unique(out_dir, src, ext, used), text)
-    elif out is not None:
-        single_out.append(text)
-    else:
-        stdout.print(text, end="", markup=False, highlight=False)
+    Folder names are fixed up front, in input order (``a/x.m4a`` and ``b/x.m4a`` give ``x.txt`` and
+    ``x-2.txt``), so processes sharing the files never pick the same name. Text for stdout or one output
+    file is held when ``gather`` (several processes) or a single file is written, and put in input order."""
+
+    def __init__(self, out: Optional[Path], out_dir: Optional[Path], files: list[Path], ext_of, *,
+                 gather: bool = False) -> None:
+        from collections import defaultdict, deque
+
+        self.out, self.out_dir, self.gather = out, out_dir, gather
+        self.index: dict[Path, deque] = defaultdict(deque)  # a file given twice has two places
+        for i, f in enumerate(files):
+            self.index[f].append(i)
+        used: set[str] = set()
+        self.names = [_unique(out_dir, f, ext_of(f), used) for f in files] if out_dir is not None else []
+        self.held: list[tuple[int, str]] = []
+
+    def target(self, src: Path) -> Path:
+        """The output file of ``src`` (audio outputs)."""
+        i = self.index[src].popleft()
+        return self.names[i] if self.out_dir is not None else self.out
+
+    def emit(self, text: str, src: Path) -> None:
+        from generalist_cli.cli.common import write_atomic
+        from generalist_cli.console import out as stdout
+
+        i = self.index[src].popleft()
+        if self.out_dir is not None:
+            write_atomic(self.names[i], text)
+        elif self.out is not None or self.gather:
+            self.held.append((i, text))
+        else:
+            stdout.print(text, end="", markup=False, highlight=False)
+
+    def finish(self, failed: int, state) -> int:
+        """Write what was held (the main process, after gathering every process's part); returns the number
+        of failed files over all processes."""
+        from generalist_cli.cli.common import write_atomic
+        from generalist_cli.console import out as stdout
+
+        held = self.held
+        if state is not None:
+            from accelerate.utils import gather_object
+
+            held = gather_object(held)
+            failed = sum(gather_object([failed]))
+            if not state.is_main_process:
+                return failed
+        text = "".join(t for _, t in sorted(held, key=lambda x: x[0]))
+        if self.out_dir is None and self.out is not None:
+            if text:
+                write_atomic(self.out, text)
+        elif text:
+            stdout.print(text, end="", markup=False, highlight=False)
+        return failed
+
+
+def _process_state():
+    """accelerate's process state when this runs as one of several processes (``accelerate launch``,
+    ``torchrun`` or ``--num-processes``): gloo on CPUs, NCCL on GPUs, one GPU per process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+
+
+def _relaunch(n: int) -> int:
+    """``gen run --num-processes N ...``: start N copies of this command as one torch.distributed job (the
+    environment ``torchrun`` and ``accelerate launch`` set: rank, world size, a local rendezvous), one per GPU
+    when there are N of them, else CPU processes sharing the cores; returns the first non-zero exit code."""
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a in ("--num-processes", "-n"):
+            skip = True
+        elif not a.startswith("--num-processes="):
+            args.append(a)
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cpu = torch.cuda.device_count() < n
+    procs = []
+    for rank in range(n):
+        env = {**os.environ, "WORLD_SIZE": str(n), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        if cpu:  # CPU processes share the cores
+            env["ACCELERATE_USE_CPU"] = "true"
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+        procs.append(subprocess.Popen([sys.executable, "-m", "generalist_cli", *args], env=env))
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)
 
 
 def _out_dir(out: Optional[Path], n_files: int) -> Optional[Path]:

@@ -165,3 +165,32 @@ def test_input_modality_from_name_and_content(tmp_path):
     assert detect_modality(EXAMPLE, sign=True) == "audio"
     (tmp_path / "fake.m4a").write_text("text in an audio name")
     assert detect_modality(tmp_path / "fake.m4a") == "audio"  # media names are never read as text
+
+
+def test_num_processes_shares_the_files_and_keeps_input_order(tmp_path):
+    """gen run -n 2 (= accelerate launch --num_processes 2 -m generalist_cli run): 2 CPU processes, outputs
+    merged in input order, equal to one process; a bad file fails alone; folder names never clash."""
+    from generalist_cli.media.audio import encode_audio
+    from generalist_cli.media.espeak import synthesize_16k
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [EXAMPLE]
+    for i, text in enumerate(["Good morning, the library opens at nine.", "My brother plays the guitar.",
+                              "Please bring your passport."]):
+        files.append(encode_audio(tmp_path / ("a" if i < 2 else "b") / f"x{i % 2}.m4a", synthesize_16k(text)))
+    missing = tmp_path / "missing.m4a"
+    args = [*map(str, files[:2]), str(missing), *map(str, files[2:]), "--format", "json", "-m", "whisper-tiny.en"]
+    one = gen("run", *args)
+    two = gen("run", *args, "--num-processes", "2")
+    assert one.returncode == two.returncode == 1
+    assert two.stderr.count("not found") == 1 and "Traceback" not in two.stderr
+    rows = [json.loads(x) for x in two.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(f) for f in files]  # input order across the two processes
+    assert [r["text"] for r in rows] == [json.loads(x)["text"] for x in one.stdout.splitlines()]
+    out = tmp_path / "out"
+    r = gen("run", *map(str, files), "-m", "whisper-tiny.en", "-n", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    # a/x0, a/x1, b/x0 -> x0.txt, x1.txt, x0-2.txt whichever process wrote them
+    assert sorted(p.name for p in out.iterdir()) == ["hello.txt", "x0-2.txt", "x0.txt", "x1.txt"]
+    assert "passport" in (out / "x0-2.txt").read_text()
