@@ -37,3 +37,17 @@ class MediaError(GenError):
 
 class ModelError(GenError):
     """A model cannot be found, pulled, read or is incompatible."""
+
+
+WRITE_ERRNOS = frozenset({28, 27, 30, 13, 1, 122})  # ENOSPC, EFBIG, EROFS, EACCES, EPERM, EDQUOT
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the file system refusing a write: full disk, file-size limit, read-only or
+    unwritable folder, quota."""
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def write_failure(path: object, exc: OSError, *, hint: str) -> GenError:
+    """One line for a write the file system refused: ``PATH: cannot write (No space left on device)``."""
+    return GenError(f"{path}: cannot write ({exc.strerror or exc})", hint=hint)

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 from generalist_cli import __version__
 from generalist_cli.data.schema import RawItem, Reject
-from generalist_cli.errors import GenError
+from generalist_cli.errors import GenError, is_write_failure, write_failure
 
 STAMP = "prepare.json"
 
@@ -160,36 +160,42 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
             reasons[r] = reasons.get(r, 0) + 1
         return json.loads((shard_dir / "done").read_text())["examples"], reasons
 
-    shards = _shards(items, shard_size, limit)
-    if num_proc <= 1:
-        _init_worker(str(tokenizer), n_mels, threads)
-        for split, idx, chunk in shards:
-            shard_dir = work / split / f"shard-{idx:05d}"
-            got = reuse(shard_dir)
-            if got is None:
-                got = _run_shard(str(shard_dir), chunk, n_mels)
-            else:
-                report.reused_shards += 1
-            finished(split, idx, len(chunk), *got)
-    else:
-        with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
-            running = {}
+    try:
+        shards = _shards(items, shard_size, limit)
+        if num_proc <= 1:
+            _init_worker(str(tokenizer), n_mels, threads)
             for split, idx, chunk in shards:
                 shard_dir = work / split / f"shard-{idx:05d}"
                 got = reuse(shard_dir)
-                if got is not None:
+                if got is None:
+                    got = _run_shard(str(shard_dir), chunk, n_mels)
+                else:
                     report.reused_shards += 1
-                    finished(split, idx, len(chunk), *got)
-                    continue
-                running[pool.submit(_run_shard, str(shard_dir), chunk, n_mels)] = (split, idx, len(chunk))
-                while len(running) >= 2 * num_proc:  # bounded: items are not all held in memory
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        finished(*running.pop(fut), *fut.result())
-            for fut in list(running):
-                finished(*running.pop(fut), *fut.result())
+                finished(split, idx, len(chunk), *got)
+        else:
+            with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
+                running = {}
+                for split, idx, chunk in shards:
+                    shard_dir = work / split / f"shard-{idx:05d}"
+                    got = reuse(shard_dir)
+                    if got is not None:
+                        report.reused_shards += 1
+                        finished(split, idx, len(chunk), *got)
+                        continue
+                    running[pool.submit(_run_shard, str(shard_dir), chunk, n_mels)] = (split, idx, len(chunk))
+                    while len(running) >= 2 * num_proc:  # bounded: items are not all held in memory
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            finished(*running.pop(fut), *fut.result())
+                for fut in list(running):
+                    finished(*running.pop(fut), *fut.result())
 
-    report.counts = _assemble(out, work, sorted(done_shards))
+        report.counts = _assemble(out, work, sorted(done_shards))
+    except OSError as exc:  # a full disk or a folder that became unwritable; finished shards stay for a rerun
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(out, exc, hint="free disk space and run the same command again: finished shards "
+                                           "are kept") from exc
     report.seconds = time.perf_counter() - started
     if report.examples == 0:
         raise GenError(f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",

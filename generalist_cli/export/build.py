@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from generalist_cli.errors import GenError, UsageError
+from generalist_cli.errors import GenError, UsageError, is_write_failure, write_failure
 
 AUDIO_SUFFIXES = {".m4a", ".wav", ".mp3", ".flac", ".ogg", ".opus", ".mov", ".mp4", ".webm", ".aac"}
 PARITY_LIMIT = 1e-3  # max |logit| difference of the fp32 graphs vs PyTorch
@@ -117,51 +117,56 @@ def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float 
             torch_model = copy.deepcopy(torch_model)
         report["magnitude_pruning"] = pruning.magnitude_prune(torch_model, prune)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        fp32, final = Path(tmp) / "fp32", Path(tmp) / "final"
-        fp32.mkdir()
-        final.mkdir()
-        for folder in (fp32, final):
-            (folder / "config.json").write_text(json.dumps(torch_model.config.to_hf(), indent=2))
-            shutil.copy(tokenizer_file, folder / "tokenizer.json")
-        step("exporting ONNX graphs")
-        export_graphs(torch_model, fp32)
-        step("checking parity with PyTorch")
-        diff = logit_difference(torch_model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
-        report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
-        if not diff <= PARITY_LIMIT:
-            raise GenError(f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
-                           f"(limit {PARITY_LIMIT:g}); nothing was written")
-        if quantize == "int8":
-            step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
-            # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
-            # dynamic, its activations change token by token (static decoder INT8 gave WER 1.0: measured)
-            if static:
-                quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(fp32, cal))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+            fp32, final = Path(tmp) / "fp32", Path(tmp) / "final"
+            fp32.mkdir()
+            final.mkdir()
+            for folder in (fp32, final):
+                (folder / "config.json").write_text(json.dumps(torch_model.config.to_hf(), indent=2))
+                shutil.copy(tokenizer_file, folder / "tokenizer.json")
+            step("exporting ONNX graphs")
+            export_graphs(torch_model, fp32)
+            step("checking parity with PyTorch")
+            diff = logit_difference(torch_model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
+            report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
+            if not diff <= PARITY_LIMIT:
+                raise GenError(f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
+                               f"(limit {PARITY_LIMIT:g}); nothing was written")
+            if quantize == "int8":
+                step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
+                # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
+                # dynamic, its activations change token by token (static decoder INT8 gave WER 1.0: measured)
+                if static:
+                    quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(fp32, cal))
+                else:
+                    quantize_dynamic(fp32 / "encoder.onnx", final / "encoder.onnx")
+                quantize_dynamic(fp32 / "decoder.onnx", final / "decoder.onnx")
             else:
-                quantize_dynamic(fp32 / "encoder.onnx", final / "encoder.onnx")
-            quantize_dynamic(fp32 / "decoder.onnx", final / "decoder.onnx")
-        else:
-            for name in ("encoder.onnx", "decoder.onnx"):
-                shutil.move(str(fp32 / name), final / name)
-        step("measuring WER on the calibration audio")
-        ref_wer, export_wer = calibration_wer(original, load_export(final, device="cpu").model, tok, cal)
-        report["parity"].update(calibration_wer_pytorch=ref_wer, calibration_wer_export=export_wer,
-                                wer_change=None if ref_wer is None else export_wer - ref_wer)
-        if ref_wer is not None and export_wer - ref_wer > max_wer_change:
-            raise GenError(f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
-                           f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
-                           "nothing was written", hint="prune less, or export with --quantize none")
-        sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
-        report["bytes"] = sizes | {"total": sum(sizes.values())}
-        report["gen_version"] = generalist_cli.__version__
-        report["prune"], report["prune_experts"], report["static"] = prune, prune_experts, static
-        (final / "parity.json").write_text(json.dumps(report["parity"], indent=2))
-        (final / "export.json").write_text(json.dumps(report, indent=2))
-        if out.exists():
-            out.rmdir()
-        final.rename(out)
+                for name in ("encoder.onnx", "decoder.onnx"):
+                    shutil.move(str(fp32 / name), final / name)
+            step("measuring WER on the calibration audio")
+            ref_wer, export_wer = calibration_wer(original, load_export(final, device="cpu").model, tok, cal)
+            report["parity"].update(calibration_wer_pytorch=ref_wer, calibration_wer_export=export_wer,
+                                    wer_change=None if ref_wer is None else export_wer - ref_wer)
+            if ref_wer is not None and export_wer - ref_wer > max_wer_change:
+                raise GenError(f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
+                               f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
+                               "nothing was written", hint="prune less, or export with --quantize none")
+            sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
+            report["bytes"] = sizes | {"total": sum(sizes.values())}
+            report["gen_version"] = generalist_cli.__version__
+            report["prune"], report["prune_experts"], report["static"] = prune, prune_experts, static
+            (final / "parity.json").write_text(json.dumps(report["parity"], indent=2))
+            (final / "export.json").write_text(json.dumps(report, indent=2))
+            if out.exists():
+                out.rmdir()
+            final.rename(out)
+    except OSError as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(out, exc, hint="choose a writable --out with free space; nothing was written") from exc
     return report
 
 

@@ -52,6 +52,7 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
                 extra_meta: dict | None = None) -> Entry:
     """Write ``pulled`` as store entry ``name`` (or into ``dest``) atomically."""
     import numpy as np
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     target = dest or models_dir() / _safe_name(name)
@@ -91,8 +92,9 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except OSError as exc:
-        raise StoreWriteError(f"{target}: cannot write the model ({exc.strerror})",
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+        why = getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1].split(" (os error")[0]
+        raise StoreWriteError(f"{target}: cannot write the model ({why})",
                               hint="set GEN_HOME to a writable folder") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

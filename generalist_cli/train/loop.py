@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +134,12 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
                        hint="pass --resume to continue, or --set run.name=NEW for a new run")
     set_seed(r.run.seed)
     model, tokenizer_path, n_old = build_model(r, ckpt)
+    if ckpt is not None and acc.is_main_process:  # keep_last may delete the checkpoint this run resumed from
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stable = run_dir / "tokenizer.json"
+        shutil.copyfile(tokenizer_path, stable.with_name("tokenizer.json.tmp"))
+        os.replace(stable.with_name("tokenizer.json.tmp"), stable)
+        tokenizer_path = stable
     model = model.to(acc.device)
     c = model.config
     tokenizer = Tokenizer(tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
@@ -168,6 +176,9 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
     metrics_path = run_dir / "metrics.jsonl"
+    if ckpt is not None and acc.is_main_process:  # rows logged after the checkpoint will be logged again
+        for log in (metrics_path, run_dir / "eval.jsonl"):
+            _truncate_log(log, start)
     result = TrainResult(run_dir, start, float("nan"))
     state = {"old_experts": n_old}
 
@@ -306,6 +317,24 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         if writer is not None:
             writer.close()
     return result
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of a JSON-lines log up to ``step`` (a run killed after its last checkpoint logged steps
+    that the resumed run repeats; a line cut by the kill is dropped)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _tasks_of(path: Path) -> set[str]:

@@ -162,6 +162,34 @@ def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world, sig, code):
     assert done.step == load_trainer(ckpt)["step"] + 1
 
 
+def test_kill_9_then_resume_continues_from_the_last_complete_checkpoint(world):
+    """SIGKILL gives no chance to save: the run resumes from the newest complete checkpoint (a half-written
+    one is ignored), the metrics logged after it are replaced, and the losses equal an uninterrupted run."""
+    from generalist_cli.train.checkpoint import latest, load_trainer
+
+    steps = 24
+    path = recipe_file(world, "killed", max_steps=steps, save_every=2, keep_last=2)
+    proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = world / "runs" / "killed" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 7):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    ckpt = latest(world / "runs" / "killed")
+    killed_at = load_trainer(ckpt)["step"]
+    assert 0 < killed_at < steps
+    done = run_train(path, resume=True)
+    assert done.step == steps
+    run_train(recipe_file(world, "unkilled", max_steps=steps, save_every=100))
+    a, b = metrics(world, "killed"), metrics(world, "unkilled")
+    assert [r["step"] for r in a] == list(range(1, steps + 1))  # no step twice, none missing
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) < 1e-5, (x["step"], x["loss"], y["loss"])
+
+
 def test_lifelong_freezes_old_experts(world):
     from safetensors.torch import load_file
 
