@@ -34,8 +34,30 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (errors still show)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Details on stderr: what was loaded, timings."),
 ) -> None:
-    """Convert speech, text and sign video with one multimodal generalist model."""
+    """Convert speech, text and sign video with one multimodal generalist model.
+
+    -q / -v work before or after the command: [bold]gen run talk.m4a -q[/] = [bold]gen -q run talk.m4a[/]."""
+    from generalist_cli.console import set_verbosity
+
+    set_verbosity(-1 if quiet else 1 if verbose else 0)
+
+
+VERBOSITY_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def _hoist_verbosity(argv: list[str]) -> list[str]:
+    """Move -q/-v given after the command to the front, where the root options are parsed. Tokens after
+    ``--`` stay (file names)."""
+    if "--" in argv:
+        cut = argv.index("--")
+        head, tail = argv[:cut], argv[cut:]
+    else:
+        head, tail = argv, []
+    flags = [a for a in head if a in VERBOSITY_FLAGS]
+    return flags + [a for a in head if a not in VERBOSITY_FLAGS] + tail
 
 
 # register the verbs (their modules import nothing heavy)
@@ -53,7 +75,7 @@ def main() -> None:
     from generalist_cli.errors import GenError
 
     try:
-        app()
+        app(args=_hoist_verbosity(sys.argv[1:]), prog_name="gen")
     except GenError as exc:
         if os.environ.get("GEN_DEBUG"):
             raise

@@ -35,7 +35,7 @@ def eval_(
     import json
 
     from generalist_cli.cli.common import write_atomic
-    from generalist_cli.console import err, out as stdout, progress
+    from generalist_cli.console import note, out as stdout, progress
     from generalist_cli.errors import UsageError
     from generalist_cli.evaluate.report import evaluate, write_plots
 
@@ -53,7 +53,7 @@ def eval_(
     if plots is not None:
         run = run or _run_of(Path(model))
         for p in write_plots(report, plots, run=run):
-            err.print(f"[dim]wrote {p}[/]")
+            note(f"wrote {p}")
     text = json.dumps(report, indent=2)
     if as_json is not None and str(as_json) == "-":
         stdout.print(text, markup=False, highlight=False)

@@ -35,12 +35,14 @@ def export(
     differ from PyTorch or the INT8/pruned export loses too much WER on the calibration audio."""
     import json
 
-    from generalist_cli.console import err, out as stdout
+    from rich.markup import escape
+
+    from generalist_cli.console import note, out as stdout
     from generalist_cli.export.build import export_model
 
     report = export_model(model, out, quantize=quantize, prune=prune, prune_experts=prune_experts,
                           calibration=calibration, static=static, max_wer_change=max_wer_change,
-                          on_step=lambda s: err.print(f"[dim]{s}[/]"))
+                          on_step=lambda s: note(escape(s)))
     if as_json:
         stdout.print(json.dumps({"path": str(out), **report}), markup=False)
         return

@@ -128,6 +128,7 @@ def add_experts_cmd(
     source: Annotated[int, typer.Option(help="Expert to copy with --init copy.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the grown model to.")] = Path("models/grown"),
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Lifelong learning: append experts and router rows. The new experts are masked out of routing, so the
     outputs are unchanged until training releases them (recipe option ``release_new_experts``)."""
@@ -149,8 +150,14 @@ def add_experts_cmd(
     entry = save_model(grown, loaded.path / "tokenizer.json", out, name=out.name, source=f"add-experts:{model}",
                        kind="add-experts", force=force,
                        extra_meta={"grown_from": model, "old_experts": loaded.config.n_experts, "added": n})
-    stdout.print(f"{entry.path}: {loaded.config.n_experts} -> {grown.config.n_experts} experts per layer "
-                 f"(new ones masked until released)", markup=False)
+    if as_json:
+        import json
+
+        stdout.print(json.dumps({"path": str(entry.path), "old_experts": loaded.config.n_experts,
+                                 "experts": grown.config.n_experts}), markup=False)
+    else:
+        stdout.print(f"{entry.path}: {loaded.config.n_experts} -> {grown.config.n_experts} experts per layer "
+                     f"(new ones masked until released)", markup=False)
 
 
 @models_app.command(

@@ -86,7 +86,7 @@ def run(
     import torch
     from rich.markup import escape
 
-    from generalist_cli.console import err, progress
+    from generalist_cli.console import debug, note, progress
     from generalist_cli.infer.files import transcribe_files
     from generalist_cli.infer.transcribe import TranscribeOptions
     from generalist_cli.infer.writers import render
@@ -97,7 +97,8 @@ def run(
     state = _process_state()
     if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead
         device = str(state.device) if state is not None else "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = open_model(model, device=device, on_pull=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    loaded = open_model(model, device=device, on_pull=lambda m: note(escape(m)))
+    debug(f"model {model}: {loaded.path} on {device}; {len(files)} file(s)")
     tok = loaded.tokenizer
     if language is not None and language not in tok.language_codes:
         raise UsageError(f"model {model} does not know language {language!r}",

@@ -20,13 +20,15 @@ def train(
     recipe: Annotated[Path, typer.Argument(help="A TOML recipe (see recipes/).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result (run folder, step, loss, checkpoint, "
+                                                        "last evaluation) as JSON.")] = False,
 ) -> None:
     """Train from RECIPE into runs/<name>/: recipe.resolved.toml, metrics.jsonl, eval.jsonl, TensorBoard
     events and checkpoints/step_N (each loadable by gen run / gen eval), checkpoints/last -> newest."""
     from rich.markup import escape
 
     from generalist_cli.cli.common import warn
+    from generalist_cli import console
     from generalist_cli.console import err, out
     from generalist_cli.recipe import load
     from generalist_cli.train.loop import Interrupted, train as run_training
@@ -47,7 +49,7 @@ def train(
 
     bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} ex/s"), TimeRemainingColumn(),
-                   console=err, disable=quiet or not err.is_terminal)
+                   console=err, disable=console.verbosity < 0 or not err.is_terminal)
 
     def on_eval(row: dict) -> None:
         parts = []
@@ -61,7 +63,8 @@ def train(
                 if "bleu" in e:
                     s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f}"
                 parts.append(s)
-        err.print(f"[cyan]eval @ step {row['step']}[/] " + escape("; ".join(parts)), soft_wrap=True)
+        if console.verbosity >= 0:
+            err.print(f"[cyan]eval @ step {row['step']}[/] " + escape("; ".join(parts)), soft_wrap=True)
 
     with bar:
         job = bar.add_task(f"training {r.run.name}", total=r.train.max_steps, loss=float("nan"), speed=0.0)
@@ -76,5 +79,12 @@ def train(
             err.print(f"{'terminated' if terminated else 'interrupted'}: checkpoint {exc.checkpoint}; "
                       "continue with --resume")
             raise typer.Exit(143 if terminated else 130) from None
-    out.print(f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
-              markup=False)
+    if as_json:
+        import json
+
+        out.print(json.dumps({"run_dir": str(result.run_dir), "step": result.step, "loss": result.loss,
+                              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                              "eval": result.evals[-1] if result.evals else None}), markup=False)
+    else:
+        out.print(f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
+                  markup=False)

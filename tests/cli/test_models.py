@@ -30,9 +30,9 @@ def test_init_run_info_add_experts(tmp_path):
     assert info["flops_per_audio_second"] > 0 and info["vocabulary"] == 51864 + 3
 
     grown = tmp_path / "grown"
-    r = gen("models", "add-experts", str(out), "--n", "2", "--out", str(grown))
+    r = gen("models", "add-experts", str(out), "--n", "2", "--out", str(grown), "--json")
     assert r.returncode == 0, r.stderr
-    assert "4 -> 6 experts" in r.stdout
+    assert json.loads(r.stdout) == {"path": str(grown), "old_experts": 4, "experts": 6}
     again = gen("run", str(EXAMPLE), "--model", str(grown), "-f", "json")
     assert strip(again.stdout) == strip(dense.stdout)
 

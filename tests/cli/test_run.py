@@ -194,3 +194,13 @@ def test_num_processes_shares_the_files_and_keeps_input_order(tmp_path):
     # a/x0, a/x1, b/x0 -> x0.txt, x1.txt, x0-2.txt whichever process wrote them
     assert sorted(p.name for p in out.iterdir()) == ["hello.txt", "x0-2.txt", "x0.txt", "x1.txt"]
     assert "passport" in (out / "x0-2.txt").read_text()
+
+
+def test_quiet_and_verbose_work_before_or_after_the_command():
+    from generalist_cli.cli import _hoist_verbosity
+
+    assert _hoist_verbosity(["run", "a.m4a", "-v", "--", "-q"]) == ["-v", "run", "a.m4a", "--", "-q"]
+    r = gen("run", str(EXAMPLE), "-m", "whisper-tiny.en", "-v")
+    assert r.returncode == 0 and "debug: model whisper-tiny.en:" in r.stderr
+    r = gen("-q", "run", str(EXAMPLE), "-m", "whisper-tiny.en")
+    assert r.returncode == 0 and "debug" not in r.stderr and "Hello" in r.stdout
