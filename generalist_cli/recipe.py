@@ -43,6 +43,7 @@ class ModelSection:
     train_encoder: bool = True  # False freezes every encoder parameter
     dtype: str = "float32"  # master weights
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
+    video_motion: bool = False  # add the video motion stream (clip minus its temporal mean), zero at init
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class Generalist(nn.Module):
                                    c.n_text_ffn, opts)
         if c.generalist:
             self.video = VideoFrontend(c.n_audio_state, patch=c.video_patch, max_grid=c.video_max)
+            if c.video_motion:
+                self.video.add_motion()
             self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
             nn.init.zeros_(self.modality_embedding.weight)
             self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels)

@@ -64,6 +64,9 @@ def build_model(recipe: Recipe, ckpt: Path | None):
         model, tokenizer = loaded.model, loaded.path / "tokenizer.json"
     if m.upcycle and not model.config.generalist:
         model = upcycle(model, n_experts=m.experts, top_k=m.top_k, ttt=m.ttt, seed=recipe.run.seed)
+    if m.video_motion and model.config.generalist and not model.config.video_motion:
+        model.video.add_motion()
+        model.config = dataclasses.replace(model.config, video_motion=True)
     old = model.config.n_experts
     if m.add_experts:
         model = add_experts(model, m.add_experts, init=m.add_experts_init)

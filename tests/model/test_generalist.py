@@ -241,3 +241,35 @@ def test_reversed_scan_of_reversed_input_is_the_reversed_forward_scan():
         forward = block.ttt_scan(h, None, reverse=False)
         backward_of_flipped = block.ttt_scan(h.flip(1), None, reverse=True)
     assert torch.allclose(backward_of_flipped, forward.flip(1), atol=1e-6)
+
+
+def test_video_motion_stream_starts_at_zero_sees_only_what_moves_and_round_trips(tmp_path):
+    """The motion stream (clip minus its per-pixel temporal mean) leaves embeddings unchanged at init, gives
+    a still clip nothing, learns (gradients), and is saved and loaded with the checkpoint."""
+    from dataclasses import replace
+
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.sources import PACKAGES
+    from generalist_cli.store.store import save_model
+
+    g = generalist()
+    torch.manual_seed(5)
+    clip = torch.rand(6, 24, 32, 3)
+    before = g.embed_video(clip)
+    g.video.add_motion()
+    g.config = replace(g.config, video_motion=True)
+    assert torch.equal(before, g.embed_video(clip))  # zero at init
+    with torch.no_grad():
+        g.video.motion.weight.normal_(0, 0.02)
+    still = clip[:1].expand(6, -1, -1, -1)
+    no_motion = g.embed_video(still) - g.video.motion.bias  # a still clip: the motion input is exactly zero
+    g.video.motion = None
+    assert torch.allclose(no_motion, g.embed_video(still), atol=1e-6)
+    g.video.add_motion()
+    with torch.no_grad():
+        g.video.motion.weight.normal_(0, 0.02)
+    g.embed_video(clip).pow(2).sum().backward()
+    assert g.video.motion.weight.grad.abs().sum() > 0
+    tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
+    loaded = load_model(save_model(g, tok, tmp_path / "m", name="m", source="test", kind="test").path).model
+    assert loaded.config.video_motion and torch.equal(loaded.embed_video(clip), g.embed_video(clip))
