@@ -62,6 +62,8 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
+    vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
+                                                           "noise give empty text, not invented sentences).")] = True,
     num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
                                                help="Share the files among N processes (one per GPU, or CPU "
                                                     "processes); outputs keep the input order.")] = 1,
@@ -105,7 +107,8 @@ def run(
                          hint="it knows: " + ", ".join(tok.language_codes))
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
-    options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size)
+    options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size,
+                                vad=vad)
     from generalist_cli.infer.convert import detect_modality, trained_tasks
 
     sign = "sign" in (trained_tasks(loaded) or ())

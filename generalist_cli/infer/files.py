@@ -34,7 +34,7 @@ def transcribe_files(model, tokenizer, paths: list[Path], options: TranscribeOpt
         for i, path in enumerate(group):
             try:
                 audio = decode_audio(path)
-                if is_silent(audio):
+                if is_silent(audio) and not options.vad:  # with VAD, silence is simply no speech: empty text
                     raise MediaError(path, f"contains only silence ({len(audio) / SAMPLE_RATE:.1f} s), nothing to transcribe")
                 audios[i] = audio
                 if on_duration is not None:

@@ -5,6 +5,12 @@ windows; each window is decoded with timestamp tokens; the window's segments com
 timestamp pairs and the next window starts at the last complete timestamp (or after the window when the
 last segment is complete). Windows whose no-speech probability is high and whose text is unlikely are
 skipped. In every round, the current window of each unfinished file is encoded and decoded as one batch.
+
+Before that, voice-activity detection (``features/vad.py``, on by default) keeps only the speech regions of
+each file, joined by short silences: silence and steady noise are never decoded (a file without speech
+gets an empty transcript, not invented sentences) and segment times are mapped back to the file's own
+timeline. A window whose text compresses too well (gzip ratio above 2.4: a repetition loop) is decoded
+again with beam search; if it still loops, its repeated tail is cut.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class TranscribeOptions:
     batch_size: int = 8  # windows encoded and decoded together
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
+    vad: bool = True  # decode only the speech regions (features/vad.py)
+    compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
 
 
 @dataclass
@@ -69,6 +77,32 @@ def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOp
 
 
 def _transcribe(model, tokenizer, audios, options, on_progress):
+    from generalist_cli.features.vad import compact, speech_regions
+
+    if not options.vad:
+        return _transcribe_windows(model, tokenizer, audios, options, on_progress)
+    kept, maps, out = [], [], []
+    for audio in audios:
+        regions = speech_regions(audio)
+        joined, time_map = compact(audio, regions)
+        maps.append(time_map)
+        if len(joined):
+            kept.append(joined)
+    done = iter(_transcribe_windows(model, tokenizer, kept, options, on_progress) if kept else [])
+    for audio, time_map in zip(audios, maps):
+        duration = len(audio) / SAMPLE_RATE
+        if not time_map.pieces:  # no speech: nothing to decode
+            out.append(Transcript(options.language or "", None, duration))
+            continue
+        t = next(done)
+        t.duration = duration
+        t.segments = [Segment(round(time_map(s.start), 3), round(time_map(s.end), 3), s.text, s.tokens, s.avg_logprob,
+                              s.no_speech_prob) for s in t.segments]
+        out.append(t)
+    return out
+
+
+def _transcribe_windows(model, tokenizer, audios, options, on_progress):
     import torch
 
     from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
@@ -108,6 +142,7 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
             results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), dopts, suppress)
+            results = _unloop(model, tokenizer, sub_cache, list(prompt), results, dopts, suppress, options)
             for i, res in zip(idx, results):
                 before = active[i].seek
                 _advance(active[i], res, tokenizer, options)
@@ -115,6 +150,49 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
         if on_progress is not None:
             on_progress(done_frames / (SAMPLE_RATE / HOP_LENGTH))
     return [f.transcript for f in files]
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of ``text`` over bytes of its zlib compression (openai/whisper's repetition measure)."""
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _unloop(model, tokenizer, cache, prompt, results, dopts, suppress, options):
+    """Windows whose text loops (compression ratio above the threshold) are decoded again with beam search;
+    a result that still loops keeps its text up to where the repetition starts."""
+    from dataclasses import replace
+
+    bad = [i for i, r in enumerate(results) if
+           compression_ratio(tokenizer.decode(r.tokens)) > options.compression_ratio_threshold]
+    if not bad:
+        return results
+    results = list(results)
+    retry = decode(model, tokenizer, _select(cache, bad), [prompt] * len(bad), replace(dopts, beam_size=5), suppress)
+    for i, r in zip(bad, retry):
+        if compression_ratio(tokenizer.decode(r.tokens)) > options.compression_ratio_threshold:
+            r = replace(r, tokens=cut_repetition(r.tokens, tokenizer.timestamp_begin))
+        results[i] = r
+    return results
+
+
+def cut_repetition(tokens: list[int], timestamp_begin: int, *, min_repeats: int = 3) -> list[int]:
+    """``tokens`` up to the second occurrence of the earliest n-gram (n <= 8) that repeats back to back
+    ``min_repeats`` times (the loop's first round is kept)."""
+    text = [t for t in tokens if t < timestamp_begin]
+    for start in range(len(text)):
+        for n in range(1, 9):
+            unit = text[start : start + n]
+            if len(unit) < n:
+                break
+            k = 1
+            while text[start + k * n : start + (k + 1) * n] == unit:
+                k += 1
+            if k >= min_repeats:
+                return text[: start + n]
+    return text
 
 
 def _select(cache, idx: list[int]):
