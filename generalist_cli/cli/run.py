@@ -44,6 +44,7 @@ class Format(str, Enum):
   gen run talk.m4a --to text --lang hi --format srt --out talk.srt\n
   gen run a.wav b.mp3 c.mov --format json --out transcripts/\n
   gen run interview.m4a --task translate --beam-size 5 --model whisper-base\n
+  gen run meeting.m4a --hotwords "Kathbath,AI4Bharat" --prompt "Notes from the data team."\n
   gen run notes.txt --to speech --lang hi --out notes.m4a --model runs/tts/checkpoints/last\n
   gen run sign.mov --to text --format json --model runs/isl/checkpoints/last""",
 )
@@ -62,6 +63,10 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
+    prompt: Annotated[str, typer.Option(help="Initial prompt: text the speech continues (names, spelling, "
+                                             "style).")] = "",
+    hotwords: Annotated[str, typer.Option(help="Comma-separated names or terms to prefer, e.g. "
+                                               "'Kathbath,AI4Bharat'.")] = "",
     vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
                                                            "noise give empty text, not invented sentences).")] = True,
     num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
@@ -108,7 +113,7 @@ def run(
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
     options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size,
-                                vad=vad)
+                                vad=vad, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
     from generalist_cli.infer.convert import detect_modality, trained_tasks
 
     sign = "sign" in (trained_tasks(loaded) or ())

@@ -56,6 +56,8 @@ class TranscribeOptions:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     vad: bool = True  # decode only the speech regions (features/vad.py)
+    prompt: str = ""  # initial prompt: text the audio continues (spelling, style, context)
+    hotwords: tuple[str, ...] = ()  # names and jargon to prefer; put before the prompt as previous text
     compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
 
 
@@ -136,8 +138,9 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
             f.transcript.language = f.transcript.language or "en"
         # rows sharing a prompt decode together (same language and task)
         groups: dict[tuple[int, ...], list[int]] = {}
+        context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)
         for i, f in enumerate(active):
-            prompt = tuple(tokenizer.sot_sequence(language=f.transcript.language, task=options.task))
+            prompt = tuple(context + tokenizer.sot_sequence(language=f.transcript.language, task=options.task))
             groups.setdefault(prompt, []).append(i)
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
@@ -150,6 +153,16 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
         if on_progress is not None:
             on_progress(done_frames / (SAMPLE_RATE / HOP_LENGTH))
     return [f.transcript for f in files]
+
+
+def previous_text(tokenizer, options: TranscribeOptions, *, limit: int) -> list[int]:
+    """``<|startofprev|>`` + the hotwords and the prompt as tokens (their last ``limit``), or nothing: Whisper
+    reads text there as what was said before, so names and spellings in it become likely (faster-whisper's
+    hotwords work the same way)."""
+    text = " ".join([", ".join(w.strip() for w in options.hotwords if w.strip()), options.prompt.strip()]).strip()
+    if not text:
+        return []
+    return [tokenizer.sot_prev, *tokenizer.encode(" " + text)[-limit:]]
 
 
 def compression_ratio(text: str) -> float:
