@@ -63,6 +63,8 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
+    langs: Annotated[Optional[str], typer.Option("--langs", help="Without --lang: detect among these only, window "
+                                                                 "by window (e.g. hi,en for Hindi/English).")] = None,
     prompt: Annotated[str, typer.Option(help="Initial prompt: text the speech continues (names, spelling, "
                                              "style).")] = "",
     hotwords: Annotated[str, typer.Option(help="Comma-separated names or terms to prefer, e.g. "
@@ -112,7 +114,11 @@ def run(
                          hint="it knows: " + ", ".join(tok.language_codes))
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
-    options = TranscribeOptions(language=language, task=task.value, beam_size=beam_size, batch_size=batch_size,
+    allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
+    unknown = [c for c in allowed if c not in tok.language_codes]
+    if unknown:
+        raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
+    options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
                                 vad=vad, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
     from generalist_cli.infer.convert import detect_modality, trained_tasks
 

@@ -92,15 +92,19 @@ class LogitRules:
 
 
 @torch.inference_mode()
-def detect_language(model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str, ...] | None = None
-                    ) -> list[tuple[str, float]]:
-    """Most likely language of each audio row from the first decoder step: ``[(code, probability)]``."""
+def detect_language(model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str, ...] | None = None,
+                    top: int = 1) -> list:
+    """Most likely language of each audio row from the first decoder step: ``[(code, probability)]``, or with
+    ``top > 1`` the ``top`` best per row, best first: ``[[(code, probability), ...]]``."""
     b = cross_kv[0][0].shape[0]
     sot = torch.full((b, 1), tokenizer.sot, dtype=torch.long, device=cross_kv[0][0].device)
     logits = model.logits(model.decoder(sot, cross_kv))[:, 0].float()
     codes = [c for c in tokenizer.language_codes if allowed is None or c in allowed]
     ids = torch.tensor([tokenizer.language_token(c) for c in codes], device=logits.device)
     probs = torch.softmax(logits[:, ids], dim=-1)
+    if top > 1:
+        p, i = probs.topk(min(top, len(codes)), dim=-1)
+        return [[(codes[int(c)], float(q)) for q, c in zip(pr, ir)] for pr, ir in zip(p, i)]
     best = probs.argmax(dim=-1)
     return [(codes[int(i)], float(probs[r, i])) for r, i in enumerate(best)]
 

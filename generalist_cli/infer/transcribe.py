@@ -15,7 +15,7 @@ again with beam search; if it still loops, its repeated tail is cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -33,6 +33,7 @@ class Segment:
     tokens: tuple[int, ...] = ()
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
+    language: str = ""  # of the window the segment came from
 
 
 @dataclass
@@ -49,7 +50,8 @@ class Transcript:
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    language: str | None = None  # None: detect from the first window
+    language: str | None = None  # None: detect, window by window (mixed-language audio)
+    languages: tuple[str, ...] = ()  # detection chooses among these only (e.g. ("hi", "en")); empty: any
     task: str = "transcribe"
     beam_size: int = 1
     batch_size: int = 8  # windows encoded and decoded together
@@ -59,6 +61,7 @@ class TranscribeOptions:
     prompt: str = ""  # initial prompt: text the audio continues (spelling, style, context)
     hotwords: tuple[str, ...] = ()  # names and jargon to prefer; put before the prompt as previous text
     compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
+    language_confidence: float = 0.7  # below: the window is also decoded in the runner-up language
 
 
 @dataclass
@@ -67,6 +70,7 @@ class _File:
     content_frames: int
     transcript: Transcript
     seek: int = 0
+    window_language: str = ""
 
 
 def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOptions,
@@ -98,8 +102,7 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
             continue
         t = next(done)
         t.duration = duration
-        t.segments = [Segment(round(time_map(s.start), 3), round(time_map(s.end), 3), s.text, s.tokens, s.avg_logprob,
-                              s.no_speech_prob) for s in t.segments]
+        t.segments = [replace(s, start=round(time_map(s.start), 3), end=round(time_map(s.end), 3)) for s in t.segments]
         out.append(t)
     return out
 
@@ -129,23 +132,31 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
                                for f in active])
         features = model.encode_audio(windows.to(device=device, dtype=dtype))
         cache = model.new_cache(features)
-        undetected = [i for i, f in enumerate(active) if not f.transcript.language]
-        if undetected and tokenizer.multilingual:
-            sub = [(k[undetected], v[undetected]) for k, v in cache.cross_kv]
-            for i, (code, prob) in zip(undetected, detect_language(model, tokenizer, sub)):
-                active[i].transcript.language, active[i].transcript.language_probability = code, prob
+        runner_up: dict[int, str] = {}
+        if options.language is None and tokenizer.multilingual:  # every window: languages may change
+            found = detect_language(model, tokenizer, cache.cross_kv, allowed=options.languages or None, top=2)
+            for i, (f, ranked) in enumerate(zip(active, found)):
+                (code, prob), rest = ranked[0], ranked[1:]
+                f.window_language = code
+                if rest and prob < options.language_confidence:
+                    runner_up[i] = rest[0][0]
+                if not f.transcript.language:
+                    f.transcript.language, f.transcript.language_probability = code, prob
         for f in active:
             f.transcript.language = f.transcript.language or "en"
+            f.window_language = options.language or f.window_language or f.transcript.language
         # rows sharing a prompt decode together (same language and task)
         groups: dict[tuple[int, ...], list[int]] = {}
         context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)
         for i, f in enumerate(active):
-            prompt = tuple(context + tokenizer.sot_sequence(language=f.transcript.language, task=options.task))
+            prompt = tuple(context + tokenizer.sot_sequence(language=f.window_language, task=options.task))
             groups.setdefault(prompt, []).append(i)
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
             results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), dopts, suppress)
             results = _unloop(model, tokenizer, sub_cache, list(prompt), results, dopts, suppress, options)
+            results = _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts,
+                                      suppress, options)
             for i, res in zip(idx, results):
                 before = active[i].seek
                 _advance(active[i], res, tokenizer, options)
@@ -165,6 +176,23 @@ def previous_text(tokenizer, options: TranscribeOptions, *, limit: int) -> list[
     return [tokenizer.sot_prev, *tokenizer.encode(" " + text)[-limit:]]
 
 
+def _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts, suppress, options):
+    """Windows whose language was uncertain (a window may start in one language and go on in another) are
+    decoded again in the runner-up language; the result with the higher mean log-probability wins."""
+    retry = [(j, i) for j, i in enumerate(idx) if i in runner_up]
+    if not retry:
+        return results
+    results = list(results)
+    for j, i in retry:
+        lang = runner_up[i]
+        prompt = context + tokenizer.sot_sequence(language=lang, task=options.task)
+        [other] = decode(model, tokenizer, _select(cache, [i]), [prompt], dopts, suppress)
+        if other.avg_logprob > results[j].avg_logprob:
+            results[j] = other
+            active[i].window_language = lang
+    return results
+
+
 def compression_ratio(text: str) -> float:
     """Bytes of ``text`` over bytes of its zlib compression (openai/whisper's repetition measure)."""
     import zlib
@@ -176,8 +204,6 @@ def compression_ratio(text: str) -> float:
 def _unloop(model, tokenizer, cache, prompt, results, dopts, suppress, options):
     """Windows whose text loops (compression ratio above the threshold) are decoded again with beam search;
     a result that still loops keeps its text up to where the repetition starts."""
-    from dataclasses import replace
-
     bad = [i for i, r in enumerate(results) if
            compression_ratio(tokenizer.decode(r.tokens)) > options.compression_ratio_threshold]
     if not bad:
@@ -233,7 +259,7 @@ def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:
         if text.strip():
             f.transcript.segments.append(Segment(
                 round(offset + start, 3), round(offset + min(end, segment_duration), 3), text,
-                tuple(t for t in toks if t < tokenizer.eot), res.avg_logprob, res.no_speech_prob))
+                tuple(t for t in toks if t < tokenizer.eot), res.avg_logprob, res.no_speech_prob, f.window_language))
 
     if consecutive:
         slices = consecutive + ([len(tokens)] if single_ending else [])

@@ -26,7 +26,8 @@ def render(transcript, fmt: str, *, file: str) -> str:
             "text": transcript.text,
             "language": transcript.language,
             "duration": round(transcript.duration, 3),
-            "segments": [{"start": s.start, "end": s.end, "text": s.text.strip()} for s in segs],
+            "segments": [{"start": s.start, "end": s.end, "text": s.text.strip(),
+                          **({"language": s.language} if s.language else {})} for s in segs],
         }
         if transcript.language_probability is not None:
             obj["language_probability"] = round(transcript.language_probability, 4)
