@@ -100,7 +100,7 @@ def test_writers_formats(tiny_en):
     [t] = transcribe(tiny_en.model, tiny_en.tokenizer, [decode_audio(EXAMPLE)], TranscribeOptions())
     obj = json.loads(render(t, "json", file="x.m4a"))
     assert set(obj) >= {"file", "text", "language", "duration", "segments"}
-    assert obj["segments"][0].keys() == {"start", "end", "text"}
+    assert obj["segments"][0].keys() == {"start", "end", "text", "language"} and obj["segments"][0]["language"] == "en"
     srt = render(t, "srt", file="x.m4a")
     assert srt.startswith("1\n00:00:0") and " --> " in srt
     vtt = render(t, "vtt", file="x.m4a")
