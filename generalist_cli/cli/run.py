@@ -69,6 +69,8 @@ def run(
                                              "style).")] = "",
     hotwords: Annotated[str, typer.Option(help="Comma-separated names or terms to prefer, e.g. "
                                                "'Kathbath,AI4Bharat'.")] = "",
+    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Per-word start/end (json words; srt/vtt "
+                                                                              "get one cue per word).")] = False,
     vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
                                                            "noise give empty text, not invented sentences).")] = True,
     num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
@@ -114,12 +116,15 @@ def run(
                          hint="it knows: " + ", ".join(tok.language_codes))
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
+    if word_timestamps and is_export(Path(model).expanduser()):
+        raise UsageError(f"{model}: word timestamps read the PyTorch model's cross-attention",
+                         hint="use the checkpoint the export came from for --word-timestamps")
     allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
     unknown = [c for c in allowed if c not in tok.language_codes]
     if unknown:
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
     options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
-                                vad=vad, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
+                                vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
     from generalist_cli.infer.convert import detect_modality, trained_tasks
 
     sign = "sign" in (trained_tasks(loaded) or ())

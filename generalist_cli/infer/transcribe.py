@@ -34,6 +34,7 @@ class Segment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     language: str = ""  # of the window the segment came from
+    words: tuple = ()  # infer.timing.Word per word, with --word-timestamps
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TranscribeOptions:
     hotwords: tuple[str, ...] = ()  # names and jargon to prefer; put before the prompt as previous text
     compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
     language_confidence: float = 0.7  # below: the window is also decoded in the runner-up language
+    word_timestamps: bool = False  # per-word start/end from the alignment heads' cross-attention
 
 
 @dataclass
@@ -102,7 +104,9 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
             continue
         t = next(done)
         t.duration = duration
-        t.segments = [replace(s, start=round(time_map(s.start), 3), end=round(time_map(s.end), 3)) for s in t.segments]
+        t.segments = [replace(s, start=round(time_map(s.start), 3), end=round(time_map(s.end), 3),
+                              words=tuple(replace(w, start=round(time_map(w.start), 3), end=round(time_map(w.end), 3))
+                                          for w in s.words)) for s in t.segments]
         out.append(t)
     return out
 
@@ -158,8 +162,10 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
             results = _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts,
                                       suppress, options)
             for i, res in zip(idx, results):
-                before = active[i].seek
+                before, n_segments = active[i].seek, len(active[i].transcript.segments)
                 _advance(active[i], res, tokenizer, options)
+                if options.word_timestamps:
+                    _add_words(model, tokenizer, cache, i, active[i], before, n_segments)
                 done_frames += active[i].seek - before
         if on_progress is not None:
             on_progress(done_frames / (SAMPLE_RATE / HOP_LENGTH))
@@ -174,6 +180,27 @@ def previous_text(tokenizer, options: TranscribeOptions, *, limit: int) -> list[
     if not text:
         return []
     return [tokenizer.sot_prev, *tokenizer.encode(" " + text)[-limit:]]
+
+
+def _add_words(model, tokenizer, cache, row: int, f: _File, seek: int, first: int) -> None:
+    """Word times for the segments this window added (``f.transcript.segments[first:]``)."""
+    from generalist_cli.infer.timing import align_words
+
+    new = f.transcript.segments[first:]
+    tokens = [t for s in new for t in s.tokens]
+    if not tokens:
+        return
+    prompt = tokenizer.sot_sequence(language=f.window_language, task="transcribe", timestamps=False)
+    frames = min(N_FRAMES, f.content_frames - seek) // 2
+    cross = [(k[row : row + 1], v[row : row + 1]) for k, v in cache.cross_kv]
+    words = align_words(model, tokenizer, cross, prompt, tokens, frames, offset=seek * HOP_LENGTH / SAMPLE_RATE)
+    from generalist_cli.infer.timing import _split_words
+
+    at = 0
+    for j, s in enumerate(new):  # hand each segment as many words as its own tokens make
+        n = len(_split_words(tokenizer, list(s.tokens))[0])
+        f.transcript.segments[first + j] = replace(s, words=tuple(words[at : at + n]))
+        at += n
 
 
 def _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts, suppress, options):

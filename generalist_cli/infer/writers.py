@@ -27,11 +27,18 @@ def render(transcript, fmt: str, *, file: str) -> str:
             "language": transcript.language,
             "duration": round(transcript.duration, 3),
             "segments": [{"start": s.start, "end": s.end, "text": s.text.strip(),
-                          **({"language": s.language} if s.language else {})} for s in segs],
+                          **({"language": s.language} if s.language else {}),
+                          **({"words": [{"start": w.start, "end": w.end, "word": w.word.strip(),
+                                         "probability": w.probability} for w in s.words]} if s.words else {})}
+                         for s in segs],
         }
         if transcript.language_probability is not None:
             obj["language_probability"] = round(transcript.language_probability, 4)
         return json.dumps(obj, ensure_ascii=False) + "\n"
+    if any(s.words for s in segs) and fmt in ("srt", "vtt"):  # word timestamps: one cue per word
+        from types import SimpleNamespace
+
+        segs = [SimpleNamespace(start=w.start, end=w.end, text=w.word) for s in segs for w in s.words]
     if fmt == "srt":
         blocks = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
                   for i, s in enumerate(segs, 1)]

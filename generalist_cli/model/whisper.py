@@ -37,7 +37,10 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Te
 
 
 class Attention(nn.Module):
-    """Multi-head attention; keys have no bias, as in Whisper."""
+    """Multi-head attention; keys have no bias, as in Whisper. When ``keep_scores`` is a list, each call also
+    appends its scaled query-key scores (B, H, T, S) there (word timestamps read cross-attention this way)."""
+
+    keep_scores: list | None = None
 
     def __init__(self, n_state: int, n_head: int) -> None:
         super().__init__()
@@ -59,6 +62,8 @@ class Attention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool -> (B, T, D)."""
         q = self.heads(q)
+        if self.keep_scores is not None:
+            self.keep_scores.append((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         b, h, t, kk = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * kk))
