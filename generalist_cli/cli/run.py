@@ -44,6 +44,7 @@ class Format(str, Enum):
   gen run talk.m4a --to text --lang hi --format srt --out talk.srt\n
   gen run a.wav b.mp3 c.mov --format json --out transcripts/\n
   gen run interview.m4a --task translate --beam-size 5 --model whisper-base\n
+  arecord -f S16_LE -r 16000 -c 1 | gen run - --stream --lang en\n
   gen run meeting.m4a --hotwords "Kathbath,AI4Bharat" --prompt "Notes from the data team."\n
   gen run notes.txt --to speech --lang hi --out notes.m4a --model runs/tts/checkpoints/last\n
   gen run sign.mov --to text --format json --model runs/isl/checkpoints/last""",
@@ -71,6 +72,9 @@ def run(
                                                "'Kathbath,AI4Bharat'.")] = "",
     word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Per-word start/end (json words; srt/vtt "
                                                                               "get one cue per word).")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Live: read 16 kHz PCM (raw s16le or WAV) from stdin "
+                                                          "(FILES = -) or a file, print confirmed words as they "
+                                                          "become stable, partial text on stderr.")] = False,
     vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
                                                            "noise give empty text, not invented sentences).")] = True,
     num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
@@ -125,6 +129,8 @@ def run(
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
     options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
                                 vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
+    if stream:
+        raise typer.Exit(_stream(loaded, files, options, fmt))
     from generalist_cli.infer.convert import detect_modality, trained_tasks
 
     sign = "sign" in (trained_tasks(loaded) or ())
@@ -225,6 +231,47 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
             failed += 1
             print_error(exc)
     return failed
+
+
+def _stream(loaded, files: list[Path], options, fmt) -> int:
+    """``--stream``: local-agreement live transcription of stdin (``-``) or one file."""
+    import json
+    import sys
+
+    from generalist_cli import console
+    from generalist_cli.errors import UsageError
+    from generalist_cli.infer.stream import Streamer, pcm_chunks
+
+    if len(files) != 1:
+        raise UsageError("--stream reads one input: - (stdin) or a file")
+    source = sys.stdin.buffer if str(files[0]) == "-" else open(files[0], "rb")  # noqa: SIM115
+    streamer = Streamer(loaded.model, loaded.tokenizer, options)
+    show_partial = console.verbosity >= 0 and console.err.is_terminal
+
+    def emit(update) -> None:
+        if update.final:
+            if fmt.value == "json":
+                print(json.dumps({"start": update.final[0].start, "end": update.final[-1].end,
+                                  "text": "".join(w.word for w in update.final).strip(),
+                                  "words": [{"start": w.start, "end": w.end, "word": w.word.strip()}
+                                            for w in update.final]}, ensure_ascii=False), flush=True)
+            else:
+                print("".join(w.word for w in update.final), end="", flush=True)
+        if show_partial:
+            console.err.print(f"\r[dim]{update.partial[-70:]:<70}[/]", end="", markup=True, highlight=False)
+
+    try:
+        for chunk in pcm_chunks(source):
+            emit(streamer.feed(chunk))
+        emit(streamer.finish())
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    if fmt.value != "json":
+        print(flush=True)
+    if show_partial:
+        console.err.print()
+    return 0
 
 
 class Sink:
