@@ -101,15 +101,35 @@ class Streamer:
 
 
 def pcm_chunks(stream, *, seconds: float = 1.0):
-    """16 kHz mono audio from a binary stream, ``seconds`` at a time: a WAV (RIFF) header is skipped, the
-    samples are signed 16-bit little-endian (``ffmpeg -f s16le -ac 1 -ar 16000 -`` writes them)."""
-    head = stream.read(44)
+    """16 kHz mono audio from a binary stream, ``seconds`` at a time: raw signed 16-bit little-endian samples
+    (``ffmpeg -i in.m4a -f s16le -ac 1 -ar 16000 -`` writes them) or a WAV of that format (its header is read
+    chunk by chunk up to the samples)."""
+    from generalist_cli.errors import GenError
+
+    head = stream.read(12)
     if not head:
         return
-    carry = b"" if head[:4] == b"RIFF" else head
+    carry = head
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        carry = b""
+        while True:
+            chunk = stream.read(8)
+            if len(chunk) < 8:
+                return
+            size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                break
+            body = stream.read(size + (size & 1))
+            if chunk[:4] == b"fmt ":
+                fmt_tag, channels, rate = (int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little"),
+                                           int.from_bytes(body[4:8], "little"))
+                bits = int.from_bytes(body[14:16], "little")
+                if (fmt_tag, channels, rate, bits) != (1, 1, RATE, 16):
+                    raise GenError(f"the WAV stream is {rate} Hz, {channels} channel(s), {bits}-bit (format {fmt_tag})",
+                                   hint="--stream reads 16 kHz mono 16-bit PCM: ffmpeg -i IN -f s16le -ac 1 -ar 16000 -")
     size = int(seconds * RATE) * 2
     while True:
-        block = stream.read(size - len(carry))
+        block = stream.read(max(2, size - len(carry)))
         data = carry + (block or b"")
         carry = b""
         if len(data) % 2:

@@ -32,6 +32,13 @@ def test_pcm_chunks_reads_raw_and_wav(tmp_path):
     wav = encode_audio(tmp_path / "a.wav", audio)
     got = np.concatenate(list(pcm_chunks(open(wav, "rb"))))
     assert abs(len(got) - len(audio)) <= 2
+    import pytest
+
+    from generalist_cli.errors import GenError
+
+    other = encode_audio(tmp_path / "b.wav", audio, sample_rate=44100)
+    with pytest.raises(GenError, match="44100 Hz"):
+        list(pcm_chunks(open(other, "rb")))
 
 
 def test_confirmed_words_only_grow_and_the_end_matches(tiny_en):
