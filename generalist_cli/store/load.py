@@ -19,10 +19,29 @@ class Loaded:
     path: Path
 
 
+def check_version(path: Path, stamp: str) -> None:
+    """Refuse a folder written by another major version of gen (the format may differ there); folders with
+    no stamp (a transformers Whisper folder) are read as they are. 0.x counts as major 0."""
+    from generalist_cli import __version__
+
+    try:
+        written = json.loads((path / stamp).read_text()).get("gen_version")
+    except (OSError, ValueError):
+        return
+    if not written:
+        return
+    major = lambda v: str(v).split(".")[0]  # noqa: E731
+    if major(written) != major(__version__):
+        raise ModelError(f"{path}: was written by gen {written}; this gen {__version__} reads major version "
+                         f"{major(__version__)} only", hint=f"install gen {major(written)}.x to use it, or export "
+                         "it again with that version")
+
+
 def load_model(path: Path, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
     """Load a store entry / HF Whisper folder."""
     from safetensors.torch import load_file
 
+    check_version(path, "meta.json")
     try:
         config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError) as exc:
@@ -38,6 +57,7 @@ def load_export(path: Path, *, device: str = "auto", threads: int | None = None)
     """An ONNX export folder (``gen export``) run by ONNX Runtime."""
     from generalist_cli.infer.onnx_engine import OnnxModel
 
+    check_version(path, "export.json")
     model = OnnxModel(path, threads=threads, device=device)
     c = model.config
     tok = Tokenizer(path / "tokenizer.json", multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)

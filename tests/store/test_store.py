@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,25 @@ def test_hub_id_pull_reads_the_hub_cache(hf_tiny, tmp_path, monkeypatch):
     entry = store.pull("openai/whisper-tiny.en", dest=tmp_path / "pulled")
     assert entry.meta["source_kind"] == "hub" and entry.meta["source"] == "openai/whisper-tiny.en"
     assert entry.meta["parameters"] == sum(v.numel() for k, v in hf_tiny[0].state_dict().items() if k != "proj_out.weight")
+
+
+def test_a_checkpoint_from_another_major_version_is_refused_clearly(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from generalist_cli import __version__
+    from generalist_cli.store.store import pull
+
+    entry = pull("whisper-tiny.en", dest=tmp_path / "m")
+    meta = json.loads((entry.path / "meta.json").read_text())
+    assert meta["gen_version"] == __version__
+    major = int(__version__.split(".")[0])
+    meta["gen_version"] = f"{major + 1}.0.0"
+    (entry.path / "meta.json").write_text(json.dumps(meta))
+    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", "examples/hello.m4a", "-m", str(entry.path)],
+                       capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"was written by gen {major + 1}.0.0" in r.stderr and f"install gen {major + 1}.x" in r.stderr
