@@ -4,15 +4,24 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs" / "commands"))
 
-import generate  # noqa: E402
+
+def _load():
+    """docs/commands/generate.py by path (completions/generate.py has the same module name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_commands_generate", ROOT / "docs" / "commands" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load()
 
 
 def test_command_pages_are_current():

@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_scripts_are_current():
-    sys.path.insert(0, str(ROOT / "completions"))
-    try:
-        import generate
-    finally:
-        sys.path.pop(0)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("completions_generate", ROOT / "completions" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
     for shell, name in generate.SHELLS.items():
         assert (ROOT / "completions" / name).read_text() == generate.script(shell), \
             f"completions/{name} is out of date: run python completions/generate.py"
