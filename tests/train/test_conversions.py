@@ -57,35 +57,7 @@ def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path):
     write_release(tmp_path / "raw", signs=2, signers=2, takes=2, val_signers=0, test_signers=1)
     prepare(include.items(local=tmp_path / "raw"), out=tmp_path / "data", source="include", options={},
             tokenizer=tokenizer_for("whisper-base"))
-    recipe = tmp_path / "signs.toml"
-    recipe.write_text(f"""# test: gen train signs.toml
-[run]
-name = "signs"
-out = "{tmp_path / 'runs'}"
-[model]
-init = "scratch"
-tokenizer = "whisper-base"
-scratch_width = 64
-scratch_heads = 2
-experts = 2
-top_k = 1
-ttt = "none"
-output_tokens = "targets"
-[[data.sources]]
-path = "{tmp_path / 'data'}"
-[train]
-lr = 3e-3
-batch_size = 4
-sampling = "epochs"
-warmup_steps = 0
-max_steps = 60
-schedule = "constant"
-mixed_precision = "no"
-log_every = 10
-save_every = 60
-[eval]
-every = 0
-""")
+    recipe = _recipe(tmp_path, "signs", f'[[data.sources]]\npath = "{tmp_path / "data"}"\n')
     result = train(load(recipe))
     assert result.loss < 0.1  # the label prior alone gives ~0.28 (hello vs thank you)
     ckpt = tmp_path / "runs" / "signs" / "checkpoints" / "last"
