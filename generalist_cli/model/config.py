@@ -38,6 +38,7 @@ class ModelConfig:
     video_patch: tuple[int, int, int] = (2, 16, 16)  # video tubelet (frames, height, width)
     video_max: tuple[int, int, int] = (64, 14, 14)  # max tubelets along (time, rows, cols)
     video_motion: bool = False  # a second video stream: the clip minus its temporal mean (what moves)
+    text_scale: float = 1.0  # token embeddings entering the encoder are multiplied by this (upcycling: sqrt(D))
     n_speech_mels: int = 80  # mel bins the speech head predicts (text -> speech)
     output_tokens: tuple[int, ...] = ()  # a restricted output vocabulary (empty: every token may be generated)
 
@@ -54,7 +55,7 @@ class ModelConfig:
         return {"n_experts": self.n_experts, "top_k": self.top_k, "ttt": self.ttt,
                 "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
                 "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
-                "video_max": list(self.video_max), "video_motion": self.video_motion,
+                "video_max": list(self.video_max), "video_motion": self.video_motion, "text_scale": self.text_scale,
                 "n_speech_mels": self.n_speech_mels,
                 "output_tokens": list(self.output_tokens)}
 
@@ -124,7 +125,7 @@ class ModelConfig:
 
 def _generalist_from(g: dict) -> dict:
     known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
-             "video_max", "video_motion", "n_speech_mels", "output_tokens"}
+             "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens"}
     unknown = set(g) - known
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")

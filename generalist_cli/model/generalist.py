@@ -60,16 +60,19 @@ class Generalist(nn.Module):
         return self.video.embed(patches, grid) + self._modality("video")
 
     def embed_text(self, tokens: Tensor) -> Tensor:
-        """``tokens`` (L,) -> (L, D) for the encoder (translation, text -> speech)."""
-        x = self.decoder.embed_tokens(tokens) + self.encoder.embed_positions.weight[: tokens.shape[0]]
-        return x + self._modality("text")
+        """``tokens`` (L,) -> (L, D) for the encoder (translation, text -> speech): the shared token embeddings
+        times ``config.text_scale`` (upcycled models: sqrt(D), so Whisper's small token embeddings - RMS 0.03
+        in whisper-base - are not drowned by the encoder's sinusoidal positions, RMS 0.71), plus positions."""
+        x = self.decoder.embed_tokens(tokens) * self.config.text_scale
+        return x + self.encoder.embed_positions.weight[: tokens.shape[0]] + self._modality("text")
 
     def embed_texts(self, tokens: list[Tensor]) -> list[Tensor]:
         """:meth:`embed_text` for many sequences with one embedding lookup (a lookup per sequence would
         build a dense vocabulary-sized gradient per sequence)."""
         lengths = [t.shape[0] for t in tokens]
         positions = torch.cat([torch.arange(n) for n in lengths]).to(tokens[0].device)
-        x = self.decoder.embed_tokens(torch.cat(tokens)) + self.encoder.embed_positions.weight[positions]
+        x = self.decoder.embed_tokens(torch.cat(tokens)) * self.config.text_scale
+        x = x + self.encoder.embed_positions.weight[positions]
         return list((x + self._modality("text")).split(lengths))
 
     # ---- encoder / decoder ----

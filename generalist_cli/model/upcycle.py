@@ -27,12 +27,16 @@ DEFAULT_EXTRA_TOKENS = ("<|speech|>", "<|sign|>", "<|text|>")  # modality marker
 
 
 def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str = "mlp",
-            extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS, seed: int = 0) -> Generalist:
-    """A generalist that equals ``dense`` (a plain Whisper) at init."""
+            extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS, seed: int = 0,
+            text_scale: float | None = None) -> Generalist:
+    """A generalist that equals ``dense`` (a plain Whisper) at init. Text entering the encoder gets its
+    token embeddings times ``text_scale`` (default sqrt(d_model), the Transformer's embedding scale: Whisper's
+    token embeddings are ~25x smaller than its encoder positions, which would drown them)."""
     if dense.config.n_experts > 1 or dense.config.generalist:
         raise ValueError("upcycle starts from a dense Whisper (one expert, no front-ends)")
+    scale = float(dense.config.n_audio_state) ** 0.5 if text_scale is None else float(text_scale)
     config = replace(dense.config, n_experts=n_experts, top_k=top_k, ttt=ttt, generalist=True,
-                     extra_tokens=tuple(extra_tokens))
+                     extra_tokens=tuple(extra_tokens), text_scale=scale)
     torch.manual_seed(seed)
     model = Generalist(config).to(next(dense.parameters()).dtype)
     source = dense.state_dict()

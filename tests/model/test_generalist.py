@@ -273,3 +273,25 @@ def test_video_motion_stream_starts_at_zero_sees_only_what_moves_and_round_trips
     tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
     loaded = load_model(save_model(g, tok, tmp_path / "m", name="m", source="test", kind="test").path).model
     assert loaded.config.video_motion and torch.equal(loaded.embed_video(clip), g.embed_video(clip))
+
+
+def test_upcycled_text_is_not_drowned_by_encoder_positions():
+    """Whisper's token embeddings are ~25x smaller than its sinusoidal encoder positions; upcycling scales
+    text entering the encoder by sqrt(D), and a checkpoint without the key keeps 1.0."""
+    from generalist_cli.model.config import ModelConfig as MC
+
+    d = dense()
+    with torch.no_grad():
+        d.decoder.embed_tokens.weight.normal_(0, 0.03)
+    g = upcycle(d, n_experts=2, top_k=1, ttt="none")
+    assert g.config.text_scale == 32 ** 0.5
+    tokens = torch.randint(0, 50000, (40,))
+    tok = g.embed_text(tokens) - g.encoder.embed_positions.weight[:40] - g.modality_embedding.weight[2]
+    pos = g.encoder.embed_positions.weight[:40]
+    ratio = float(tok.pow(2).mean().sqrt() / pos.pow(2).mean().sqrt())
+    assert 0.1 < ratio < 2.0  # was 0.03 / 0.71 = 0.04 unscaled
+    assert torch.allclose(torch.cat(g.embed_texts([tokens[:15], tokens[15:]])),
+                          torch.cat([g.embed_text(tokens[:15]), g.embed_text(tokens[15:])]), atol=1e-6)
+    old = MC.from_hf({**g.config.to_hf(), "generalist": {k: v for k, v in g.config.generalist_dict().items()
+                                                          if k != "text_scale"}})
+    assert old.text_scale == 1.0
