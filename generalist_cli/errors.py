@@ -5,6 +5,8 @@ Exit codes (see STYLE.md): 0 success, 1 a :class:`GenError`, 2 a usage error, 13
 
 from __future__ import annotations
 
+import errno
+
 
 class GenError(Exception):
     """A failure the user can act on: ``message`` says what failed, ``hint`` what to do next."""
@@ -39,7 +41,7 @@ class ModelError(GenError):
     """A model cannot be found, pulled, read or is incompatible."""
 
 
-WRITE_ERRNOS = frozenset({28, 27, 30, 13, 1, 122})  # ENOSPC, EFBIG, EROFS, EACCES, EPERM, EDQUOT
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 
 
 def is_write_failure(exc: BaseException) -> bool:

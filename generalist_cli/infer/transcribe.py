@@ -127,6 +127,7 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size)
     suppress = list(cfg.suppress_tokens)
     done_frames = 0
+    context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)  # the same for every window
     while True:
         active = [f for f in files if f.seek < f.content_frames][: options.batch_size]
         if not active:
@@ -151,7 +152,6 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
             f.window_language = options.language or f.window_language or f.transcript.language
         # rows sharing a prompt decode together (same language and task)
         groups: dict[tuple[int, ...], list[int]] = {}
-        context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)
         for i, f in enumerate(active):
             prompt = tuple(context + tokenizer.sot_sequence(language=f.window_language, task=options.task))
             groups.setdefault(prompt, []).append(i)
