@@ -43,7 +43,8 @@ def main() -> None:
     ds = datasets.load_from_disk(str(args.data))[args.split].with_format("numpy")
     rows = [r for r in read_rows([ds], [(0, i) for i in range(len(ds))]) if r["task"] == "tts"]
     refs = [str(r["text"]) for r in rows]
-    examples = collate(rows, model.tokenizer, max_target_tokens=200).examples
+    examples = collate(rows, model.tokenizer, max_target_tokens=200,
+                       phonemes=model.model.config.tts_input == "phonemes").examples
     t = time.perf_counter()
     generated = tts_scores(model.model, examples, rows, False, asr_model=args.asr_model)
     gen_seconds = time.perf_counter() - t

@@ -44,6 +44,8 @@ class ModelSection:
     dtype: str = "float32"  # master weights
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
     video_motion: bool = False  # add the video motion stream (clip minus its temporal mean), zero at init
+    tts_input: str = "text"  # text -> speech reads "text" tokens or eSpeak NG's "phonemes" (a new model only)
+    speech_layers: int = 0  # convolution layers of a new speech head (0: the model's own, 3 by default)
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ def _check(r: Recipe, path: Path) -> None:
         bad("train.sampling", "must be 'random', 'epochs' or 'packed'")
     if r.model.output_tokens not in ("all", "targets"):
         bad("model.output_tokens", "must be 'all' or 'targets'")
+    if r.model.tts_input not in ("text", "phonemes"):
+        bad("model.tts_input", "must be 'text' or 'phonemes'")
+    if r.model.speech_layers < 0:
+        bad("model.speech_layers", "must be 0 (the model's own) or more")
     if r.train.schedule not in ("linear", "constant"):
         bad("train.schedule", "must be 'linear' or 'constant'")
     for key in ("batch_size", "max_steps", "grad_accum", "log_every"):

@@ -209,6 +209,7 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
         kind = kinds[f]
         try:
             if to.value == "speech":
+                speak_lang = language or "en"
                 if kind == "text":
                     text = convert.read_text(f)
                 else:  # speech -> text -> speech through the same model
@@ -218,7 +219,8 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
                     if res.error is not None:
                         raise res.error
                     text = res.transcript.text
-                encode_audio(sink.target(f), convert.text_to_speech(m, tok, text))
+                    speak_lang = language or res.transcript.language or "en"
+                encode_audio(sink.target(f), convert.text_to_speech(m, tok, text, lang=speak_lang))
                 continue
             if kind == "text":
                 result = {"file": str(f), "text": convert.text_to_text(m, tok, convert.read_text(f), lang=language,

@@ -102,5 +102,6 @@ class Featurizer:
             src = self.tokens(text)
             rows.append(base | {"id": item.id + "-tts", "task": "tts", "modality": "text", "src_text": text,
                                 "src_tokens": src, "tgt_mel": mel["mel"], "duration": mel["duration"],
-                                "word_starts": [w[0] for w in speech.words], "length": len(src)})
+                                "word_starts": [w[0] for w in speech.words], "phonemes": speech.phoneme_names,
+                                "phoneme_starts": [p[0] for p in speech.phonemes], "length": len(src)})
         return rows

@@ -36,6 +36,8 @@ def features(n_mels: int = 80):
         "tgt_tokens": List(Value("int32")),  # target text tokens
         "tgt_mel": Array2D(shape=(None, n_mels), dtype="float16"),  # target speech (tts)
         "word_starts": List(Value("float32")),  # seconds, per word of the spoken text (tts durations)
+        "phonemes": List(Value("string")),  # eSpeak NG's phonemes of the spoken text (tts with phoneme inputs)
+        "phoneme_starts": List(Value("float32")),  # seconds, per phoneme (their durations)
         "label": Value("int32"),  # sign class, -1 otherwise
         "duration": Value("float32"),  # seconds of source (audio/video); 0 for text
         "length": Value("int32"),  # encoder positions the source takes (for packing)
@@ -47,6 +49,7 @@ def empty_row(n_mels: int = 80) -> dict:
         "id": "", "task": "", "modality": "", "lang": "", "src_lang": "", "text": "", "src_text": "",
         "mel": np.zeros((0, n_mels), np.float16), "patches": np.zeros((0, PATCH_VALUES), np.uint8), "grid": [],
         "src_tokens": [], "tgt_tokens": [], "tgt_mel": np.zeros((0, n_mels), np.float16), "word_starts": [],
+        "phonemes": [], "phoneme_starts": [],
         "label": -1, "duration": 0.0, "length": 0,
     }
 

@@ -77,7 +77,7 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
         raise GenError(f"{data}: split {split!r} is empty")
     ds = ds.with_format("numpy")
     rows = read_rows([ds], [(0, i) for i in range(len(ds))])
-    examples = collate(rows, tok, max_target_tokens=c.n_text_ctx // 2).examples
+    examples = collate(rows, tok, max_target_tokens=c.n_text_ctx // 2, phonemes=c.tts_input == "phonemes").examples
 
     counts: dict[tuple[str, str], torch.Tensor] = {}
     hooks, current = _route_hooks(m, counts) if not exported else ([], {})

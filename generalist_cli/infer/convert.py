@@ -100,17 +100,21 @@ def _encode_text(model, tok, text: str):
     return model.encode(model.embed_text(torch.tensor(ids))[None])[0]
 
 
-def text_to_speech(model, tok, text: str) -> np.ndarray:
-    """16 kHz audio: the text through the encoder, the speech head with its predicted durations, and the
-    Griffin-Lim vocoder (line by line for multi-line text, joined by 0.3 s of silence)."""
+def text_to_speech(model, tok, text: str, *, lang: str = "en") -> np.ndarray:
+    """16 kHz audio: the text (or, for a ``tts_input = "phonemes"`` model, eSpeak NG's phonemes of it in
+    ``lang``) through the encoder, the speech head with its predicted durations, and the Griffin-Lim vocoder
+    (line by line for multi-line text, joined by 0.3 s of silence)."""
     import torch
 
     from generalist_cli.features.vocoder import mel_to_audio
+    from generalist_cli.media.espeak import phoneme_text, phonemize
 
+    phonemes = model.config.tts_input == "phonemes"
     pieces = []
     with torch.inference_mode():
         for line in [x.strip() for x in text.splitlines() if x.strip()]:
-            mel = model.speech_head.generate(_encode_text(model, tok, line)[0])
+            source = phoneme_text(phonemize(line, voice=lang)) if phonemes else line
+            mel = model.speech_head.generate(_encode_text(model, tok, source)[0])
             if mel.shape[0]:
                 pieces += [mel_to_audio(mel.T), np.zeros(4800, dtype=np.float32)]
     if not pieces:

@@ -18,6 +18,8 @@ from generalist_cli.errors import GenError
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _EVENT_WORD = 1
+_EVENT_PHONEME = 7
+_INITIALIZE_PHONEME_EVENTS = 0x0001  # espeak_Initialize option: also report each phoneme
 _RATE, _PITCH = 1, 3  # espeak_PARAMETER values
 
 
@@ -39,11 +41,17 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 @dataclass(frozen=True)
 class Speech:
-    """Synthesised speech: mono float32 ``audio`` at ``sample_rate`` and per-word ``(start_s, char_offset, n_chars)``."""
+    """Synthesised speech: mono float32 ``audio`` at ``sample_rate``, per-word ``(start_s, char_offset, n_chars)``
+    and per-phoneme ``(start_s, mnemonic)`` (eSpeak's phoneme names: ``'oU`` is a stressed oU, ``_:`` a pause)."""
 
     audio: np.ndarray
     sample_rate: int
     words: tuple[tuple[float, int, int], ...]
+    phonemes: tuple[tuple[float, str], ...] = ()
+
+    @property
+    def phoneme_names(self) -> list[str]:
+        return [name for _, name in self.phonemes]
 
 
 class _Engine:
@@ -62,12 +70,13 @@ class _Engine:
             ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
         ]
         data = espeakng_loader.get_data_path().encode()
-        self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_PHONEME_EVENTS)
         if self.rate <= 0:
             raise GenError("eSpeak NG failed to initialise", hint=f"check its data folder {data.decode()}")
         self.lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
         self._words: list[tuple[float, int, int]] = []
+        self._phonemes: list[tuple[float, str]] = []
         self._callback = _CALLBACK(self._on_audio)  # keep a reference: ctypes does not
         self.lib.espeak_SetSynthCallback(self._callback)
 
@@ -79,6 +88,10 @@ class _Engine:
             e = events[i]
             if e.type == _EVENT_WORD:
                 self._words.append((e.audio_position / 1000.0, e.text_position - 1, e.length))
+            elif e.type == _EVENT_PHONEME:  # the name sits in the event's 8-byte ``id`` union (char string[8])
+                raw = ctypes.string_at(ctypes.addressof(e) + _Event.id.offset, 8).split(b"\0")[0]
+                if raw:
+                    self._phonemes.append((e.audio_position / 1000.0, raw.decode("ascii", "replace")))
             i += 1
         return 0
 
@@ -88,12 +101,12 @@ class _Engine:
                 raise GenError(f"eSpeak NG has no voice {voice!r}", hint="use a language code such as en, hi, ta")
             self.lib.espeak_SetParameter(_RATE, int(rate), 0)
             self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
-            self._chunks, self._words = [], []
+            self._chunks, self._words, self._phonemes = [], [], []
             raw = text.encode("utf-8") + b"\0"
             self.lib.espeak_Synth(raw, len(raw), 0, 0, 0, _CHARS_UTF8, None, None)
             self.lib.espeak_Synchronize()
             audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-            return Speech(audio=audio, sample_rate=self.rate, words=tuple(self._words))
+            return Speech(audio=audio, sample_rate=self.rate, words=tuple(self._words), phonemes=tuple(self._phonemes))
 
 
 _engine: _Engine | None = None
@@ -105,6 +118,18 @@ def synthesize(text: str, *, voice: str = "en", rate: int = 160, pitch: int = 50
     if _engine is None:
         _engine = _Engine()
     return _engine.synth(text, voice=voice, rate=rate, pitch=pitch)
+
+
+def phonemize(text: str, *, voice: str = "en") -> list[str]:
+    """eSpeak NG's phonemes for ``text`` in language/voice ``voice`` (the names a phoneme-input speech head
+    was trained on; see :func:`phoneme_text`)."""
+    return synthesize(text, voice=voice).phoneme_names
+
+
+def phoneme_text(names) -> str:
+    """Phoneme names as the text a phoneme-input model's encoder reads: each name led by a space, so the
+    byte-level BPE starts a new token at every phoneme (``[h, @, l, 'oU]`` -> ``" h @ l 'oU"``)."""
+    return "".join(" " + n for n in names)
 
 
 def synthesize_16k(text: str, **kwargs) -> np.ndarray:

@@ -40,6 +40,9 @@ class ModelConfig:
     video_motion: bool = False  # a second video stream: the clip minus its temporal mean (what moves)
     text_scale: float = 1.0  # token embeddings entering the encoder are multiplied by this (upcycling: sqrt(D))
     n_speech_mels: int = 80  # mel bins the speech head predicts (text -> speech)
+    tts_input: str = "text"  # what text -> speech reads: "text" tokens, or eSpeak NG's "phonemes" of the text
+    speech_progress: bool = False  # speech-head frames know their place inside their phoneme (new models: on)
+    speech_layers: int = 3  # convolution layers of the speech head's frame decoder
     output_tokens: tuple[int, ...] = ()  # a restricted output vocabulary (empty: every token may be generated)
 
     @property
@@ -56,7 +59,8 @@ class ModelConfig:
                 "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
                 "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
                 "video_max": list(self.video_max), "video_motion": self.video_motion, "text_scale": self.text_scale,
-                "n_speech_mels": self.n_speech_mels,
+                "n_speech_mels": self.n_speech_mels, "tts_input": self.tts_input,
+                "speech_progress": self.speech_progress, "speech_layers": self.speech_layers,
                 "output_tokens": list(self.output_tokens)}
 
     @property
@@ -125,7 +129,8 @@ class ModelConfig:
 
 def _generalist_from(g: dict) -> dict:
     known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
-             "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens"}
+             "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens", "tts_input", "speech_progress",
+             "speech_layers"}
     unknown = set(g) - known
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")
@@ -133,6 +138,8 @@ def _generalist_from(g: dict) -> dict:
     for key in ("video_patch", "video_max", "extra_tokens", "output_tokens"):
         if key in out:
             out[key] = tuple(out[key])
+    if out.get("tts_input", "text") not in ("text", "phonemes"):
+        raise ValueError(f"tts_input must be 'text' or 'phonemes', not {out['tts_input']!r}")
     if out.get("ttt", "none") not in ("none", "mlp"):
         raise ValueError(f"ttt must be 'none' or 'mlp', not {out['ttt']!r}")
     return out

@@ -36,7 +36,8 @@ class Generalist(nn.Module):
                 self.video.add_motion()
             self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
             nn.init.zeros_(self.modality_embedding.weight)
-            self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels)
+            self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels, progress=c.speech_progress,
+                                          layers=c.speech_layers)
 
     # ---- front-ends: one example or a batch -> embeddings with positions and modality ----
     def _modality(self, name: str) -> Tensor | float:

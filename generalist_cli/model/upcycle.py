@@ -36,7 +36,7 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
         raise ValueError("upcycle starts from a dense Whisper (one expert, no front-ends)")
     scale = float(dense.config.n_audio_state) ** 0.5 if text_scale is None else float(text_scale)
     config = replace(dense.config, n_experts=n_experts, top_k=top_k, ttt=ttt, generalist=True,
-                     extra_tokens=tuple(extra_tokens), text_scale=scale)
+                     extra_tokens=tuple(extra_tokens), text_scale=scale, speech_progress=True)
     torch.manual_seed(seed)
     model = Generalist(config).to(next(dense.parameters()).dtype)
     source = dense.state_dict()

@@ -217,7 +217,10 @@ def read_rows(sets, pairs: list[tuple[int, int]]) -> list[dict]:
     return out
 
 
-def collate(rows: list[dict], tokenizer, *, max_target_tokens: int) -> Batch:
+def collate(rows: list[dict], tokenizer, *, max_target_tokens: int, phonemes: bool = False) -> Batch:
+    """``phonemes``: text -> speech examples read eSpeak's phonemes (:func:`~generalist_cli.media.espeak.phoneme_text`)
+    instead of the text, each phoneme lasting from its start to the next one's (a model with
+    ``config.tts_input == "phonemes"``)."""
     examples = []
     for r in rows:
         task, modality = str(r["task"]), str(r["modality"])
@@ -234,7 +237,11 @@ def collate(rows: list[dict], tokenizer, *, max_target_tokens: int) -> Batch:
             prompt_len = 1
             mel = torch.from_numpy(np.asarray(r["tgt_mel"], dtype=np.float32))
             starts = np.asarray(r.get("word_starts", ()), dtype=np.float64)
-            if len(starts):  # eSpeak's word events: each word's frames go to that word's tokens
+            if phonemes:
+                source, starts = _phoneme_source(r, tokenizer)
+                pieces = [tokenizer.decode([int(t)]) for t in source.tolist()]
+                durations = durations_from_words(pieces, starts, mel.shape[0])
+            elif len(starts):  # eSpeak's word events: each word's frames go to that word's tokens
                 pieces = [tokenizer.decode([int(t)]) for t in source.tolist()]
                 durations = durations_from_words(pieces, starts, mel.shape[0])
             else:
@@ -245,6 +252,18 @@ def collate(rows: list[dict], tokenizer, *, max_target_tokens: int) -> Batch:
         target = [int(t) for t in r["tgt_tokens"]][:max_target_tokens] + [tokenizer.eot]
         examples.append(Example(task, modality, source, grid, torch.tensor(prompt + target), len(prompt), None, None))
     return Batch(examples)
+
+
+def _phoneme_source(row: dict, tokenizer) -> tuple[torch.Tensor, np.ndarray]:
+    """Token ids of a tts row's phonemes and the phonemes' start times."""
+    from generalist_cli.media.espeak import phoneme_text
+
+    names = [str(n) for n in (row.get("phonemes") if row.get("phonemes") is not None else ())]
+    if not len(names):
+        raise GenError(f"text -> speech example {row.get('id', '')!s} has no phonemes: it was prepared by an older gen",
+                       hint="prepare the speak corpus again (gen prepare speak ...), or train with model.tts_input = 'text'")
+    ids = tokenizer.encode(phoneme_text(names))
+    return torch.tensor(ids, dtype=torch.long), np.asarray(row["phoneme_starts"], dtype=np.float64)
 
 
 def durations_for(n_tokens: int, n_frames: int) -> torch.Tensor:

@@ -69,6 +69,15 @@ def build_model(recipe: Recipe, ckpt: Path | None):
     if m.video_motion and model.config.generalist and not model.config.video_motion:
         model.video.add_motion()
         model.config = dataclasses.replace(model.config, video_motion=True)
+    c = model.config
+    if c.generalist and m.speech_layers and m.speech_layers != c.speech_layers:
+        from generalist_cli.model.heads import SpeechHead
+
+        model.config = c = dataclasses.replace(c, speech_layers=m.speech_layers)
+        model.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels, progress=c.speech_progress,
+                                       layers=c.speech_layers).to(next(model.parameters()).dtype)
+    if c.generalist and m.tts_input != c.tts_input:
+        model.config = dataclasses.replace(c, tts_input=m.tts_input)
     old = model.config.n_experts
     if m.add_experts:
         model = add_experts(model, m.add_experts, init=m.add_experts_init)
@@ -222,7 +231,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
                 release_new_experts(model)
                 released = True
             pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size, sampling=t.sampling, capacity=r.data.capacity)
-            batch = collate(data.rows(pairs), tokenizer, max_target_tokens=r.data.max_target_tokens)
+            batch = collate(data.rows(pairs), tokenizer, max_target_tokens=r.data.max_target_tokens,
+                            phonemes=model.config.tts_input == "phonemes")
             ex = batch.examples
             n_tok = max(1, batch.n_target_tokens)
             n_mel = max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None))
@@ -378,7 +388,8 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
     try:
         for name, ds in zip(eval_data.names, eval_data.sets):
             rows = read_rows([ds], [(0, i) for i in range(len(ds))])
-            batch = collate(rows, tokenizer, max_target_tokens=recipe.data.max_target_tokens)
+            batch = collate(rows, tokenizer, max_target_tokens=recipe.data.max_target_tokens,
+                            phonemes=model.config.tts_input == "phonemes")
             entry = token_loss(model, batch.examples, batch_size=recipe.eval.batch_size, capacity=recipe.data.capacity)
             speech = [(e, rw) for e, rw in zip(batch.examples, rows) if e.task == "tts"]
             if speech:  # text -> speech: mel L1 with teacher-forced durations

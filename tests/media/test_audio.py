@@ -144,3 +144,21 @@ def test_video_errors(tmp_path):
         decode_video(path)
     with pytest.raises(MediaError, match="not found"):
         decode_video(tmp_path / "none.mov")
+
+
+@pytest.mark.parametrize("voice, text", [("en", "Hello world, this is a test."), ("hi", "आज राम स्कूल में क्रिकेट खेलता है।")])
+def test_espeak_reports_phonemes_in_order_one_bpe_word_each(voice, text):
+    from generalist_cli.features.tokenizer import Tokenizer
+    from generalist_cli.media.espeak import phoneme_text, phonemize, synthesize
+    from generalist_cli.store.store import tokenizer_for
+
+    speech = synthesize(text, voice=voice)
+    starts = [t for t, _ in speech.phonemes]
+    assert len(speech.phonemes) >= 10 and starts == sorted(starts)
+    assert 0 <= starts[0] < 0.2 and starts[-1] < len(speech.audio) / speech.sample_rate
+    assert phonemize(text, voice=voice) == speech.phoneme_names  # what gen run reads = what training read
+    if voice == "en":
+        assert speech.phoneme_names[:4] == ["h", "@", "l", "'oU"]
+    tok = Tokenizer(tokenizer_for("whisper-tiny.en"), multilingual=False)
+    pieces = [tok.decode([i]) for i in tok.encode(phoneme_text(speech.phoneme_names))]
+    assert sum(p.startswith(" ") for p in pieces) == len(speech.phonemes)  # each phoneme starts a token

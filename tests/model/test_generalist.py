@@ -295,3 +295,21 @@ def test_upcycled_text_is_not_drowned_by_encoder_positions():
     old = MC.from_hf({**g.config.to_hf(), "generalist": {k: v for k, v in g.config.generalist_dict().items()
                                                           if k != "text_scale"}})
     assert old.text_scale == 1.0
+
+
+def test_speech_head_frames_know_their_place_in_their_phoneme(tmp_path):
+    from generalist_cli.model.config import ModelConfig
+    from generalist_cli.model.heads import SpeechHead, span_progress
+
+    p = span_progress(torch.tensor([2, 0, 3]))
+    assert torch.allclose(p[:, 0], torch.tensor([0.25, 0.75, 1 / 6, 0.5, 5 / 6]))
+    assert torch.allclose(p[:, 0] + p[:, 1], torch.ones(5))
+    assert torch.allclose(p[:, 2], torch.log1p(torch.tensor([2.0, 2, 3, 3, 3])) / 4)
+    assert generalist().config.speech_progress  # new generalists have it ...
+    old = ModelConfig.from_hf({**dense().config.to_hf(), "generalist": {"generalist": True}})
+    assert not old.speech_progress and old.tts_input == "text" and old.speech_layers == 3  # ... old checkpoints not
+    assert Generalist(old).speech_head.progress is None
+    head = SpeechHead(16, 8, hidden=8, progress=True, layers=2)
+    h = torch.randn(3, 16)
+    a, b = head(h, torch.tensor([1, 4, 2])), head(h, torch.tensor([1, 2, 4]))
+    assert a.shape == (7, 8) and not torch.allclose(a[1:5], b[1:5])  # same states, different place in the span

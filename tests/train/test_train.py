@@ -329,3 +329,31 @@ def test_tts_durations_follow_espeak_word_events():
     assert d.tolist() == [30, 30, 20, 20]  # word 1: frames 0-60 (leading silence included), word 2: 60-100
     d = durations_from_words(["A", " big", " dog"], np.array([0.0, 0.2, 0.5, 0.8]), 120)
     assert d.tolist() == [20, 30, 70] and int(d.sum()) == 120  # an extra event's frames join the last token
+
+
+def test_tts_phoneme_inputs_last_from_each_phoneme_event_to_the_next(world):
+    import numpy as np
+
+    from generalist_cli.errors import GenError
+    from generalist_cli.features.tokenizer import Tokenizer
+    from generalist_cli.media.espeak import phoneme_text
+    from generalist_cli.recipe import load
+    from generalist_cli.train.batches import TrainData, collate
+
+    data = TrainData(load(recipe_file(world, "phonemes")).data.sources)
+    tok = Tokenizer(world / "init" / "tokenizer.json", multilingual=False)
+    rows = [r for r in data.rows([(0, i) for i in range(len(data.sets[0]))]) if r["task"] == "tts"]
+    assert rows
+    for row, e in zip(rows, collate(rows, tok, max_target_tokens=50, phonemes=True).examples):
+        names = [str(n) for n in row["phonemes"]]
+        assert tok.decode(e.source.tolist()) == phoneme_text(names)
+        assert len(e.durations) == len(e.source) and int(e.durations.sum()) == e.tgt_mel.shape[0]
+        pieces = [tok.decode([t]) for t in e.source.tolist()]
+        firsts = [i for i, p in enumerate(pieces) if p.startswith(" ")]  # each phoneme's first token
+        spans = np.add.reduceat(e.durations.numpy(), firsts)  # frames per phoneme
+        bounds = np.round(np.asarray(row["phoneme_starts"][1:], dtype=np.float64) * 100)
+        bounds = np.minimum(bounds, e.tgt_mel.shape[0])  # (a final pause event may fall past the last frame)
+        assert np.array_equal(np.cumsum(spans)[:-1], bounds)  # phoneme k ends where phoneme k+1 starts
+    old = dict(rows[0], phonemes=[], phoneme_starts=[])  # a row prepared before phonemes were recorded
+    with pytest.raises(GenError, match="no phonemes"):
+        collate([old], tok, max_target_tokens=50, phonemes=True)
