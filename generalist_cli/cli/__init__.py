@@ -67,6 +67,7 @@ from generalist_cli.cli import export as _export  # noqa: E402,F401
 from generalist_cli.cli import models as _models  # noqa: E402,F401
 from generalist_cli.cli import prepare as _prepare  # noqa: E402,F401
 from generalist_cli.cli import run as _run  # noqa: E402,F401
+from generalist_cli.cli import serve as _serve  # noqa: E402,F401
 from generalist_cli.cli import train as _train  # noqa: E402,F401
 
 

@@ -1,0 +1,268 @@
+"""The FastAPI application of ``gen serve``. One model per process; transcription requests go through the
+:class:`~generalist_cli.serve.batcher.Batcher`, other conversions take the same model lock one at a time.
+
+Errors follow OpenAI's shape, ``{"error": {"message", "type", "code"}}``: 400 for bad input (undecodable or
+too long audio, unknown language, a conversion the model was not trained for), 413 for an upload over the
+size limit, 503 with ``Retry-After`` when the queue is full. Uploads are decoded in memory; the only files
+written (a video to decode, speech to encode) live in a temporary folder removed before the response.
+"""
+
+import asyncio
+import contextlib
+import io
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+AUDIO_FORMATS = {"wav": "audio/wav", "m4a": "audio/mp4", "flac": "audio/flac", "mp3": "audio/mpeg"}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str = "whisper-base"
+    device: str = "cpu"
+    max_batch: int = 8  # requests transcribed together
+    max_wait_ms: float = 10.0  # how long the first request of a batch waits for company
+    queue_size: int = 64  # waiting requests before 503
+    max_mb: float = 25.0  # upload limit (OpenAI's is 25 MB)
+    max_seconds: float = 1800.0  # audio length limit
+    threads: int = 0  # torch threads (0: torch's default)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", headers=None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+
+def create_app(config: ServeConfig, loaded=None):
+    """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened)."""
+    from generalist_cli import __version__
+    from generalist_cli.errors import GenError
+    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+    from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
+    from generalist_cli.serve.batcher import Batcher, Busy
+    from generalist_cli.serve.metrics import Metrics
+
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    if loaded is None:
+        from generalist_cli.store.store import open_model
+
+        loaded = open_model(config.model, device=config.device)
+    model, tok = loaded.model, loaded.tokenizer
+    metrics = Metrics()
+    lock = threading.Lock()
+
+    def run_batch(audios, options):
+        return transcribe(model, tok, audios, options)
+
+    batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait=config.max_wait_ms / 1000,
+                      queue_size=config.queue_size, lock=lock, on_batch=metrics.batch)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="gen serve", version=__version__, lifespan=lifespan,
+                  description="Speech, text, sign video and speech synthesis with one generalist model.")
+    app.state.batcher, app.state.metrics, app.state.loaded = batcher, metrics, loaded
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # one line in the log, JSON to the client
+        import sys
+
+        print(f"gen serve: {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return JSONResponse({"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error",
+                                       "code": 500}}, status_code=500)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+    async def read_upload(file: UploadFile) -> bytes:
+        limit = int(config.max_mb * 1024 * 1024)
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, f"{file.filename}: larger than the server's {config.max_mb:g} MB limit",
+                           kind="request_too_large")
+        if not data:
+            raise ApiError(400, f"{file.filename}: is empty (0 bytes)")
+        return data
+
+    async def decode(file: UploadFile):
+        data = await read_upload(file)
+        try:
+            audio = await asyncio.to_thread(decode_audio, io.BytesIO(data))
+        except GenError as exc:
+            raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
+        seconds = len(audio) / SAMPLE_RATE
+        if seconds > config.max_seconds:
+            raise ApiError(400, f"{file.filename}: audio lasts {seconds:.0f} s, over the server's "
+                                f"{config.max_seconds:g} s limit")
+        return audio
+
+    def language_of(language: str | None) -> str | None:
+        if not language:
+            return None
+        from generalist_cli.languages import resolve_language
+
+        try:
+            code = resolve_language(language)
+        except GenError as exc:
+            raise ApiError(400, exc.message) from None
+        if code not in tok.language_codes:
+            raise ApiError(400, f"model {config.model} does not know language {code!r}")
+        return code
+
+    async def speech_to_text(file: UploadFile, *, task: str, language: str | None, prompt: str,
+                             response_format: str):
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}")
+        if task == "translate" and not tok.multilingual:
+            raise ApiError(400, f"model {config.model} is English-only and cannot translate")
+        options = TranscribeOptions(language=language_of(language), task=task, prompt=prompt or "",
+                                    batch_size=max(8, config.max_batch))
+        audio = await decode(file)
+        metrics.audio(len(audio) / SAMPLE_RATE)
+        try:
+            transcript = await asyncio.wrap_future(batcher.submit(audio, options))
+        except Busy:
+            metrics.reject()
+            raise ApiError(503, "the server is busy: too many requests are waiting", kind="server_busy",
+                           headers={"Retry-After": "1"}) from None
+        return render(transcript, response_format, task=task)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": config.model, "version": __version__, "queue": batcher.depth,
+                "max_batch": config.max_batch}
+
+    @app.get("/metrics")
+    def prometheus():
+        return PlainTextResponse(metrics.render(queue_depth=batcher.depth),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(file: UploadFile = File(...), model: str = Form(""), language: str = Form(""),
+                             prompt: str = Form(""), response_format: str = Form("json"),
+                             temperature: float = Form(0.0)):
+        """OpenAI-compatible transcription (``model`` and ``temperature`` are accepted and ignored:
+        the server has one model and decodes greedily with its fallbacks)."""
+        return await speech_to_text(file, task="transcribe", language=language, prompt=prompt,
+                                    response_format=response_format)
+
+    @app.post("/v1/audio/translations")
+    async def translations(file: UploadFile = File(...), model: str = Form(""), prompt: str = Form(""),
+                           response_format: str = Form("json"), temperature: float = Form(0.0)):
+        """OpenAI-compatible translation of speech into English text."""
+        return await speech_to_text(file, task="translate", language=None, prompt=prompt,
+                                    response_format=response_format)
+
+    @app.post("/v1/convert")
+    async def convert(to: str = Form(...), file: Optional[UploadFile] = File(None), text: str = Form(""),
+                      lang: str = Form(""), src_lang: str = Form(""), audio_format: str = Form("wav")):
+        """Any conversion of ``gen run``: ``to`` = text | speech; the input is ``text`` or an uploaded file
+        (text, audio or video, told apart by content). Speech comes back as audio (``audio_format``)."""
+        from generalist_cli.infer import convert as conv
+
+        if to not in ("text", "speech"):
+            raise ApiError(400, f"to must be text or speech, not {to!r}")
+        if audio_format not in AUDIO_FORMATS:
+            raise ApiError(400, f"audio_format must be one of {', '.join(AUDIO_FORMATS)}")
+        if file is None and not text.strip():
+            raise ApiError(400, "give a file or text")
+        with tempfile.TemporaryDirectory(prefix="gen-serve-") as tmp:
+            kind = "text"
+            if file is not None:
+                data = await read_upload(file)
+                path = Path(tmp) / ("input" + Path(file.filename or "").suffix.lower()[:8])
+                path.write_bytes(data)
+                sign = "sign" in (conv.trained_tasks(loaded) or ())
+                try:
+                    kind = conv.detect_modality(path, sign=sign)
+                    if kind == "text":
+                        text = conv.read_text(path)
+                except GenError as exc:
+                    raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
+            language = language_of(lang)
+            needed = {("text", "speech"): "tts", ("text", "text"): "text_translate", ("video", "text"): "sign",
+                      ("audio", "speech"): "tts"}
+            if (kind, to) == ("audio", "text"):
+                await file.seek(0)
+                return await speech_to_text(file, task="transcribe", language=lang or None, prompt="",
+                                            response_format="json")
+            if (kind, to) not in needed:
+                raise ApiError(400, f"{kind} -> {to} is not a conversion gen offers")
+            if (kind, to) == ("text", "text") and language is None:
+                raise ApiError(400, "text -> text translation needs lang (the target language)")
+
+            def work():
+                conv.require(loaded, needed[(kind, to)], config.model)
+                with lock:
+                    if to == "speech":
+                        from generalist_cli.media.audio import encode_audio
+
+                        words = text
+                        speak = language or "en"
+                        if kind == "audio":
+                            [t] = transcribe(model, tok, [decode_audio(path)], TranscribeOptions())
+                            words, speak = t.text, language or t.language or "en"
+                        out = Path(tmp) / f"speech.{audio_format}"
+                        encode_audio(out, conv.text_to_speech(model, tok, words, lang=speak))
+                        return Response(out.read_bytes(), media_type=AUDIO_FORMATS[audio_format])
+                    if kind == "text":
+                        return {"text": conv.text_to_text(model, tok, text, lang=language,
+                                                          src_lang=language_of(src_lang) or "en")}
+                    d = conv.video_to_text(model, tok, path)
+                    return {"text": d.text, "label": d.text, "probability": d.probability}
+
+            try:
+                return await asyncio.to_thread(work)
+            except GenError as exc:
+                raise ApiError(400, str(exc)) from None
+
+    return app
+
+
+def render(transcript, fmt: str, *, task: str):
+    """A transcript as OpenAI's API returns it in ``fmt``."""
+    from generalist_cli.infer.writers import render as write
+
+    if fmt == "json":
+        return {"text": transcript.text}
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if fmt in ("srt", "vtt"):
+        return PlainTextResponse(write(transcript, fmt, file=""))
+    return {"task": "translate" if task == "translate" else "transcribe", "language": transcript.language,
+            "duration": round(transcript.duration, 3), "text": transcript.text,
+            "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text.strip(), "tokens": list(s.tokens),
+                          "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob, "temperature": 0.0}
+                         for i, s in enumerate(transcript.segments)]}
+
+
+def app_from_env():
+    """The app factory uvicorn's worker processes call (``gen serve --workers N``): config from the
+    ``GEN_SERVE_CONFIG`` environment variable (JSON)."""
+    import os
+
+    return create_app(ServeConfig(**json.loads(os.environ["GEN_SERVE_CONFIG"])))
