@@ -160,6 +160,17 @@ def test_limits_and_a_full_queue(tiny_en, tmp_path):
         assert "Traceback" not in s.stop()
 
 
+def test_workers_are_separate_processes_on_one_port(tiny_en, tmp_path):
+    s = Server("whisper-tiny.en", "--workers", "2", tmp=tmp_path / "tmp")
+    try:
+        audio = {"file": ("hello.m4a", HELLO.read_bytes(), "audio/mp4")}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda _: s.post("/v1/audio/transcriptions", files=audio), range(2)))
+        assert [words(r.json()["text"]) for r in replies] == [HELLO_TEXT] * 2
+    finally:
+        s.stop()
+
+
 def test_batcher_batches_waiting_requests_by_key_and_refuses_when_full():
     from generalist_cli.serve.batcher import Batcher, Busy
 
