@@ -71,6 +71,19 @@ def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path):
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [row["label"] for row in rows] == ["hello", "thank you"]
     assert all(0.5 < row["probability"] <= 1.0 for row in rows)
+    # a .mov without a video track, and one cut short: one line each, exit 1, the good clip still named
+    from generalist_cli.media.audio import encode_audio
+
+    encode_audio(tmp_path / "sound-only.mp4", np.zeros(16000, np.float32))
+    (tmp_path / "sound-only.mp4").rename(tmp_path / "sound-only.mov")
+    (tmp_path / "cut.mov").write_bytes(picks[0].read_bytes()[:400])
+    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(tmp_path / "sound-only.mov"),
+                        str(tmp_path / "cut.mov"), str(picks[0]), "--to", "text", "--from", "video", "--format", "json",
+                        "--model", str(ckpt)], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = r.stderr.strip().splitlines()
+    assert any("sound-only.mov" in e and "video" in e for e in errors) and any("cut.mov" in e for e in errors), errors
+    assert [json.loads(x)["label"] for x in r.stdout.splitlines()] == ["hello"]
 
 
 def test_a_scratch_model_learns_to_speak_phonemes_and_gen_run_writes_the_audio(tmp_path):

@@ -310,6 +310,18 @@ def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tm
     assert r.returncode == 0, r.stderr
     with av.open(str(tmp_path / "note.wav")) as c:
         assert c.streams.audio and c.streams.audio[0].sample_rate == 16000 and c.duration > 0
+    # speech -> speech (through the model's own transcript); an empty text file fails alone, with one line
+    from generalist_cli.media.audio import encode_audio
+    from generalist_cli.media.espeak import synthesize_16k
+
+    encode_audio(tmp_path / "said.m4a", synthesize_16k("Good morning."))
+    (tmp_path / "empty.txt").write_text("  \n")
+    r = gen(str(tmp_path / "said.m4a"), str(tmp_path / "empty.txt"), "--to", "speech", "--out", str(tmp_path / "out"),
+            "--model", str(ckpt))
+    assert r.returncode == 1 and "empty.txt: is empty" in r.stderr and "Traceback" not in r.stderr
+    with av.open(str(tmp_path / "out" / "said.m4a")) as c:
+        assert c.streams.audio and c.duration > 0
+    assert not (tmp_path / "out" / "empty.m4a").exists()
     r = gen(str(tmp_path / "note.txt"), "--to", "text", "--lang", "en", "--model", str(ckpt))
     assert r.returncode == 2 and "cannot do text -> text translation (trained on transcribe, tts)" in r.stderr
     assert "Traceback" not in r.stderr
