@@ -35,7 +35,9 @@ class ModelSection:
     scratch_heads: int = 4
     upcycle: bool = True  # turn a dense Whisper into the MoE + TTT generalist first
     experts: int = 8  # experts per MoE layer when upcycling
-    top_k: int = 2  # experts per token
+    top_k: int = 2  # experts per token (per routed group with segments > 1)
+    segments: int = 1  # > 1: fine-grained experts (DeepSeekMoE), the FFN cut into this many segments
+    shared_experts: int = 0  # segments that form the always-on shared expert (fine-grained only)
     ttt: str = "mlp"  # "mlp" or "none"
     add_experts: int = 0  # lifelong learning: experts appended before training
     add_experts_init: str = "mean"  # "mean" or "copy"
@@ -213,6 +215,8 @@ def _check(r: Recipe, path: Path) -> None:
         bad("train.sampling", "must be 'random', 'epochs' or 'packed'")
     if r.model.output_tokens not in ("all", "targets"):
         bad("model.output_tokens", "must be 'all' or 'targets'")
+    if r.model.segments < 1 or not 0 <= r.model.shared_experts < r.model.segments:
+        bad("model.segments", "must be >= 1, with 0 <= model.shared_experts < model.segments")
     if r.model.tts_input not in ("text", "phonemes"):
         bad("model.tts_input", "must be 'text' or 'phonemes'")
     if r.model.speech_layers < 0:

@@ -76,12 +76,17 @@ def _load(model: str):
 @models_app.command(
     epilog="""[bold]Examples:[/]\n
   gen models init --from whisper-base --experts 8 --top-k 2 --ttt mlp --out models/gen-base\n
-  gen models init --from whisper-tiny.en --experts 4 --ttt none --out models/gen-tiny""",
+  gen models init --from whisper-tiny.en --experts 4 --ttt none --out models/gen-tiny\n
+  gen models init --from whisper-base --moe fine-grained --segments 4 --shared 1 --experts 8 --top-k 2 --out models/gen-fg""",
 )
 def init(
     source: Annotated[str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")] = "whisper-base",
     experts: Annotated[int, typer.Option(min=2, max=256, help="Experts per MoE layer.")] = 8,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Experts per token.")] = 2,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Experts per token (per group with fine-grained).")] = 2,
+    moe: Annotated[str, typer.Option(help="mixtral: experts = copies of the FFN; fine-grained: DeepSeekMoE "
+                                          "segments (see --segments, --shared).")] = "mixtral",
+    segments: Annotated[int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")] = 4,
+    shared: Annotated[int, typer.Option(min=0, help="fine-grained: segments in the always-on shared expert.")] = 1,
     ttt: Annotated[str, typer.Option(help="mlp: a TTT-MLP layer in every block; none: no TTT.")] = "mlp",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path("models/gen-base"),
     seed: Annotated[int, typer.Option(help="Seed for the new parameters (routers, TTT, front-ends).")] = 0,
@@ -101,17 +106,29 @@ def init(
         raise UsageError(f"--ttt must be mlp or none, not {ttt!r}")
     if top_k > experts:
         raise UsageError(f"--top-k {top_k} is more than --experts {experts}")
+    if moe not in ("mixtral", "fine-grained"):
+        raise UsageError(f"--moe must be mixtral or fine-grained, not {moe!r}")
+    if moe == "mixtral":
+        segments, shared = 1, 0
+    elif segments < 2 or shared >= segments:
+        raise UsageError(f"--moe fine-grained needs --segments >= 2 and --shared < --segments (got {segments}, {shared})")
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
     dense = _load(source)
     with err.status(f"upcycling {source}"):
-        model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed)
+        try:
+            model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed, segments=segments,
+                            shared=shared)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         entry = save_model(model, dense.path / "tokenizer.json", out, name=out.name, source=f"upcycle:{source}",
                            kind="upcycle", force=force, extra_meta={"upcycled_from": source, "seed": seed})
     if as_json:
         stdout.print(json.dumps({"path": str(entry.path), **entry.meta}), markup=False)
     else:
-        stdout.print(f"{entry.path}: {experts} experts top-{top_k}, ttt {ttt}, "
+        kind = (f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
+                f"{shared}/{segments} shared" if moe == "fine-grained" else f"{experts} experts top-{top_k}")
+        stdout.print(f"{entry.path}: {kind}, ttt {ttt}, "
                      f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}", markup=False)
 
 
@@ -144,6 +161,9 @@ def add_experts_cmd(
     loaded = _load(model)
     if loaded.config.n_experts < 2:
         raise UsageError(f"{model} is a dense model", hint="upcycle it first: gen models init --from ...")
+    if loaded.config.moe_segments > 1:
+        raise UsageError(f"{model}: has fine-grained experts; add-experts grows Mixtral-style layers",
+                         hint="upcycle with --moe mixtral for lifelong learning by added experts")
     if init == "copy" and not 0 <= source < loaded.config.n_experts:
         raise UsageError(f"--source {source} is not an expert of {model} (0..{loaded.config.n_experts - 1})")
     grown = add_experts(loaded.model, n, init=init, source=source)

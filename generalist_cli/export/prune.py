@@ -83,6 +83,9 @@ def drop_experts(model, n_drop: int, usage: list[torch.Tensor]):
     c = model.config
     if c.n_experts <= 1:
         raise UsageError("--prune-experts needs a mixture-of-experts model (this one is dense)")
+    if c.moe_segments > 1:
+        raise UsageError("--prune-experts prunes Mixtral-style layers; this model has fine-grained experts",
+                         hint="use --prune (magnitude pruning) instead")
     if not 0 < n_drop < c.n_experts:
         raise UsageError(f"--prune-experts must be between 1 and {c.n_experts - 1} for {c.n_experts} experts")
     keep_n = c.n_experts - n_drop

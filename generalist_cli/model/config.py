@@ -29,7 +29,9 @@ class ModelConfig:
     alignment_heads: tuple[tuple[int, int], ...] = field(default=())  # (layer, head) pairs for word timing
     # --- the generalist's additions (defaults = plain Whisper) ---
     n_experts: int = 1  # FFN experts per block; 1 = Whisper's dense FFN
-    top_k: int = 1  # experts per token
+    top_k: int = 1  # experts per token (per group for fine-grained MoE)
+    moe_segments: int = 1  # fine-grained MoE (DeepSeekMoE): the FFN split into this many segments
+    moe_shared: int = 0  # of which this many form the always-on shared expert; the rest are routed groups
     ttt: str = "none"  # "none" | "mlp": a TTT-MLP layer behind a zero-initialised gate in every block
     ttt_mini_batch: int = 16  # TTT inner mini-batch size b
     ttt_base_lr: float = 0.1  # TTT-MLP base inner learning rate (Sun et al. 2024)
@@ -55,7 +57,8 @@ class ModelConfig:
         return self.n_vocab + len(self.extra_tokens)
 
     def generalist_dict(self) -> dict:
-        return {"n_experts": self.n_experts, "top_k": self.top_k, "ttt": self.ttt,
+        return {"n_experts": self.n_experts, "top_k": self.top_k, "moe_segments": self.moe_segments,
+                "moe_shared": self.moe_shared, "ttt": self.ttt,
                 "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
                 "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
                 "video_max": list(self.video_max), "video_motion": self.video_motion, "text_scale": self.text_scale,
@@ -130,7 +133,7 @@ class ModelConfig:
 def _generalist_from(g: dict) -> dict:
     known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
              "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens", "tts_input", "speech_progress",
-             "speech_layers"}
+             "speech_layers", "moe_segments", "moe_shared"}
     unknown = set(g) - known
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")
@@ -140,6 +143,9 @@ def _generalist_from(g: dict) -> dict:
             out[key] = tuple(out[key])
     if out.get("tts_input", "text") not in ("text", "phonemes"):
         raise ValueError(f"tts_input must be 'text' or 'phonemes', not {out['tts_input']!r}")
+    segments, shared = out.get("moe_segments", 1), out.get("moe_shared", 0)
+    if segments < 1 or not 0 <= shared < segments:
+        raise ValueError(f"moe_segments must be >= 1 and moe_shared in 0..segments-1, not {segments}, {shared}")
     if out.get("ttt", "none") not in ("none", "mlp"):
         raise ValueError(f"ttt must be 'none' or 'mlp', not {out['ttt']!r}")
     return out

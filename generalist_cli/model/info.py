@@ -21,7 +21,7 @@ def parameter_counts(model: Generalist) -> tuple[int, int]:
     for m in model.modules():
         if isinstance(m, MoEFFN):
             per_expert = sum(p[0].numel() for p in (m.fc1_weight, m.fc1_bias, m.fc2_weight, m.fc2_bias))
-            inactive += (m.n_experts - m.top_k) * per_expert
+            inactive += (m.n_routed - m.k_routed) * per_expert
     return total, total - inactive
 
 
@@ -75,8 +75,11 @@ def describe(model: Generalist) -> dict:
     total, active = parameter_counts(model)
     return {
         "architecture": "generalist" if c.generalist else "whisper",
+        "moe": "fine-grained" if c.moe_segments > 1 else "mixtral" if c.n_experts > 1 else "dense",
         "experts": c.n_experts,
         "top_k": c.top_k,
+        "moe_segments": c.moe_segments,
+        "moe_shared": c.moe_shared,
         "ttt": c.ttt,
         "encoder_layers": c.n_audio_layer,
         "decoder_layers": c.n_text_layer,

@@ -11,6 +11,15 @@ GPUs); ``"sorted"`` multiplies each contiguous block by its expert's weights in 
 this CPU), and sorted for inference on CPU. ``"dense"`` runs every expert and zero-weights the unchosen
 ones: no data-dependent shapes, which is what ONNX export needs.
 
+Fine-grained + shared experts (DeepSeekMoE, Dai et al. 2024, arXiv 2401.06066): the FFN's hidden units are
+split into ``m`` segments; ``shared_hidden`` units (K_s segments) form an always-on shared expert, and each
+of the other ``groups = m - K_s`` segments becomes a group of ``n_experts`` small experts (width H/m) of
+which the router picks ``top_k`` per group (softmax and renormalisation within the group), so a token uses
+``groups * top_k`` small experts plus the shared one. Routing within groups is what lets upcycling keep
+Whisper's function exactly: every expert of group g starts as a copy of segment g, whose weights sum to 1,
+so the output is the sum of all segments = the dense FFN. ``groups = 1`` and no shared expert is the plain
+Mixtral layer above.
+
 The layer returns ``(y, RouterOutput)``; the load-balancing loss (Switch/Mixtral) and router z-loss (ST-MoE)
 are pure functions of those outputs, so nothing is stored on the module during ``forward``.
 Shapes: N tokens (B*T flattened), D width, H expert hidden size, E experts, k slots.
@@ -34,26 +43,49 @@ class RouterOutput:
 
 
 class MoEFFN(nn.Module):
-    def __init__(self, n_state: int, n_hidden: int, n_experts: int, top_k: int, *, dispatch: str = "auto") -> None:
+    def __init__(self, n_state: int, n_hidden: int, n_experts: int, top_k: int, *, dispatch: str = "auto",
+                 groups: int = 1, shared_hidden: int = 0) -> None:
+        """``n_hidden``: each expert's hidden size; ``n_experts``/``top_k``: per group; ``shared_hidden``: the
+        always-on shared expert's hidden size (0: none)."""
         super().__init__()
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k must be in 1..{n_experts}, got {top_k}")
-        self.n_experts, self.top_k, self.dispatch = n_experts, top_k, dispatch
-        self.router = nn.Linear(n_state, n_experts, bias=False)
-        self.fc1_weight = nn.Parameter(torch.empty(n_experts, n_hidden, n_state))  # nn.Linear layout per expert
-        self.fc1_bias = nn.Parameter(torch.zeros(n_experts, n_hidden))
-        self.fc2_weight = nn.Parameter(torch.empty(n_experts, n_state, n_hidden))
-        self.fc2_bias = nn.Parameter(torch.zeros(n_experts, n_state))
+        self.n_experts, self.top_k, self.dispatch, self.groups = n_experts, top_k, dispatch, groups
+        n = self.n_routed
+        self.router = nn.Linear(n_state, n, bias=False)
+        self.fc1_weight = nn.Parameter(torch.empty(n, n_hidden, n_state))  # nn.Linear layout per expert
+        self.fc1_bias = nn.Parameter(torch.zeros(n, n_hidden))
+        self.fc2_weight = nn.Parameter(torch.empty(n, n_state, n_hidden))
+        self.fc2_bias = nn.Parameter(torch.zeros(n, n_state))
         nn.init.normal_(self.router.weight, std=0.02)
         # added to the router logits: -inf keeps newly added experts out of routing until training releases them
-        self.register_buffer("logit_bias", torch.zeros(n_experts), persistent=True)
+        self.register_buffer("logit_bias", torch.zeros(n), persistent=True)
         for w in (self.fc1_weight, self.fc2_weight):
             nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]), a=math.sqrt(5))
+        self.shared_fc1 = nn.Linear(n_state, shared_hidden) if shared_hidden else None
+        self.shared_fc2 = nn.Linear(shared_hidden, n_state) if shared_hidden else None
+
+    @property
+    def n_routed(self) -> int:
+        """Routed experts in all groups."""
+        return self.groups * self.n_experts
+
+    @property
+    def k_routed(self) -> int:
+        """Routed experts a token uses."""
+        return self.groups * self.top_k
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` (N, D) -> router logits (N, E) fp32, renormalised top-k weights (N, k), indices (N, k)."""
         logits = self.router(x)
         logits = (logits if logits.dtype == torch.float64 else logits.float()) + self.logit_bias
+        if self.groups > 1:  # top-k within each group; global expert ids g * E + e
+            n = logits.shape[0]
+            probs = torch.softmax(logits.view(n, self.groups, self.n_experts), dim=-1)
+            weights, indices = probs.topk(self.top_k, dim=-1)
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+            offset = torch.arange(self.groups, device=x.device)[:, None] * self.n_experts
+            return logits, weights.reshape(n, -1), (indices + offset).reshape(n, -1)
         probs = torch.softmax(logits, dim=-1)
         weights, indices = probs.topk(self.top_k, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -65,6 +97,8 @@ class MoEFFN(nn.Module):
         flat = x.reshape(-1, shape[-1])
         logits, weights, indices = self.route(flat)
         y, counts = self.experts(flat, weights.to(flat.dtype), indices)
+        if self.shared_fc1 is not None:
+            y = y + self.shared_fc2(F.gelu(self.shared_fc1(flat)))
         return y.reshape(shape), RouterOutput(logits, indices, counts)
 
     def experts(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,7 +109,7 @@ class MoEFFN(nn.Module):
         flat_expert = indices.reshape(-1)  # (N*k,)
         order = flat_expert.argsort(stable=True)
         token = order // k  # the token behind each sorted row
-        counts = torch.bincount(flat_expert, minlength=self.n_experts)
+        counts = torch.bincount(flat_expert, minlength=self.n_routed)
         rows = x[token]  # (N*k, D), grouped by expert
         grouped = self.dispatch == "grouped" or (self.dispatch == "auto" and (x.is_cuda or torch.is_grad_enabled()))
         if grouped and hasattr(F, "grouped_mm") and x.dtype != torch.float64:
@@ -104,23 +138,34 @@ class MoEFFN(nn.Module):
     def _dense(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Every expert on every token, weighted by the top-k gates (zero for the others): the same function
         without data-dependent shapes, for ONNX export (``dispatch="dense"``); E/k times the FLOPs."""
-        gates = torch.zeros(x.shape[0], self.n_experts, dtype=x.dtype, device=x.device).scatter(-1, indices, weights)
+        gates = torch.zeros(x.shape[0], self.n_routed, dtype=x.dtype, device=x.device).scatter(-1, indices, weights)
         y = torch.zeros_like(x)
-        for e in range(self.n_experts):
+        for e in range(self.n_routed):
             h = F.gelu(F.linear(x, self.fc1_weight[e], self.fc1_bias[e]))
             y = y + gates[:, e : e + 1] * F.linear(h, self.fc2_weight[e], self.fc2_bias[e])
         return y, (gates != 0).sum(0)
 
 
-def load_balancing_loss(routers: list[RouterOutput], *, n_experts: int, top_k: int,
+def load_balancing_loss(routers: list[RouterOutput], *, n_experts: int, top_k: int, groups: int = 1,
                         valid: list[Tensor | None] | None = None) -> Tensor:
     """Switch/Mixtral auxiliary loss over all MoE layers: ``E * sum_{s,e} f_{s,e} P_e`` (k when balanced, -> E
-    when collapsed). ``valid`` (per layer, (N,) bool) excludes padding tokens from both averages."""
+    when collapsed). ``valid`` (per layer, (N,) bool) excludes padding tokens from both averages.
+
+    Fine-grained layers (``groups > 1``; ``n_experts``, ``top_k`` per group) get DeepSeekMoE's expert-level
+    balance loss per group, ``sum_i f_i P_i`` with ``f_i = E / (k T) * #tokens choosing i`` and ``P_i`` the
+    mean router probability, averaged over groups: 1 when balanced, E / k when collapsed."""
     logits, idx = [], []
     for i, r in enumerate(routers):
         keep = None if valid is None or valid[i] is None else valid[i].reshape(-1)
         logits.append(r.logits if keep is None else r.logits[keep])
         idx.append(r.indices if keep is None else r.indices[keep])
+    if groups > 1:
+        lg = torch.cat(logits).float()
+        t = lg.shape[0]
+        probs = torch.softmax(lg.view(t, groups, n_experts), dim=-1).mean(0)  # (G, E)
+        counts = torch.bincount(torch.cat(idx).reshape(-1), minlength=groups * n_experts).float()
+        f = counts.view(groups, n_experts) * n_experts / (top_k * max(t, 1))
+        return (f * probs).sum(-1).mean()
     probs = torch.softmax(torch.cat(logits).float(), dim=-1)  # (T, E)
     chosen = F.one_hot(torch.cat(idx), n_experts).float()  # (T, k, E)
     f = chosen.mean(dim=0)  # (k, E) fraction of tokens per slot and expert

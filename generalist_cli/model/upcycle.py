@@ -28,15 +28,24 @@ DEFAULT_EXTRA_TOKENS = ("<|speech|>", "<|sign|>", "<|text|>")  # modality marker
 
 def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str = "mlp",
             extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS, seed: int = 0,
-            text_scale: float | None = None) -> Generalist:
+            text_scale: float | None = None, segments: int = 1, shared: int = 0) -> Generalist:
     """A generalist that equals ``dense`` (a plain Whisper) at init. Text entering the encoder gets its
     token embeddings times ``text_scale`` (default sqrt(d_model), the Transformer's embedding scale: Whisper's
-    token embeddings are ~25x smaller than its encoder positions, which would drown them)."""
+    token embeddings are ~25x smaller than its encoder positions, which would drown them).
+
+    ``segments`` > 1 makes fine-grained experts (DeepSeekMoE): the dense FFN's hidden units are cut into
+    ``segments`` equal parts; the first ``shared`` parts become the shared expert and every expert of routed
+    group g a copy of part ``shared + g``; each part's output bias is 1/segments of the dense one, so the
+    parts sum to the dense FFN (``n_experts`` and ``top_k`` count per group)."""
     if dense.config.n_experts > 1 or dense.config.generalist:
         raise ValueError("upcycle starts from a dense Whisper (one expert, no front-ends)")
+    if segments < 1 or not 0 <= shared < segments or dense.config.n_audio_ffn % segments:
+        raise ValueError(f"segments must divide the FFN width {dense.config.n_audio_ffn} and shared be in "
+                         f"0..segments-1 (got {segments}, {shared})")
     scale = float(dense.config.n_audio_state) ** 0.5 if text_scale is None else float(text_scale)
     config = replace(dense.config, n_experts=n_experts, top_k=top_k, ttt=ttt, generalist=True,
-                     extra_tokens=tuple(extra_tokens), text_scale=scale, speech_progress=True)
+                     extra_tokens=tuple(extra_tokens), text_scale=scale, speech_progress=True,
+                     moe_segments=segments, moe_shared=shared)
     torch.manual_seed(seed)
     model = Generalist(config).to(next(dense.parameters()).dtype)
     source = dense.state_dict()
@@ -48,6 +57,8 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
             elif name == "decoder.embed_tokens.weight":  # Whisper's rows keep their ids; new rows stay N(0, 1)*0.02
                 target[name][: value.shape[0]].copy_(value)
                 target[name][value.shape[0]:].normal_(0, 0.02)
+            elif (".fc1." in name or ".fc2." in name) and segments > 1:  # dense FFN -> shared + grouped parts
+                _place_segments(target, name, value, segments=segments, shared=shared, n_experts=n_experts)
             elif ".fc1." in name or ".fc2." in name:  # dense FFN -> every expert
                 prefix, rest = name.split(".fc", 1)
                 layer, kind = rest.split(".")  # "1", "weight"
@@ -56,6 +67,28 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
                 raise ValueError(f"cannot place {name} {tuple(value.shape)} in the generalist")
     model.load_state_dict(target)
     return model
+
+
+def _place_segments(target: dict, name: str, value: torch.Tensor, *, segments: int, shared: int, n_experts: int) -> None:
+    """One dense FFN tensor (``...fc1.weight`` (H, D), ``fc1.bias`` (H,), ``fc2.weight`` (D, H), ``fc2.bias``
+    (D,)) into the shared expert and the routed groups of a fine-grained MoE layer."""
+    prefix, rest = name.split(".fc", 1)
+    layer, kind = rest.split(".")
+    moe = f"{prefix}.moe"
+    groups = segments - shared
+    if layer == "2" and kind == "bias":  # added once per part: each part carries 1/segments of it
+        if shared:
+            target[f"{moe}.shared_fc2.bias"].copy_(value * shared / segments)
+        target[f"{moe}.fc2_bias"].copy_((value / segments).expand_as(target[f"{moe}.fc2_bias"]))
+        return
+    hidden_axis = 0 if layer == "1" else 1
+    parts = value.chunk(segments, dim=hidden_axis)  # along the hidden units
+    if shared:
+        target[f"{moe}.shared_fc{layer}.{kind}"].copy_(torch.cat(parts[:shared], dim=hidden_axis))
+    routed = torch.stack(parts[shared:])  # (groups, ...)
+    dest = target[f"{moe}.fc{layer}_{kind}"]  # (groups * E, ...)
+    dest.copy_(routed.repeat_interleave(n_experts, dim=0).view_as(dest))
+    assert groups * n_experts == dest.shape[0]
 
 
 def moe_layers(model: nn.Module) -> list[MoEFFN]:
@@ -69,6 +102,8 @@ def add_experts(model: Generalist, n_new: int, *, init: str = "mean", source: in
     c = model.config
     if c.n_experts < 2:
         raise ValueError("add_experts needs an MoE model; upcycle a dense Whisper first")
+    if c.moe_segments > 1:
+        raise ValueError("add_experts grows Mixtral-style layers; fine-grained layers (moe_segments > 1) are not supported")
     if n_new < 1:
         raise ValueError("add at least one expert")
     if init not in ("mean", "copy"):

@@ -80,6 +80,8 @@ class BlockOptions:
 
     n_experts: int = 1
     top_k: int = 1
+    moe_segments: int = 1
+    moe_shared: int = 0
     ttt: bool = False
     ttt_mini_batch: int = 16
     ttt_base_lr: float = 0.1
@@ -98,7 +100,9 @@ class _Block(nn.Module):
         else:
             self.ttt = None
         if opts.n_experts > 1:
-            self.moe = MoEFFN(n_state, n_hidden, opts.n_experts, opts.top_k)
+            seg = n_hidden // opts.moe_segments
+            self.moe = MoEFFN(n_state, seg, opts.n_experts, opts.top_k, groups=opts.moe_segments - opts.moe_shared,
+                              shared_hidden=opts.moe_shared * seg)
         else:
             self.moe = None
             self.fc1 = nn.Linear(n_state, n_hidden)  # Whisper's FFN, GELU between

@@ -37,6 +37,27 @@ def test_init_run_info_add_experts(tmp_path):
     assert strip(again.stdout) == strip(dense.stdout)
 
 
+def test_fine_grained_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
+    out = tmp_path / "gen-fg"
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "4", "--shared", "1",
+            "--experts", "4", "--top-k", "1", "--ttt", "none", "--out", str(out))
+    assert r.returncode == 0 and "3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared" in r.stdout, r.stderr
+    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
+    fine = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
+    assert strip(dense.stdout) == strip(fine.stdout)
+    info = json.loads(gen("models", "info", str(out), "--json").stdout)
+    assert (info["moe"], info["moe_segments"], info["moe_shared"]) == ("fine-grained", 4, 1)
+    # a token skips 3 of 4 quarter-width experts in each of 3 groups, in each of the 8 blocks
+    quarter = 2 * 384 * 384 + 384 + 384  # fc1 (384 of tiny.en's 1536 hidden units) + biases + fc2
+    assert info["params_total"] - info["params_active"] == 8 * 3 * 3 * quarter
+    r = gen("models", "add-experts", str(out), "--out", str(tmp_path / "more"))
+    assert r.returncode != 0 and "fine-grained" in r.stderr and "Traceback" not in r.stderr
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "2", "--shared", "2",
+            "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--shared < --segments" in r.stderr
+
+
 def test_usage_errors(tmp_path):
     r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "--top-k 3 is more than --experts 2" in r.stderr

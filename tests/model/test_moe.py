@@ -108,3 +108,53 @@ def test_gradients_reach_router_and_experts():
     assert m.router.weight.grad.abs().sum() > 0
     used = r.counts > 0
     assert (m.fc1_weight.grad.abs().sum(dim=(1, 2))[used] > 0).all()
+
+
+def test_fine_grained_upcycling_keeps_whisper_and_routes_k_per_group():
+    """DeepSeekMoE segments: the upcycled model equals the dense one whatever the routers say, each token uses
+    top_k experts in every group (ids inside its group) plus the shared expert; counts sum to groups * k."""
+    from generalist_cli.model.config import ModelConfig
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.model.info import parameter_counts
+    from generalist_cli.model.upcycle import moe_layers, upcycle
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_audio_state=32, n_audio_head=2, n_audio_layer=2, n_text_state=32, n_text_head=2,
+                      n_text_layer=2, n_audio_ffn=64, n_text_ffn=64, n_vocab=51864)
+    dense = Generalist(cfg).eval()
+    g = upcycle(dense, n_experts=4, top_k=2, ttt="none", segments=4, shared=1).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if "router" in name:
+                p.normal_(0, 1.0)  # any routing: the experts of a group are still copies
+    mel, tokens = torch.randn(2, 80, 60), torch.randint(0, 51864, (2, 5))
+    with torch.no_grad():
+        assert torch.allclose(dense(mel, tokens), g(mel, tokens)[..., :51864], atol=1e-4)
+    layer = moe_layers(g)[0]
+    assert layer.n_routed == 12 and layer.k_routed == 6 and layer.fc1_weight.shape[1] == 16
+    assert layer.shared_fc1.out_features == 16
+    x = torch.randn(7, 32)
+    y, r = layer(x)
+    assert r.indices.shape == (7, 6) and int(r.counts.sum()) == 7 * 6
+    assert ((r.indices // 4) == torch.tensor([0, 0, 1, 1, 2, 2])).all()  # two experts in each group
+    # parameters: 12 routed experts of a quarter width + a quarter-width shared expert per layer
+    total, active = parameter_counts(g)
+    per_expert = sum(p[0].numel() for p in (layer.fc1_weight, layer.fc1_bias, layer.fc2_weight, layer.fc2_bias))
+    assert total - active == len(moe_layers(g)) * (12 - 6) * per_expert
+    y.sum().backward()  # gradients reach the routed experts, the router and the shared expert
+    assert layer.router.weight.grad.abs().sum() > 0 and layer.shared_fc1.weight.grad.abs().sum() > 0
+
+
+def test_deepseek_balance_loss_is_one_when_balanced_and_e_over_k_when_collapsed():
+    from generalist_cli.model.moe import RouterOutput, load_balancing_loss
+
+    groups, e, k, t = 3, 4, 2, 8
+    flat = torch.zeros(t, groups * e)  # uniform probabilities, every expert chosen equally often
+    idx = torch.stack([torch.tensor([g * e + (i * k + j) % e for g in range(groups) for j in range(k)]) for i in range(t)])
+    r = RouterOutput(flat, idx, torch.bincount(idx.reshape(-1), minlength=groups * e))
+    assert float(load_balancing_loss([r], n_experts=e, top_k=k, groups=groups)) == pytest.approx(1.0)
+    logits = torch.full((t, groups, e), -30.0)
+    logits[:, :, :k] = 30.0  # every token to the same k experts of each group, all probability on them
+    idx = torch.tensor([g * e + j for g in range(groups) for j in range(k)]).expand(t, -1)
+    r = RouterOutput(logits.reshape(t, -1), idx, torch.bincount(idx.reshape(-1), minlength=groups * e))
+    assert float(load_balancing_loss([r], n_experts=e, top_k=k, groups=groups)) == pytest.approx(e / k, rel=1e-3)
