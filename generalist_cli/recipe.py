@@ -38,6 +38,7 @@ class ModelSection:
     top_k: int = 2  # experts per token (per routed group with segments > 1)
     segments: int = 1  # > 1: fine-grained experts (DeepSeekMoE), the FFN cut into this many segments
     shared_experts: int = 0  # segments that form the always-on shared expert (fine-grained only)
+    encoder: str = "whisper"  # "conformer": encoder blocks get a gated conv module and macaron FFN
     ttt: str = "mlp"  # "mlp" or "none"
     add_experts: int = 0  # lifelong learning: experts appended before training
     add_experts_init: str = "mean"  # "mean" or "copy"
@@ -217,6 +218,8 @@ def _check(r: Recipe, path: Path) -> None:
         bad("model.output_tokens", "must be 'all' or 'targets'")
     if r.model.segments < 1 or not 0 <= r.model.shared_experts < r.model.segments:
         bad("model.segments", "must be >= 1, with 0 <= model.shared_experts < model.segments")
+    if r.model.encoder not in ("whisper", "conformer"):
+        bad("model.encoder", "must be 'whisper' or 'conformer'")
     if r.model.tts_input not in ("text", "phonemes"):
         bad("model.tts_input", "must be 'text' or 'phonemes'")
     if r.model.speech_layers < 0:

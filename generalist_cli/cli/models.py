@@ -77,7 +77,8 @@ def _load(model: str):
     epilog="""[bold]Examples:[/]\n
   gen models init --from whisper-base --experts 8 --top-k 2 --ttt mlp --out models/gen-base\n
   gen models init --from whisper-tiny.en --experts 4 --ttt none --out models/gen-tiny\n
-  gen models init --from whisper-base --moe fine-grained --segments 4 --shared 1 --experts 8 --top-k 2 --out models/gen-fg""",
+  gen models init --from whisper-base --moe fine-grained --segments 4 --shared 1 --experts 8 --top-k 2 --out models/gen-fg\n
+  gen models init --from whisper-base --encoder conformer --out models/gen-conformer""",
 )
 def init(
     source: Annotated[str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")] = "whisper-base",
@@ -87,6 +88,8 @@ def init(
                                           "segments (see --segments, --shared).")] = "mixtral",
     segments: Annotated[int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")] = 4,
     shared: Annotated[int, typer.Option(min=0, help="fine-grained: segments in the always-on shared expert.")] = 1,
+    encoder: Annotated[str, typer.Option(help="whisper, or conformer: + a gated conv module and macaron FFN "
+                                              "per encoder block.")] = "whisper",
     ttt: Annotated[str, typer.Option(help="mlp: a TTT-MLP layer in every block; none: no TTT.")] = "mlp",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path("models/gen-base"),
     seed: Annotated[int, typer.Option(help="Seed for the new parameters (routers, TTT, front-ends).")] = 0,
@@ -106,6 +109,8 @@ def init(
         raise UsageError(f"--ttt must be mlp or none, not {ttt!r}")
     if top_k > experts:
         raise UsageError(f"--top-k {top_k} is more than --experts {experts}")
+    if encoder not in ("whisper", "conformer"):
+        raise UsageError(f"--encoder must be whisper or conformer, not {encoder!r}")
     if moe not in ("mixtral", "fine-grained"):
         raise UsageError(f"--moe must be mixtral or fine-grained, not {moe!r}")
     if moe == "mixtral":
@@ -118,7 +123,7 @@ def init(
     with err.status(f"upcycling {source}"):
         try:
             model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed, segments=segments,
-                            shared=shared)
+                            shared=shared, conformer=encoder == "conformer")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         entry = save_model(model, dense.path / "tokenizer.json", out, name=out.name, source=f"upcycle:{source}",
@@ -128,7 +133,7 @@ def init(
     else:
         kind = (f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
                 f"{shared}/{segments} shared" if moe == "fine-grained" else f"{experts} experts top-{top_k}")
-        stdout.print(f"{entry.path}: {kind}, ttt {ttt}, "
+        stdout.print(f"{entry.path}: {kind}, ttt {ttt}, {encoder} encoder, "
                      f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}", markup=False)
 
 

@@ -25,7 +25,8 @@ class Generalist(nn.Module):
         super().__init__()
         c = self.config = config
         opts = BlockOptions(n_experts=c.n_experts, top_k=c.top_k, moe_segments=c.moe_segments,
-                            moe_shared=c.moe_shared, ttt=c.ttt == "mlp",
+                            moe_shared=c.moe_shared, conformer=c.conformer, conformer_kernel=c.conformer_kernel,
+                            ttt=c.ttt == "mlp",
                             ttt_mini_batch=c.ttt_mini_batch, ttt_base_lr=c.ttt_base_lr)
         self.encoder = AudioEncoder(c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer,
                                     c.n_audio_ffn, opts)

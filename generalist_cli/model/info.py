@@ -80,6 +80,7 @@ def describe(model: Generalist) -> dict:
         "top_k": c.top_k,
         "moe_segments": c.moe_segments,
         "moe_shared": c.moe_shared,
+        "encoder": "conformer" if c.conformer else "whisper",
         "ttt": c.ttt,
         "encoder_layers": c.n_audio_layer,
         "decoder_layers": c.n_text_layer,

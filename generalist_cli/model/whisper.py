@@ -82,6 +82,8 @@ class BlockOptions:
     top_k: int = 1
     moe_segments: int = 1
     moe_shared: int = 0
+    conformer: bool = False  # encoder blocks get a gated conv module and macaron FFN (model/conformer.py)
+    conformer_kernel: int = 15
     ttt: bool = False
     ttt_mini_batch: int = 16
     ttt_base_lr: float = 0.1
@@ -137,13 +139,27 @@ class EncoderBlock(_Block):
         self.self_attn = Attention(n_state, n_head)
         self.self_attn_layer_norm = nn.LayerNorm(n_state)
         self._init_extras(n_state, n_head, n_hidden, opts, reverse=True)
+        if opts.conformer:
+            from generalist_cli.model.conformer import ConvModule, MacaronFFN
 
-    def forward(self, x: Tensor, *, mask: Tensor | None = None, spans=None) -> tuple[Tensor, RouterOutput | None]:
+            self.macaron = MacaronFFN(n_state, n_hidden)
+            self.conv_module = ConvModule(n_state, opts.conformer_kernel)
+            self.macaron_gate = nn.Parameter(torch.zeros(n_state))  # tanh(0) = 0: Whisper's block at init
+            self.conv_gate = nn.Parameter(torch.zeros(n_state))
+        else:
+            self.macaron = self.conv_module = None
+
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, spans=None,
+                segments: Tensor | None = None) -> tuple[Tensor, RouterOutput | None]:
+        if self.macaron is not None:
+            x = x + torch.tanh(self.macaron_gate) * self.macaron(x)
         x = x + self.self_attn(self.self_attn_layer_norm(x), mask=mask)
         if self.ttt is not None:  # bidirectional: a forward and a reversed scan, each with its own gate
             h = self.ttt_layer_norm(x)
             x = x + torch.tanh(self.ttt_gate) * self.ttt_scan(h, spans, reverse=False) \
                   + torch.tanh(self.ttt_gate_reverse) * self.ttt_scan(h, spans, reverse=True)
+        if self.conv_module is not None:
+            x = x + torch.tanh(self.conv_gate) * self.conv_module(x, segments)
         return self.ffn(x)
 
 
@@ -211,9 +227,10 @@ class AudioEncoder(nn.Module):
         """Embedded positions ``x`` (B, S, D) through every block; packed rows attend block-diagonally."""
         mask = packing.self_mask() if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
+        segments = packing.segment_ids if packing is not None else None
         routers = []
         for block in self.layers:
-            x, router = block(x, mask=mask, spans=spans)
+            x, router = block(x, mask=mask, spans=spans, segments=segments)
             if router is not None:
                 routers.append(router)
         return self.layer_norm(x), routers

@@ -37,20 +37,20 @@ def test_init_run_info_add_experts(tmp_path):
     assert strip(again.stdout) == strip(dense.stdout)
 
 
-def test_fine_grained_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
+def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
     out = tmp_path / "gen-fg"
     r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "4", "--shared", "1",
-            "--experts", "4", "--top-k", "1", "--ttt", "none", "--out", str(out))
+            "--experts", "4", "--top-k", "1", "--ttt", "none", "--encoder", "conformer", "--out", str(out))
     assert r.returncode == 0 and "3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared" in r.stdout, r.stderr
     dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
     fine = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
     strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
     assert strip(dense.stdout) == strip(fine.stdout)
     info = json.loads(gen("models", "info", str(out), "--json").stdout)
-    assert (info["moe"], info["moe_segments"], info["moe_shared"]) == ("fine-grained", 4, 1)
+    assert (info["moe"], info["moe_segments"], info["moe_shared"], info["encoder"]) == ("fine-grained", 4, 1, "conformer")
     # a token skips 3 of 4 quarter-width experts in each of 3 groups, in each of the 8 blocks
     quarter = 2 * 384 * 384 + 384 + 384  # fc1 (384 of tiny.en's 1536 hidden units) + biases + fc2
-    assert info["params_total"] - info["params_active"] == 8 * 3 * 3 * quarter
+    assert info["params_total"] - info["params_active"] == 8 * 3 * 3 * quarter  # conformer modules: always active
     r = gen("models", "add-experts", str(out), "--out", str(tmp_path / "more"))
     assert r.returncode != 0 and "fine-grained" in r.stderr and "Traceback" not in r.stderr
     r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "2", "--shared", "2",

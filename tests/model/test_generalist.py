@@ -313,3 +313,29 @@ def test_speech_head_frames_know_their_place_in_their_phoneme(tmp_path):
     h = torch.randn(3, 16)
     a, b = head(h, torch.tensor([1, 4, 2])), head(h, torch.tensor([1, 2, 4]))
     assert a.shape == (7, 8) and not torch.allclose(a[1:5], b[1:5])  # same states, different place in the span
+
+
+def test_conformer_upcycling_keeps_whisper_and_its_convolution_stays_inside_each_packed_example():
+    from generalist_cli.model.conformer import segment_depthwise_conv
+
+    d = dense()
+    g = upcycle(d, n_experts=4, top_k=2, ttt="none", conformer=True).eval()
+    mel, tokens = torch.randn(1, 80, 3000), torch.randint(0, 51865, (1, 6))
+    with torch.no_grad():
+        assert (d(mel, tokens) - g(mel, tokens)[..., :51865]).abs().max() <= 1e-4  # gates at zero: Whisper
+        for name, p in g.named_parameters():
+            if name.endswith(("conv_gate", "macaron_gate")):
+                p.normal_(0, 0.5)  # open the gates: the conv module and macaron FFN now contribute
+        assert (d(mel, tokens) - g(mel, tokens)[..., :51865]).abs().max() > 1e-2
+        seqs = _examples(g)
+        x, packing = pack(seqs, plan_rows([s.shape[0] for s in seqs], 96))
+        packed = unpack(g.encode(x, packing)[0], packing)
+        for p, s in zip(packed, seqs):
+            assert (p - g.encode(s[None])[0][0]).abs().max() < 1e-5
+    # the masked convolution equals conv1d on each segment alone, and ignores the neighbours
+    x = torch.randn(1, 10, 4)
+    w, b = torch.randn(4, 1, 5), torch.randn(4)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, -1, -1]])
+    y = segment_depthwise_conv(x, w, b, seg)
+    assert torch.allclose(y[:, :3], segment_depthwise_conv(x[:, :3], w, b, None), atol=1e-6)
+    assert torch.allclose(y[:, 3:8], segment_depthwise_conv(x[:, 3:8], w, b, None), atol=1e-6)
