@@ -78,14 +78,17 @@ def _load(model: str):
   gen models init --from whisper-base --experts 8 --top-k 2 --ttt mlp --out models/gen-base\n
   gen models init --from whisper-tiny.en --experts 4 --ttt none --out models/gen-tiny\n
   gen models init --from whisper-base --moe fine-grained --segments 4 --shared 1 --experts 8 --top-k 2 --out models/gen-fg\n
-  gen models init --from whisper-base --encoder conformer --out models/gen-conformer""",
+  gen models init --from whisper-base --encoder conformer --out models/gen-conformer\n
+  gen models init --from whisper-tiny.en --moe peer --experts 65536 --top-k 16 --out models/gen-peer""",
 )
 def init(
     source: Annotated[str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")] = "whisper-base",
-    experts: Annotated[int, typer.Option(min=2, max=256, help="Experts per MoE layer.")] = 8,
+    experts: Annotated[int, typer.Option(min=2, max=2**24, help="Experts per MoE layer (per group with "
+                                                              "fine-grained; a square number with peer).")] = 8,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Experts per token (per group with fine-grained).")] = 2,
     moe: Annotated[str, typer.Option(help="mixtral: experts = copies of the FFN; fine-grained: DeepSeekMoE "
-                                          "segments (see --segments, --shared).")] = "mixtral",
+                                          "segments (see --segments, --shared); peer: a PEER layer of --experts "
+                                          "single-neuron experts beside each FFN, --top-k per head.")] = "mixtral",
     segments: Annotated[int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")] = 4,
     shared: Annotated[int, typer.Option(min=0, help="fine-grained: segments in the always-on shared expert.")] = 1,
     encoder: Annotated[str, typer.Option(help="whisper, or conformer: + a gated conv module and macaron FFN "
@@ -111,9 +114,15 @@ def init(
         raise UsageError(f"--top-k {top_k} is more than --experts {experts}")
     if encoder not in ("whisper", "conformer"):
         raise UsageError(f"--encoder must be whisper or conformer, not {encoder!r}")
-    if moe not in ("mixtral", "fine-grained"):
-        raise UsageError(f"--moe must be mixtral or fine-grained, not {moe!r}")
-    if moe == "mixtral":
+    if moe not in ("mixtral", "fine-grained", "peer"):
+        raise UsageError(f"--moe must be mixtral, fine-grained or peer, not {moe!r}")
+    if moe != "peer" and experts > 256:
+        raise UsageError(f"--experts {experts}: at most 256 for {moe} layers (use --moe peer for more)")
+    peer = {}
+    if moe == "peer":
+        peer = {"peer_experts": experts, "peer_top_k": top_k}
+        experts, top_k, segments, shared = 1, 1, 1, 0
+    elif moe == "mixtral":
         segments, shared = 1, 0
     elif segments < 2 or shared >= segments:
         raise UsageError(f"--moe fine-grained needs --segments >= 2 and --shared < --segments (got {segments}, {shared})")
@@ -123,7 +132,7 @@ def init(
     with err.status(f"upcycling {source}"):
         try:
             model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed, segments=segments,
-                            shared=shared, conformer=encoder == "conformer")
+                            shared=shared, conformer=encoder == "conformer", **peer)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         entry = save_model(model, dense.path / "tokenizer.json", out, name=out.name, source=f"upcycle:{source}",
@@ -132,7 +141,9 @@ def init(
         stdout.print(json.dumps({"path": str(entry.path), **entry.meta}), markup=False)
     else:
         kind = (f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
-                f"{shared}/{segments} shared" if moe == "fine-grained" else f"{experts} experts top-{top_k}")
+                f"{shared}/{segments} shared" if moe == "fine-grained" else
+                f"PEER {peer['peer_experts']:,} experts, 8 heads x top-{peer['peer_top_k']}" if moe == "peer" else
+                f"{experts} experts top-{top_k}")
         stdout.print(f"{entry.path}: {kind}, ttt {ttt}, {encoder} encoder, "
                      f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}", markup=False)
 

@@ -34,6 +34,9 @@ class ModelConfig:
     moe_shared: int = 0  # of which this many form the always-on shared expert; the rest are routed groups
     conformer: bool = False  # encoder blocks with a gated conformer conv module and macaron FFN
     conformer_kernel: int = 15  # depthwise convolution width (positions, 20 ms each)
+    peer_experts: int = 0  # > 0: a PEER layer (a square number of single-neuron experts) beside every FFN
+    peer_heads: int = 8  # PEER retrieval heads
+    peer_top_k: int = 16  # experts per head
     ttt: str = "none"  # "none" | "mlp": a TTT-MLP layer behind a zero-initialised gate in every block
     ttt_mini_batch: int = 16  # TTT inner mini-batch size b
     ttt_base_lr: float = 0.1  # TTT-MLP base inner learning rate (Sun et al. 2024)
@@ -61,7 +64,8 @@ class ModelConfig:
     def generalist_dict(self) -> dict:
         return {"n_experts": self.n_experts, "top_k": self.top_k, "moe_segments": self.moe_segments,
                 "moe_shared": self.moe_shared, "conformer": self.conformer,
-                "conformer_kernel": self.conformer_kernel, "ttt": self.ttt,
+                "conformer_kernel": self.conformer_kernel, "peer_experts": self.peer_experts,
+                "peer_heads": self.peer_heads, "peer_top_k": self.peer_top_k, "ttt": self.ttt,
                 "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
                 "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
                 "video_max": list(self.video_max), "video_motion": self.video_motion, "text_scale": self.text_scale,
@@ -136,7 +140,8 @@ class ModelConfig:
 def _generalist_from(g: dict) -> dict:
     known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
              "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens", "tts_input", "speech_progress",
-             "speech_layers", "moe_segments", "moe_shared", "conformer", "conformer_kernel"}
+             "speech_layers", "moe_segments", "moe_shared", "conformer", "conformer_kernel",
+             "peer_experts", "peer_heads", "peer_top_k"}
     unknown = set(g) - known
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")

@@ -13,6 +13,7 @@ import torch
 
 from generalist_cli.model.generalist import Generalist
 from generalist_cli.model.moe import MoEFFN
+from generalist_cli.model.peer import PEER
 
 
 def parameter_counts(model: Generalist) -> tuple[int, int]:
@@ -22,6 +23,8 @@ def parameter_counts(model: Generalist) -> tuple[int, int]:
         if isinstance(m, MoEFFN):
             per_expert = sum(p[0].numel() for p in (m.fc1_weight, m.fc1_bias, m.fc2_weight, m.fc2_bias))
             inactive += (m.n_routed - m.k_routed) * per_expert
+        if isinstance(m, PEER):
+            inactive += sum(p.numel() for p in m.parameters()) - m.active_parameters()
     return total, total - inactive
 
 
@@ -75,12 +78,14 @@ def describe(model: Generalist) -> dict:
     total, active = parameter_counts(model)
     return {
         "architecture": "generalist" if c.generalist else "whisper",
-        "moe": "fine-grained" if c.moe_segments > 1 else "mixtral" if c.n_experts > 1 else "dense",
+        "moe": "fine-grained" if c.moe_segments > 1 else "mixtral" if c.n_experts > 1 else
+               "peer" if c.peer_experts else "dense",
         "experts": c.n_experts,
         "top_k": c.top_k,
         "moe_segments": c.moe_segments,
         "moe_shared": c.moe_shared,
         "encoder": "conformer" if c.conformer else "whisper",
+        "peer_experts": c.peer_experts,
         "ttt": c.ttt,
         "encoder_layers": c.n_audio_layer,
         "decoder_layers": c.n_text_layer,

@@ -29,7 +29,7 @@ DEFAULT_EXTRA_TOKENS = ("<|speech|>", "<|sign|>", "<|text|>")  # modality marker
 def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str = "mlp",
             extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS, seed: int = 0,
             text_scale: float | None = None, segments: int = 1, shared: int = 0,
-            conformer: bool = False) -> Generalist:
+            conformer: bool = False, peer_experts: int = 0, peer_heads: int = 8, peer_top_k: int = 16) -> Generalist:
     """A generalist that equals ``dense`` (a plain Whisper) at init. Text entering the encoder gets its
     token embeddings times ``text_scale`` (default sqrt(d_model), the Transformer's embedding scale: Whisper's
     token embeddings are ~25x smaller than its encoder positions, which would drown them).
@@ -38,7 +38,8 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
     ``segments`` equal parts; the first ``shared`` parts become the shared expert and every expert of routed
     group g a copy of part ``shared + g``; each part's output bias is 1/segments of the dense one, so the
     parts sum to the dense FFN (``n_experts`` and ``top_k`` count per group). ``conformer`` adds the conformer
-    conv module and macaron FFN to every encoder block, behind gates that start at zero."""
+    conv module and macaron FFN to every encoder block, behind gates that start at zero; ``peer_experts`` a
+    PEER layer beside every FFN, whose up vectors start at zero."""
     if dense.config.n_experts > 1 or dense.config.generalist:
         raise ValueError("upcycle starts from a dense Whisper (one expert, no front-ends)")
     if segments < 1 or not 0 <= shared < segments or dense.config.n_audio_ffn % segments:
@@ -47,7 +48,8 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
     scale = float(dense.config.n_audio_state) ** 0.5 if text_scale is None else float(text_scale)
     config = replace(dense.config, n_experts=n_experts, top_k=top_k, ttt=ttt, generalist=True,
                      extra_tokens=tuple(extra_tokens), text_scale=scale, speech_progress=True,
-                     moe_segments=segments, moe_shared=shared, conformer=conformer)
+                     moe_segments=segments, moe_shared=shared, conformer=conformer, peer_experts=peer_experts,
+                     peer_heads=peer_heads, peer_top_k=peer_top_k)
     torch.manual_seed(seed)
     model = Generalist(config).to(next(dense.parameters()).dtype)
     source = dense.state_dict()

@@ -84,6 +84,9 @@ class BlockOptions:
     moe_shared: int = 0
     conformer: bool = False  # encoder blocks get a gated conv module and macaron FFN (model/conformer.py)
     conformer_kernel: int = 15
+    peer_experts: int = 0  # > 0: a PEER layer (model/peer.py) beside the FFN, with this many experts
+    peer_heads: int = 8
+    peer_top_k: int = 16
     ttt: bool = False
     ttt_mini_batch: int = 16
     ttt_base_lr: float = 0.1
@@ -110,13 +113,20 @@ class _Block(nn.Module):
             self.fc1 = nn.Linear(n_state, n_hidden)  # Whisper's FFN, GELU between
             self.fc2 = nn.Linear(n_hidden, n_state)
         self.final_layer_norm = nn.LayerNorm(n_state)
+        if opts.peer_experts:
+            from generalist_cli.model.peer import PEER
+
+            self.peer = PEER(n_state, opts.peer_experts, heads=opts.peer_heads, top_k=opts.peer_top_k)
+        else:
+            self.peer = None
 
     def ffn(self, x: Tensor) -> tuple[Tensor, RouterOutput | None]:
         h = self.final_layer_norm(x)
+        extra = self.peer(h) if self.peer is not None else 0.0
         if self.moe is not None:
             y, router = self.moe(h)
-            return x + y, router
-        return x + self.fc2(F.gelu(self.fc1(h))), None
+            return x + y + extra, router
+        return x + self.fc2(F.gelu(self.fc1(h))) + extra, None
 
     def ttt_scan(self, h: Tensor, spans: list[list[tuple[int, int]]] | None, *, reverse: bool) -> Tensor:
         """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D).

@@ -58,6 +58,22 @@ def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it
     assert r.returncode == 2 and "--shared < --segments" in r.stderr
 
 
+def test_peer_init_transcribes_like_whisper(tmp_path):
+    out = tmp_path / "gen-peer"
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "peer", "--experts", "4096", "--top-k", "8",
+            "--ttt", "none", "--out", str(out))
+    assert r.returncode == 0 and "PEER 4,096 experts, 8 heads x top-8" in r.stdout, r.stderr
+    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
+    peer = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
+    assert strip(dense.stdout) == strip(peer.stdout)
+    info = json.loads(gen("models", "info", str(out), "--json").stdout)
+    assert (info["moe"], info["peer_experts"]) == ("peer", 4096)
+    assert info["params_total"] - info["params_active"] == 8 * 2 * (4096 - 8 * 8) * 384
+    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "peer", "--experts", "1000", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "square" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_usage_errors(tmp_path):
     r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "--top-k 3 is more than --experts 2" in r.stderr

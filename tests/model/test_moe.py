@@ -158,3 +158,40 @@ def test_deepseek_balance_loss_is_one_when_balanced_and_e_over_k_when_collapsed(
     idx = torch.tensor([g * e + j for g in range(groups) for j in range(k)]).expand(t, -1)
     r = RouterOutput(logits.reshape(t, -1), idx, torch.bincount(idx.reshape(-1), minlength=groups * e))
     assert float(load_balancing_loss([r], n_experts=e, top_k=k, groups=groups)) == pytest.approx(e / k, rel=1e-3)
+
+
+def test_peer_product_keys_find_the_true_top_k_and_upcycling_keeps_whisper():
+    from generalist_cli.model.config import ModelConfig
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.model.info import parameter_counts
+    from generalist_cli.model.peer import PEER
+    from generalist_cli.model.upcycle import upcycle
+
+    torch.manual_seed(0)
+    p = PEER(64, 1024, heads=4, top_k=8, key_dim=32)
+    x = torch.randn(10, 64)
+    assert p(x).abs().max() == 0  # up vectors start at zero
+    index, scores = p.retrieve(x)
+    q = p.query_norm(p.query(x).view(10, 4, 32)).view(10, 4, 2, 16)
+    halves = torch.einsum("nhpd,hpkd->nhpk", q, p.sub_keys)
+    every = (halves[:, :, 0, :, None] + halves[:, :, 1, None, :]).flatten(-2)  # all 1,024 experts' scores
+    best, which = every.topk(8, dim=-1)
+    assert torch.equal(which.sort(-1).values, index.sort(-1).values) and torch.allclose(best, scores)
+    with torch.no_grad():
+        p.up.weight.normal_()
+    p(x).pow(2).sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (p.down.weight, p.up.weight, p.query.weight,
+                                                                       p.sub_keys))
+    assert p.down.weight.grad.abs().sum(-1).gt(0).sum() <= 10 * 4 * 8  # only retrieved experts get gradients
+    with pytest.raises(ValueError, match="square"):
+        PEER(64, 1000)
+
+    cfg = ModelConfig(n_audio_state=32, n_audio_head=2, n_audio_layer=2, n_text_state=32, n_text_head=2,
+                      n_text_layer=2, n_audio_ffn=64, n_text_ffn=64, n_vocab=51864)
+    dense = Generalist(cfg).eval()
+    g = upcycle(dense, n_experts=1, top_k=1, ttt="none", peer_experts=4096, peer_top_k=8).eval()
+    mel, tokens = torch.randn(1, 80, 60), torch.randint(0, 51864, (1, 5))
+    with torch.no_grad():
+        assert torch.allclose(dense(mel, tokens), g(mel, tokens)[..., :51864], atol=1e-5)
+    total, active = parameter_counts(g)
+    assert total - active == 4 * 2 * (4096 - 8 * 8) * 32  # per layer: all but 8 heads x 8 experts' two vectors
