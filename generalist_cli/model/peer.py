@@ -57,9 +57,11 @@ class PEER(nn.Module):
         flat = x.reshape(-1, shape[-1])
         index, scores = self.retrieve(flat)
         gates = torch.softmax(scores.float(), dim=-1).to(flat.dtype)
-        u, v = self.down(index), self.up(index)  # (N, h, k, D)
+        u = self.down(index)  # (N, h, k, D)
         act = F.gelu(torch.einsum("nd,nhkd->nhk", flat, u))
-        y = torch.einsum("nhk,nhkd->nd", gates * act, v)
+        # sum_i w_i v_i without materialising the (N, h, k, D) gather of the up vectors
+        y = F.embedding_bag(index.flatten(1), self.up.weight, per_sample_weights=(gates * act).flatten(1),
+                            mode="sum")
         return y.reshape(shape)
 
     def active_parameters(self) -> int:
