@@ -78,7 +78,7 @@ def train_loss(cfg, data, tokenizer, *, steps: int, batch: int, lr: float, seed:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(ce))
+        losses.append(float(ce.detach()))
     total, active = parameter_counts(model)
     return {"params_total": total, "params_active": active, "first_ce": losses[0],
             "ce_last10": sum(losses[-10:]) / min(10, len(losses)), "seconds": time.perf_counter() - start,

@@ -6,6 +6,8 @@ Sections: ``[run]``, ``[model]``, ``[data]`` with ``[[data.sources]]``, ``[train
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import tomllib
 import typing
@@ -39,6 +41,8 @@ class ModelSection:
     segments: int = 1  # > 1: fine-grained experts (DeepSeekMoE), the FFN cut into this many segments
     shared_experts: int = 0  # segments that form the always-on shared expert (fine-grained only)
     encoder: str = "whisper"  # "conformer": encoder blocks get a gated conv module and macaron FFN
+    peer_experts: int = 0  # > 0: a PEER layer of this many (a square number) single-neuron experts per block
+    peer_top_k: int = 16  # PEER experts per head (8 heads)
     ttt: str = "mlp"  # "mlp" or "none"
     add_experts: int = 0  # lifelong learning: experts appended before training
     add_experts_init: str = "mean"  # "mean" or "copy"
@@ -218,6 +222,8 @@ def _check(r: Recipe, path: Path) -> None:
         bad("model.output_tokens", "must be 'all' or 'targets'")
     if r.model.segments < 1 or not 0 <= r.model.shared_experts < r.model.segments:
         bad("model.segments", "must be >= 1, with 0 <= model.shared_experts < model.segments")
+    if r.model.peer_experts and math.isqrt(r.model.peer_experts) ** 2 != r.model.peer_experts:
+        bad("model.peer_experts", "must be a square number (n^2 product keys)")
     if r.model.encoder not in ("whisper", "conformer"):
         bad("model.encoder", "must be 'whisper' or 'conformer'")
     if r.model.tts_input not in ("text", "phonemes"):

@@ -66,7 +66,7 @@ def build_model(recipe: Recipe, ckpt: Path | None):
         # a scratch model's embeddings already start at one scale (see _scratch): no text scale there
         model = upcycle(model, n_experts=m.experts, top_k=m.top_k, ttt=m.ttt, seed=recipe.run.seed,
                         text_scale=1.0 if m.init == "scratch" else None, segments=m.segments, shared=m.shared_experts,
-                        conformer=m.encoder == "conformer")
+                        conformer=m.encoder == "conformer", peer_experts=m.peer_experts, peer_top_k=m.peer_top_k)
     if m.video_motion and model.config.generalist and not model.config.video_motion:
         model.video.add_motion()
         model.config = dataclasses.replace(model.config, video_motion=True)

@@ -369,3 +369,25 @@ def test_tts_phoneme_inputs_last_from_each_phoneme_event_to_the_next(world):
     old = dict(rows[0], phonemes=[], phoneme_starts=[])  # a row prepared before phonemes were recorded
     with pytest.raises(GenError, match="no phonemes"):
         collate([old], tok, max_target_tokens=50, phonemes=True)
+
+
+def test_architecture_variants_train_from_recipe_keys(world):
+    """model.segments / shared_experts (fine-grained), model.encoder = conformer and model.peer_experts build the
+    variant from the recipe, train, and checkpoint with their config."""
+    import math
+
+    from generalist_cli.recipe import RecipeError, load
+    from generalist_cli.store.load import load_model
+
+    path = recipe_file(world, "variants", max_steps=3, save_every=3)
+    text = path.read_text().replace("experts = 2\n", 'experts = 2\nsegments = 2\nshared_experts = 1\n'
+                                    'encoder = "conformer"\npeer_experts = 64\npeer_top_k = 4\n')
+    path.write_text(text)
+    result = run_train(path)
+    assert result.step == 3 and math.isfinite(result.loss)
+    c = load_model(world / "runs" / "variants" / "checkpoints" / "last").config
+    assert (c.moe_segments, c.moe_shared, c.conformer, c.peer_experts, c.peer_top_k) == (2, 1, True, 64, 4)
+    assert all(m["aux"] > 0 for m in metrics(world, "variants"))  # the DeepSeek balance loss is logged
+    path.write_text(text.replace("peer_experts = 64", "peer_experts = 50"))
+    with pytest.raises(RecipeError, match="model.peer_experts: must be a square number"):
+        load(path)
