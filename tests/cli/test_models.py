@@ -37,16 +37,23 @@ def test_init_run_info_add_experts(tmp_path):
     assert strip(again.stdout) == strip(dense.stdout)
 
 
+def init_like_whisper(out, *options: str, says: str) -> dict:
+    """``gen models init`` from whisper-tiny.en with ``options``; the new model must transcribe the example
+    exactly like whisper-tiny.en. Returns its ``gen models info``."""
+    r = gen("models", "init", "--from", "whisper-tiny.en", *options, "--ttt", "none", "--out", str(out))
+    assert r.returncode == 0 and says in r.stdout, r.stderr
+    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
+    variant = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
+    assert strip(dense.stdout) == strip(variant.stdout)
+    return json.loads(gen("models", "info", str(out), "--json").stdout)
+
+
 def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
     out = tmp_path / "gen-fg"
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "4", "--shared", "1",
-            "--experts", "4", "--top-k", "1", "--ttt", "none", "--encoder", "conformer", "--out", str(out))
-    assert r.returncode == 0 and "3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared" in r.stdout, r.stderr
-    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
-    fine = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
-    assert strip(dense.stdout) == strip(fine.stdout)
-    info = json.loads(gen("models", "info", str(out), "--json").stdout)
+    info = init_like_whisper(out, "--moe", "fine-grained", "--segments", "4", "--shared", "1", "--experts", "4",
+                             "--top-k", "1", "--encoder", "conformer",
+                             says="3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared")
     assert (info["moe"], info["moe_segments"], info["moe_shared"], info["encoder"]) == ("fine-grained", 4, 1, "conformer")
     # a token skips 3 of 4 quarter-width experts in each of 3 groups, in each of the 8 blocks
     quarter = 2 * 384 * 384 + 384 + 384  # fc1 (384 of tiny.en's 1536 hidden units) + biases + fc2
@@ -59,15 +66,8 @@ def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it
 
 
 def test_peer_init_transcribes_like_whisper(tmp_path):
-    out = tmp_path / "gen-peer"
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "peer", "--experts", "4096", "--top-k", "8",
-            "--ttt", "none", "--out", str(out))
-    assert r.returncode == 0 and "PEER 4,096 experts, 8 heads x top-8" in r.stdout, r.stderr
-    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
-    peer = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
-    assert strip(dense.stdout) == strip(peer.stdout)
-    info = json.loads(gen("models", "info", str(out), "--json").stdout)
+    info = init_like_whisper(tmp_path / "gen-peer", "--moe", "peer", "--experts", "4096", "--top-k", "8",
+                             says="PEER 4,096 experts, 8 heads x top-8")
     assert (info["moe"], info["peer_experts"]) == ("peer", 4096)
     assert info["params_total"] - info["params_active"] == 8 * 2 * (4096 - 8 * 8) * 384
     r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "peer", "--experts", "1000", "--out", str(tmp_path / "x"))
