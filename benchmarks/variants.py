@@ -99,6 +99,18 @@ def layer_speed(cfg, tokens: int, repeats: int) -> dict:
     return {"ffn_fwd_bwd_ms": 1000 * (time.perf_counter() - t) / repeats}
 
 
+def forward_seconds(module, x, repeats: int = 5) -> float:
+    """Mean inference time of ``module(x)`` after one warm-up call."""
+    import torch
+
+    with torch.inference_mode():
+        module(x)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            module(x)
+    return (time.perf_counter() - t) / repeats
+
+
 def peer_million(tokens: int) -> dict:
     import torch
 
@@ -111,19 +123,9 @@ def peer_million(tokens: int) -> dict:
     with torch.no_grad():
         layer.up.weight.normal_(0, 0.02)
     x = torch.randn(tokens, 512)
-    with torch.inference_mode():
-        layer(x)
-        t = time.perf_counter()
-        for _ in range(5):
-            layer(x)
-        fwd = (time.perf_counter() - t) / 5
-    dense = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 512))
-    with torch.inference_mode():
-        dense(x)
-        t = time.perf_counter()
-        for _ in range(5):
-            dense(x)
-        dense_fwd = (time.perf_counter() - t) / 5
+    fwd = forward_seconds(layer, x)
+    dense_fwd = forward_seconds(torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(),
+                                                    torch.nn.Linear(2048, 512)), x)
     params = sum(p.numel() for p in layer.parameters())
     return {"experts": 1024 * 1024, "d_model": 512, "heads": 8, "top_k": 16, "params": params,
             "params_active_per_token": layer.active_parameters(), "weights_mb": params * 4 / 2**20,

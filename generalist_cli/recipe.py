@@ -6,9 +6,8 @@ Sections: ``[run]``, ``[model]``, ``[data]`` with ``[[data.sources]]``, ``[train
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field

@@ -195,13 +195,11 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
         raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
                          hint="use the checkpoint it was exported from for other conversions")
     m, tok = loaded.model, loaded.tokenizer
-    needed = {("text", "speech"): "tts", ("audio", "speech"): "tts", ("text", "text"): "text_translate",
-              ("video", "text"): "sign"}
     for kind in sorted({kinds[f] for f in files}):
-        if (kind, to.value) not in needed:
+        if (kind, to.value) not in convert.CONVERSION_TASKS:
             raise UsageError(f"{kind} -> {to.value} is not a conversion gen offers",
                              hint="text -> speech|text, speech -> text|speech, sign video -> text")
-        convert.require(loaded, needed[(kind, to.value)], model_name)
+        convert.require(loaded, convert.CONVERSION_TASKS[(kind, to.value)], model_name)
     if ("text", "text") in {(kinds[f], to.value) for f in files} and language is None:
         raise UsageError("text -> text translation needs --lang (the target language)")
     failed = 0

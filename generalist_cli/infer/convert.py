@@ -21,6 +21,9 @@ TASK_RECIPES = {"tts": "gen train recipes/tts.toml",
                 "text_translate": "gen train a recipe on text_translate data (gen prepare wiki-translate)",
                 "sign": "gen train a recipe on sign data (gen prepare include)"}
 TASK_NAMES = {"tts": "text -> speech", "text_translate": "text -> text translation", "sign": "sign video -> text"}
+# (input modality, output) -> the training task a checkpoint needs for it (speech -> text needs none)
+CONVERSION_TASKS = {("text", "speech"): "tts", ("audio", "speech"): "tts", ("text", "text"): "text_translate",
+                    ("video", "text"): "sign"}
 
 
 MEDIA_SUFFIXES = {".m4a", ".wav", ".mp3", ".flac", ".ogg", ".opus", ".aac", ".wma", ".mov", ".mp4", ".mkv",

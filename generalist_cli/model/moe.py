@@ -76,20 +76,16 @@ class MoEFFN(nn.Module):
         return self.groups * self.top_k
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``x`` (N, D) -> router logits (N, E) fp32, renormalised top-k weights (N, k), indices (N, k)."""
+        """``x`` (N, D) -> router logits (N, G*E) fp32, renormalised top-k weights (N, G*k), indices (N, G*k)."""
         logits = self.router(x)
         logits = (logits if logits.dtype == torch.float64 else logits.float()) + self.logit_bias
-        if self.groups > 1:  # top-k within each group; global expert ids g * E + e
-            n = logits.shape[0]
-            probs = torch.softmax(logits.view(n, self.groups, self.n_experts), dim=-1)
-            weights, indices = probs.topk(self.top_k, dim=-1)
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-            offset = torch.arange(self.groups, device=x.device)[:, None] * self.n_experts
-            return logits, weights.reshape(n, -1), (indices + offset).reshape(n, -1)
-        probs = torch.softmax(logits, dim=-1)
+        n = logits.shape[0]  # softmax and top-k within each group (one group: the whole layer)
+        probs = torch.softmax(logits.view(n, self.groups, self.n_experts), dim=-1)
         weights, indices = probs.topk(self.top_k, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)
-        return logits, weights, indices
+        if self.groups > 1:  # global expert ids g * E + e
+            indices = indices + torch.arange(self.groups, device=x.device)[:, None] * self.n_experts
+        return logits, weights.reshape(n, -1), indices.reshape(n, -1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, RouterOutput]:
         """``x`` (..., D) -> ``(y (..., D), RouterOutput)``."""

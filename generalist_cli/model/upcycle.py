@@ -91,8 +91,7 @@ def _place_segments(target: dict, name: str, value: torch.Tensor, *, segments: i
         target[f"{moe}.shared_fc{layer}.{kind}"].copy_(torch.cat(parts[:shared], dim=hidden_axis))
     routed = torch.stack(parts[shared:])  # (groups, ...)
     dest = target[f"{moe}.fc{layer}_{kind}"]  # (groups * E, ...)
-    dest.copy_(routed.repeat_interleave(n_experts, dim=0).view_as(dest))
-    assert groups * n_experts == dest.shape[0]
+    dest.copy_(routed.repeat_interleave(n_experts, dim=0).view(groups * n_experts, *routed.shape[1:]))
 
 
 def moe_layers(model: nn.Module) -> list[MoEFFN]:

@@ -122,11 +122,10 @@ class _Block(nn.Module):
 
     def ffn(self, x: Tensor) -> tuple[Tensor, RouterOutput | None]:
         h = self.final_layer_norm(x)
-        extra = self.peer(h) if self.peer is not None else 0.0
-        if self.moe is not None:
-            y, router = self.moe(h)
-            return x + y + extra, router
-        return x + self.fc2(F.gelu(self.fc1(h))) + extra, None
+        y, router = self.moe(h) if self.moe is not None else (self.fc2(F.gelu(self.fc1(h))), None)
+        if self.peer is not None:
+            y = y + self.peer(h)
+        return x + y, router
 
     def ttt_scan(self, h: Tensor, spans: list[list[tuple[int, int]]] | None, *, reverse: bool) -> Tensor:
         """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D).

@@ -69,6 +69,7 @@ def create_app(config: ServeConfig, loaded=None):
 
     batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait=config.max_wait_ms / 1000,
                       queue_size=config.queue_size, lock=lock, on_batch=metrics.batch)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
@@ -204,19 +205,17 @@ def create_app(config: ServeConfig, loaded=None):
                 except GenError as exc:
                     raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
             language = language_of(lang)
-            needed = {("text", "speech"): "tts", ("text", "text"): "text_translate", ("video", "text"): "sign",
-                      ("audio", "speech"): "tts"}
             if (kind, to) == ("audio", "text"):
                 await file.seek(0)
                 return await speech_to_text(file, task="transcribe", language=lang or None, prompt="",
                                             response_format="json")
-            if (kind, to) not in needed:
+            if (kind, to) not in conv.CONVERSION_TASKS:
                 raise ApiError(400, f"{kind} -> {to} is not a conversion gen offers")
             if (kind, to) == ("text", "text") and language is None:
                 raise ApiError(400, "text -> text translation needs lang (the target language)")
 
             def work():
-                conv.require(loaded, needed[(kind, to)], config.model)
+                conv.require(loaded, conv.CONVERSION_TASKS[(kind, to)], config.model)
                 with lock:
                     if to == "speech":
                         from generalist_cli.media.audio import encode_audio

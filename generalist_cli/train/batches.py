@@ -237,11 +237,9 @@ def collate(rows: list[dict], tokenizer, *, max_target_tokens: int, phonemes: bo
             prompt_len = 1
             mel = torch.from_numpy(np.asarray(r["tgt_mel"], dtype=np.float32))
             starts = np.asarray(r.get("word_starts", ()), dtype=np.float64)
-            if phonemes:
+            if phonemes:  # the phonemes as text, and their start times in place of the words'
                 source, starts = _phoneme_source(r, tokenizer)
-                pieces = [tokenizer.decode([int(t)]) for t in source.tolist()]
-                durations = durations_from_words(pieces, starts, mel.shape[0])
-            elif len(starts):  # eSpeak's word events: each word's frames go to that word's tokens
+            if len(starts):  # eSpeak's word (or phoneme) events: each one's frames go to its tokens
                 pieces = [tokenizer.decode([int(t)]) for t in source.tolist()]
                 durations = durations_from_words(pieces, starts, mel.shape[0])
             else:
@@ -258,8 +256,9 @@ def _phoneme_source(row: dict, tokenizer) -> tuple[torch.Tensor, np.ndarray]:
     """Token ids of a tts row's phonemes and the phonemes' start times."""
     from generalist_cli.media.espeak import phoneme_text
 
-    names = [str(n) for n in (row.get("phonemes") if row.get("phonemes") is not None else ())]
-    if not len(names):
+    raw = row.get("phonemes")
+    names = [] if raw is None else [str(n) for n in raw]
+    if not names:
         raise GenError(f"text -> speech example {row.get('id', '')!s} has no phonemes: it was prepared by an older gen",
                        hint="prepare the speak corpus again (gen prepare speak ...), or train with model.tts_input = 'text'")
     ids = tokenizer.encode(phoneme_text(names))
