@@ -17,9 +17,8 @@ import numpy as np
 from generalist_cli.errors import MediaError, UsageError
 
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
-TASK_RECIPES = {"tts": "gen train recipes/tts.toml",
-                "text_translate": "gen train a recipe on text_translate data (gen prepare wiki-translate)",
-                "sign": "gen train a recipe on sign data (gen prepare include)"}
+TASK_RECIPES = {"tts": "gen train recipes/tts.toml", "text_translate": "gen train recipes/translate.toml",
+                "sign": "gen train recipes/isl.toml"}
 TASK_NAMES = {"tts": "text -> speech", "text_translate": "text -> text translation", "sign": "sign video -> text"}
 # (input modality, output) -> the training task a checkpoint needs for it (speech -> text needs none)
 CONVERSION_TASKS = {("text", "speech"): "tts", ("audio", "speech"): "tts", ("text", "text"): "text_translate",
