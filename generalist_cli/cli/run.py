@@ -175,6 +175,11 @@ def run(
                 failed += 1
                 print_error(exc)
     failed = sink.finish(failed, state)
+    if state is not None:  # leave the job cleanly: gloo's threads left running can abort the exit (code 250,
+        import torch.distributed as dist  # "terminate called without an active exception")
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
     if failed and (state is None or state.is_main_process):
         warn(f"{failed} of {files_total} file(s) failed")
         raise typer.Exit(1)
