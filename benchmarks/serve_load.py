@@ -1,11 +1,13 @@
 """Load test of `gen serve` on loopback: throughput and p50/p95 latency at 1, 4 and 16 concurrent clients,
-micro-batched (--max-batch 8) vs unbatched (--max-batch 1), in one run on the same machine.
+micro-batched (--max-batch 8) vs unbatched (--max-batch 1), in one run on the same machine; with --pack also
+micro-batched with the batch's utterances packed unpadded into encoder rows (a `gen train` checkpoint).
 
 Each client posts short eSpeak NG utterances (1-3 s, WAV) to the OpenAI-compatible
 /v1/audio/transcriptions endpoint back to back; every level sends a bounded number of requests. The server
 is a fresh `gen serve` process per mode; the word error rate of the answers is checked too.
 
     python benchmarks/serve_load.py [--model whisper-tiny.en] [--clients 1,4,16] [--requests 32] [--threads 2]
+    python benchmarks/serve_load.py --model runs/multitask-cpu/checkpoints/last --pack
 """
 
 from __future__ import annotations
@@ -48,14 +50,15 @@ def clips() -> list[tuple[str, bytes]]:
     return out
 
 
-def start(model: str, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start(model: str, max_batch: int, threads: int, pack: bool) -> tuple[subprocess.Popen, str]:
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "serve", model, "--port", str(port),
-                             "--max-batch", str(max_batch), "--threads", str(threads), "--queue-size", "256", "-q"],
+                             "--max-batch", str(max_batch), "--threads", str(threads), "--queue-size", "256", "-q",
+                             "--pack" if pack else "--no-pack"],
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -103,12 +106,14 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--requests", type=int, default=32, help="requests per level")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pack", action="store_true", help="also serve with packing (a gen train checkpoint)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     data = clips()
     rows = []
-    for mode, max_batch in (("batched", 8), ("unbatched", 1)):
-        proc, url = start(args.model, max_batch, args.threads)
+    modes = [("batched", 8, False), ("unbatched", 1, False)] + ([("batched+packed", 8, True)] if args.pack else [])
+    for mode, max_batch, pack in modes:
+        proc, url = start(args.model, max_batch, args.threads, pack)
         try:
             for c in (int(x) for x in args.clients.split(",")):
                 row = {"mode": mode, **level(url, data, c, max(args.requests, c))}

@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hello.m4a"
 EXAMPLE_TEXT = (ROOT / "examples" / "hello.txt").read_text().strip()
 
+# ``gen ARGS`` in a Python where ``import torch`` fails: what an image with ONNX Runtime and no torch runs
+NO_TORCH = ["-c", "import sys; sys.modules['torch'] = None; sys.argv[0] = 'gen'; "
+                  "from generalist_cli.cli import main; main()"]
 SENTENCES = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()  # also the benchmark's
 
 

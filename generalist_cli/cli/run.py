@@ -98,7 +98,6 @@ def run(
         raise typer.Exit(_relaunch(num_processes))
     out_dir = _out_dir(out, len(files))
 
-    import torch
     from rich.markup import escape
 
     from generalist_cli.console import debug, note, progress
@@ -110,7 +109,9 @@ def run(
     from generalist_cli.infer.onnx_engine import is_export
 
     state = _process_state()
-    if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead
+    if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead (and
+        import torch  # runs without torch installed)
+
         device = str(state.device) if state is not None else "cuda" if torch.cuda.is_available() else "cpu"
     loaded = open_model(model, device=device, on_pull=lambda m: note(escape(m)))
     debug(f"model {model}: {loaded.path} on {device}; {len(files)} file(s)")
@@ -193,12 +194,8 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
     from generalist_cli.cli.common import print_error
     from generalist_cli.errors import GenError, UsageError
     from generalist_cli.infer import convert
-    from generalist_cli.infer.onnx_engine import OnnxModel
     from generalist_cli.media.audio import encode_audio
 
-    if isinstance(loaded.model, OnnxModel):
-        raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
-                         hint="use the checkpoint it was exported from for other conversions")
     m, tok = loaded.model, loaded.tokenizer
     for kind in sorted({kinds[f] for f in files}):
         if (kind, to.value) not in convert.CONVERSION_TASKS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -27,6 +27,10 @@ def serve(
     max_seconds: Annotated[float, typer.Option(min=1, help="Longest audio in seconds (400 above).")] = 1800.0,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (a checkpoint; an export picks its provider).")] = "cpu",
     threads: Annotated[int, typer.Option(min=0, help="CPU threads per process (0: all).")] = 0,
+    pack: Annotated[Optional[bool], typer.Option(
+        "--pack/--no-pack", help="Encode a batch's utterances unpadded, several to an encoder row (default: on for "
+                                 "checkpoints gen train trained on speech, off for plain Whisper and exports).",
+        show_default=False)] = None,
 ) -> None:
     """Serve MODEL over HTTP: OpenAI-compatible [bold]POST /v1/audio/transcriptions[/] and
     [bold]/v1/audio/translations[/] (multipart file, language, response_format json|text|srt|vtt|verbose_json),
@@ -47,7 +51,7 @@ def serve(
 
         raise GenError("gen serve needs uvicorn and fastapi", hint="pip install fastapi uvicorn python-multipart")
     config = ServeConfig(model=model, device=device, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                         queue_size=queue_size, max_mb=max_mb, max_seconds=max_seconds, threads=threads)
+                         queue_size=queue_size, max_mb=max_mb, max_seconds=max_seconds, threads=threads, pack=pack)
     note(f"gen serve: {model} on http://{host}:{port} ({workers} worker(s), batches of up to {max_batch})")
     if workers > 1:  # uvicorn starts the processes; each builds the app from the environment
         os.environ["GEN_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))

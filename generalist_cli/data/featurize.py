@@ -68,7 +68,7 @@ class Featurizer:
     def _mel(self, audio: np.ndarray) -> dict:
         from generalist_cli.features.mel import log_mel_spectrogram
 
-        mel = log_mel_spectrogram(audio, n_mels=self.n_mels).numpy().T.astype(np.float16)  # (frames, mels)
+        mel = log_mel_spectrogram(audio, n_mels=self.n_mels).T.astype(np.float16)  # (frames, mels)
         return {"mel": mel, "duration": len(audio) / SAMPLE_RATE, "length": math.ceil(mel.shape[0] / 2)}
 
     def _video(self, path) -> dict:

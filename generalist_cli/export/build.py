@@ -52,7 +52,9 @@ def load_calibration(path: Path | None, *, n_mels: int, limit: int = 16) -> Cali
     for f in files[:limit]:
         audio = decode_audio(f)
         cal.audios.append(audio)
-        cal.mels.append(pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels), 3000))
+        import torch
+
+        cal.mels.append(torch.from_numpy(pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels), 3000)))
         txt = f.with_suffix(".txt")
         cal.texts.append(txt.read_text(encoding="utf-8").strip() if txt.exists() else "")
     return cal
@@ -196,6 +198,9 @@ def logit_difference(torch_model, onnx_model, tok, cal: Calibration, *, language
 
 
 def _finite_diff(a, b) -> float:
+    import torch
+
+    a, b = torch.as_tensor(a), torch.as_tensor(b)  # the export's logits are numpy
     keep = a.isfinite()
     if not bool((keep == b.isfinite()).all()):
         return float("inf")

@@ -1,4 +1,4 @@
-"""Whisper's log-mel spectrogram in torch (openai/whisper ``audio.py``; transformers ``WhisperFeatureExtractor``).
+"""Whisper's log-mel spectrogram in numpy (openai/whisper ``audio.py``; transformers ``WhisperFeatureExtractor``).
 
 Named constants derive from each other: 16 kHz audio, 25 ms windows (400 samples) every 10 ms (160),
 so 100 frames per second; a 30-second window holds 480,000 samples, 3,000 frames, and the encoder's
@@ -60,35 +60,51 @@ def mel_filters(n_mels: int) -> np.ndarray:
 
 
 def log_mel_spectrogram(audio, *, n_mels: int = 80, padding: int = 0):
-    """Log-mel spectrogram of 16 kHz mono ``audio`` (numpy or torch, shape ``(N,)`` or ``(B, N)``).
+    """Log-mel spectrogram of 16 kHz mono ``audio`` (numpy or torch, shape ``(N,)`` or ``(B, N)``), in numpy: no
+    torch is needed to run an ONNX export. A torch input gives a torch output on its device.
 
     ``padding`` zeros are appended first (openai/whisper pads 30 s so the last window is complete).
     Returns float32 ``(n_mels, frames)`` or ``(B, n_mels, frames)`` with ``frames = (N + padding) // HOP_LENGTH``,
     clamped to 8 (log10 units) below each row's maximum and scaled as ``(x + 4) / 4``.
     """
-    import torch
-
-    x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio)
-    x = x.float()
+    device = None
+    if not isinstance(audio, np.ndarray) and hasattr(audio, "detach"):  # a torch tensor
+        device, audio = audio.device, audio.detach().float().cpu().numpy()
+    x = np.asarray(audio, dtype=np.float32)
+    pad = [(0, 0)] * (x.ndim - 1)
     if padding:
-        x = torch.nn.functional.pad(x, (0, padding))
-    window = torch.hann_window(N_FFT, device=x.device)
-    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
-    power = stft[..., :-1].abs() ** 2  # (B?, F, frames): drop the last frame, as Whisper does
-    filters = torch.from_numpy(mel_filters(n_mels)).to(x.device)
-    mel = filters @ power
-    log_spec = torch.clamp(mel, min=1e-10).log10()
-    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
-    log_spec = torch.maximum(log_spec, peak - 8.0)
-    return (log_spec + 4.0) / 4.0
+        x = np.pad(x, pad + [(0, padding)])
+    x = np.pad(x, pad + [(N_FFT // 2, N_FFT // 2)], mode="reflect")  # torch.stft(center=True, pad_mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT, axis=-1)[..., ::HOP_LENGTH, :]
+    frames = frames[..., :-1, :]  # drop the last frame, as Whisper does
+    spectrum = np.fft.rfft(frames * _hann(), axis=-1)  # (B?, frames, F)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = np.matmul(power.astype(np.float32), mel_filters(n_mels).T)  # (B?, frames, n_mels)
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    peak = log_spec.max(axis=(-2, -1), keepdims=True)
+    log_spec = (np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+    out = np.ascontiguousarray(np.swapaxes(log_spec, -1, -2), dtype=np.float32)
+    if device is not None:
+        import torch
+
+        return torch.from_numpy(out).to(device)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _hann() -> np.ndarray:
+    """The periodic Hann window of N_FFT samples (``torch.hann_window``'s default)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
 def pad_or_trim(mel, length: int = N_FRAMES):
-    """Pad with zeros or cut the last axis of ``mel`` to ``length`` frames."""
-    import torch
-
+    """Pad with zeros or cut the last axis of ``mel`` (numpy or torch) to ``length`` frames."""
     if mel.shape[-1] > length:
         return mel[..., :length]
     if mel.shape[-1] < length:
+        if isinstance(mel, np.ndarray):
+            return np.pad(mel, [(0, 0)] * (mel.ndim - 1) + [(0, length - mel.shape[-1])])
+        import torch
+
         return torch.nn.functional.pad(mel, (0, length - mel.shape[-1]))
     return mel

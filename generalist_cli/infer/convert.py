@@ -73,7 +73,13 @@ def trained_tasks(loaded) -> set[str] | None:
 
 
 def require(loaded, task: str, model_name: str) -> None:
-    """Refuse a conversion the model was not trained for, naming the recipe that trains it."""
+    """Refuse a conversion the model was not trained for, naming the recipe that trains it; an ONNX export
+    (speech -> text only) names the checkpoint instead."""
+    from generalist_cli.infer.onnx_engine import OnnxModel
+
+    if isinstance(loaded.model, OnnxModel):
+        raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
+                         hint="use the checkpoint it was exported from for other conversions")
     tasks = trained_tasks(loaded)
     generalist = loaded.config.generalist
     if not generalist or tasks is None or task not in tasks:

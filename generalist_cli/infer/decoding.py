@@ -4,19 +4,77 @@ Follows openai/whisper ``decoding.py``: suppress non-speech tokens and specials,
 and the timestamp rules (timestamps come in pairs, never decrease, the first token is a timestamp no
 later than 1 s, and a timestamp is forced when the timestamps' total probability beats every text token).
 Shapes: B audio rows, K beams, N = B*K decoder rows, V vocabulary, P prompt length.
+
+The arrays are the model's own kind: torch tensors (on the model's device) for a PyTorch model, numpy arrays
+for an ONNX export - which then runs without torch installed. The few operations the two spell differently
+are the small functions below.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from generalist_cli.features.mel import TIME_PRECISION
 from generalist_cli.features.tokenizer import Tokenizer
 
 NEG_INF = float("-inf")
+
+
+def no_grad():
+    """``torch.inference_mode()`` when torch is in use (imported), else nothing to switch off."""
+    torch = sys.modules.get("torch")
+    return torch.inference_mode() if torch is not None else contextlib.nullcontext()
+
+
+def array(values, like):
+    """``values`` (a list) as an array of ``like``'s kind: numpy, or a torch tensor on ``like``'s device."""
+    if isinstance(like, np.ndarray):
+        return np.asarray(values)
+    import torch
+
+    return torch.tensor(values, device=like.device)
+
+
+def _float(x):
+    return x.astype(np.float32, copy=False) if isinstance(x, np.ndarray) else x.float()
+
+
+def _logsumexp(x):
+    if not isinstance(x, np.ndarray):
+        return x.logsumexp(dim=-1)
+    m = x.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+def _log_softmax(x):
+    if not isinstance(x, np.ndarray):
+        return x.float().log_softmax(dim=-1)
+    x = x.astype(np.float32, copy=False)
+    return x - _logsumexp(x)[..., None]
+
+
+def _softmax(x):
+    return np.exp(_log_softmax(x)) if isinstance(x, np.ndarray) else x.float().softmax(dim=-1)
+
+
+def _max(x):
+    return x.max(axis=-1) if isinstance(x, np.ndarray) else x.max(dim=-1).values
+
+
+def _topk(x, k: int):
+    """(values, indices) of the ``k`` largest along the last axis, largest first."""
+    if not isinstance(x, np.ndarray):
+        return x.topk(k, dim=-1)
+    idx = np.argpartition(-x, k - 1, axis=-1)[..., :k]
+    order = np.argsort(-np.take_along_axis(x, idx, axis=-1), axis=-1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=-1)
+    return np.take_along_axis(x, idx, axis=-1), idx
 
 
 @dataclass(frozen=True)
@@ -49,15 +107,15 @@ class LogitRules:
         ids = set(suppress) | {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
         if not options.timestamps:
             ids |= set(range(tk.timestamp_begin, vocab))
-        self.suppress = torch.tensor(sorted(i for i in ids if i < vocab))
+        self.suppress = sorted(i for i in ids if i < vocab)
         # a generalist learned its targets' own first tokens: a first word with no space-led token in the
         # vocabulary (" thank" in Whisper's multilingual one) starts with a lone space, so only the end of
         # text is kept from starting an output (Whisper's blank suppression would force a wrong label)
         begin = tk.non_speech_begin()
-        self.begin_suppress = torch.tensor([tk.eot] if blank_start else begin)
+        self.begin_suppress = [tk.eot] if blank_start else list(begin)
         self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
 
-    def __call__(self, logits: Tensor, seqs: list[list[int]]) -> Tensor:
+    def __call__(self, logits, seqs: list[list[int]]):
         """Filter ``logits`` (N, V) in place given each row's sampled tokens ``seqs`` (N lists)."""
         tk = self.tk
         logits[:, self.suppress] = NEG_INF
@@ -84,52 +142,58 @@ class LogitRules:
         if first:
             logits[:, :ts] = NEG_INF  # start with a timestamp
             logits[:, ts + self.max_initial + 1 :] = NEG_INF
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        stamp_lp = logprobs[:, ts:].logsumexp(dim=-1)
-        text_lp = logprobs[:, :ts].max(dim=-1).values
+        logprobs = _log_softmax(logits)
+        stamp_lp = _logsumexp(logprobs[:, ts:])
+        text_lp = _max(logprobs[:, :ts])
         logits[stamp_lp > text_lp, :ts] = NEG_INF
         return logits
 
 
-@torch.inference_mode()
 def detect_language(model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str, ...] | None = None,
-                    top: int = 1) -> list:
+                    top: int = 1, cross_mask=None) -> list:
     """Most likely language of each audio row from the first decoder step: ``[(code, probability)]``, or with
     ``top > 1`` the ``top`` best per row, best first: ``[[(code, probability), ...]]``."""
-    b = cross_kv[0][0].shape[0]
-    sot = torch.full((b, 1), tokenizer.sot, dtype=torch.long, device=cross_kv[0][0].device)
-    logits = model.logits(model.decoder(sot, cross_kv))[:, 0].float()
+    with no_grad():
+        b = cross_kv[0][0].shape[0]
+        sot = array([[tokenizer.sot]] * b, cross_kv[0][0])
+        masked = {} if cross_mask is None else {"cross_mask": cross_mask}  # packed audio of different lengths
+        hidden = model.decoder(sot, cross_kv, **masked)
+        logits = _float(model.logits(hidden)[:, 0])
     codes = [c for c in tokenizer.language_codes if allowed is None or c in allowed]
-    ids = torch.tensor([tokenizer.language_token(c) for c in codes], device=logits.device)
-    probs = torch.softmax(logits[:, ids], dim=-1)
+    probs = _softmax(logits[:, [tokenizer.language_token(c) for c in codes]])
     if top > 1:
-        p, i = probs.topk(min(top, len(codes)), dim=-1)
+        p, i = _topk(probs, min(top, len(codes)))
+        p, i = p.tolist(), i.tolist()
         return [[(codes[int(c)], float(q)) for q, c in zip(pr, ir)] for pr, ir in zip(p, i)]
-    best = probs.argmax(dim=-1)
-    return [(codes[int(i)], float(probs[r, i])) for r, i in enumerate(best)]
+    best = probs.argmax(-1).tolist()
+    return [(codes[i], float(probs[r, i])) for r, i in enumerate(best)]
 
 
-@torch.inference_mode()
 def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions,
            suppress: list[int]) -> list[Decoded]:
     """Decode every row of ``cache`` (one audio window each) from its prompt; prompts share one length P.
 
     ``cache`` is ``model.new_cache(audio_features)`` for B rows; beam search widens it to B*K rows.
     """
+    with no_grad():
+        return _decode(model, tokenizer, cache, prompts, options, suppress)
+
+
+def _decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions,
+            suppress: list[int]) -> list[Decoded]:
     p = len(prompts[0])
     k = max(1, options.beam_size)
-    device = cache.cross_kv[0][0].device
     vocab = model.config.n_vocab
     rules = LogitRules(tokenizer, suppress, options, p, vocab,
                        blank_start=bool(getattr(model.config, "generalist", False)))
     max_new = min(options.max_new_tokens, model.config.n_text_ctx - p)
-    prompt = torch.tensor(prompts, dtype=torch.long, device=device)
+    prompt = array(prompts, cache.cross_kv[0][0])
 
     # prefill: logits at <|startoftranscript|> (for the no-speech probability) and at the prompt's end
     hidden = model.decoder(prompt, cache.cross_kv, cache, 0)
     sot_pos = prompts[0].index(tokenizer.sot)
-    first = model.logits(hidden[:, [sot_pos, p - 1]]).float()
-    no_speech = torch.softmax(first[:, 0], dim=-1)[:, tokenizer.no_speech].tolist()
+    first = _float(model.logits(hidden[:, [sot_pos, p - 1]]))
+    no_speech = _softmax(first[:, 0])[:, tokenizer.no_speech].tolist()
     logits = first[:, 1]
     if k == 1:
         tokens = _greedy(model, cache, logits, rules, p, max_new, tokenizer.eot)
@@ -138,7 +202,7 @@ def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options
     return [Decoded(t, lp, ns) for (t, lp), ns in zip(tokens, no_speech)]
 
 
-def _greedy(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: int, eot: int
+def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int
             ) -> list[tuple[list[int], float]]:
     n = logits.shape[0]
     seqs: list[list[int]] = [[] for _ in range(n)]
@@ -146,10 +210,9 @@ def _greedy(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: in
     done = [False] * n
     for step in range(max_new):
         logits = rules(logits, seqs)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        nxt = logits.argmax(dim=-1)
-        picked = logprobs.gather(1, nxt[:, None])[:, 0].tolist()
-        nxt_list = nxt.tolist()
+        logprobs = _log_softmax(logits)
+        nxt_list = logits.argmax(-1).tolist()
+        picked = logprobs[list(range(n)), nxt_list].tolist()
         for i in range(n):
             if done[i]:
                 continue
@@ -160,26 +223,26 @@ def _greedy(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: in
                 seqs[i].append(nxt_list[i])
         if all(done) or step == max_new - 1:
             break
-        feed = torch.tensor([[eot if done[i] else nxt_list[i]] for i in range(n)], device=logits.device)
-        logits = model.decode_step(feed, cache, p + step).float()
+        feed = array([[eot if done[i] else nxt_list[i]] for i in range(n)], logits)
+        logits = _float(model.decode_step(feed, cache, p + step))
     return [(s, lp / (len(s) + 1)) for s, lp in zip(seqs, sum_lp)]
 
 
-def _beam(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: int, eot: int, k: int
+def _beam(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int, k: int
           ) -> list[tuple[list[int], float]]:
     """Beam search with ``k`` beams per audio row; the best finished hypothesis by mean log-probability."""
     b = logits.shape[0]
-    rows = torch.arange(b, device=logits.device).repeat_interleave(k)
+    rows = array([a for a in range(b) for _ in range(k)], logits)
     cache = cache.select(rows)  # K rows per audio, all from the prefilled state
-    logits = logits.index_select(0, rows)
+    logits = logits[rows]
     seqs: list[list[int]] = [[] for _ in range(b * k)]
-    scores = torch.zeros(b * k, device=logits.device)
-    scores.view(b, k)[:, 1:] = NEG_INF  # identical beams at the start: expand only the first
+    scores = array([0.0 if j == 0 else NEG_INF for _ in range(b) for j in range(k)], logits)  # identical beams
+    # at the start: expand only the first
     finished: list[list[tuple[list[int], float]]] = [[] for _ in range(b)]
     for step in range(max_new):
-        logprobs = torch.log_softmax(rules(logits, seqs), dim=-1)
-        total = (scores[:, None] + logprobs).view(b, -1)  # (B, K*V)
-        top_scores, top_idx = total.topk(2 * k, dim=-1)
+        logprobs = _log_softmax(rules(logits, seqs))
+        total = (scores[:, None] + logprobs).reshape(b, -1)  # (B, K*V)
+        top_scores, top_idx = _topk(total, 2 * k)
         new_seqs, new_scores, source = [], [], []
         top_scores_l, top_idx_l = top_scores.tolist(), top_idx.tolist()
         for a in range(b):
@@ -207,11 +270,10 @@ def _beam(model, cache, logits: Tensor, rules: LogitRules, p: int, max_new: int,
         if all(len(f) >= k for f in finished) or step == max_new - 1:
             break
         seqs = new_seqs
-        scores = torch.tensor(new_scores, device=logits.device)
-        index = torch.tensor(source, device=logits.device)
-        cache.reorder(index)
-        feed = torch.tensor([[s[-1]] for s in seqs], device=logits.device)
-        logits = model.decode_step(feed, cache, p + step).float()
+        scores = array(new_scores, logits)
+        cache.reorder(array(source, logits))
+        feed = array([[s[-1]] for s in seqs], logits)
+        logits = _float(model.decode_step(feed, cache, p + step))
     out = []
     for a in range(b):
         cands = finished[a] or [(seqs[a * k + j], float(scores[a * k + j])) for j in range(k)]

@@ -3,7 +3,8 @@ uses for a PyTorch model (``encode_audio``, ``new_cache``, ``decoder``, ``logits
 
 The decoder graph returns logits directly, so here ``decoder(...)`` gives logits and ``logits`` is the
 identity. The cache holds the self-attention keys/values as the graph's ``present_*`` outputs (grown by
-one position a step) and the encoder's cross keys/values. Sessions turn thread spinning off: on small
+one position a step) and the encoder's cross keys/values. Everything here is numpy: running an export needs
+ONNX Runtime, not torch (``decoding.py`` works on either kind of array). Sessions turn thread spinning off: on small
 shared CPUs spinning threads made ONNX Runtime ~15x slower (measured, see docs/export.md).
 """
 
@@ -13,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from generalist_cli.errors import ModelError
 
@@ -22,6 +22,18 @@ EXPORT_FILES = ("encoder.onnx", "decoder.onnx", "config.json", "tokenizer.json")
 
 def is_export(path: Path) -> bool:
     return path.is_dir() and (path / "encoder.onnx").exists() and (path / "decoder.onnx").exists()
+
+
+def default_threads() -> int:
+    """torch's intra-op thread count when torch is loaded (``gen run --threads`` sets it), else the CPUs this
+    process may use."""
+    import os
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -40,7 +52,7 @@ def session(path: Path, *, threads: int | None = None, device: str = "auto"):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -59,20 +71,19 @@ class OnnxCache:
         self.ttt = ttt or {}  # decoder TTT state: "ttt_w1" ... (n_ttt_layers, B, ...) and "ttt_i" (1,)
 
     @property
-    def cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (keys, values) as torch views (B, H, S, K), as in the PyTorch cache."""
-        k, v = torch.from_numpy(self.cross_k), torch.from_numpy(self.cross_v)
-        return [(k[i], v[i]) for i in range(k.shape[0])]
+    def cross_kv(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer (keys, values) views (B, H, S, K), as in the PyTorch cache."""
+        return [(self.cross_k[i], self.cross_v[i]) for i in range(self.cross_k.shape[0])]
 
     def _rows(self, i: np.ndarray) -> dict[str, np.ndarray]:
         return {n: a if n == "ttt_i" else a[:, i] for n, a in self.ttt.items()}
 
-    def select(self, index: torch.Tensor) -> "OnnxCache":
-        i = index.cpu().numpy()
+    def select(self, index) -> "OnnxCache":
+        i = np.asarray(index)
         return OnnxCache(self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i], self._rows(i))
 
-    def reorder(self, index: torch.Tensor) -> None:
-        i = index.cpu().numpy()
+    def reorder(self, index) -> None:
+        i = np.asarray(index)
         self.past_k, self.past_v, self.ttt = self.past_k[:, i], self.past_v[:, i], self._rows(i)
 
 
@@ -100,15 +111,12 @@ class OnnxModel:
         self._outputs = [o.name for o in self.decoder_session.get_outputs()]
 
     # --- the interface of the PyTorch model that decoding uses ---
-    def parameters(self):
-        """Like ``nn.Module.parameters`` for device/dtype queries: the engine takes float32 CPU inputs."""
-        yield torch.zeros(())
-
     def eval(self) -> "OnnxModel":
         return self
 
-    def encode_audio(self, mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        mel = np.ascontiguousarray(mel.detach().float().cpu().numpy())
+    def encode_audio(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``mel`` (B, n_mels, 3000) (numpy, or a CPU torch tensor) -> the decoder layers' cross keys and values."""
+        mel = np.ascontiguousarray(np.asarray(mel), dtype=np.float32)
         cross_k, cross_v = self.encoder_session.run(None, {"mel": mel})
         return cross_k, cross_v
 
@@ -131,9 +139,9 @@ class OnnxModel:
         empty = np.zeros((layers, batch, heads, 0, hd), dtype=np.float32)
         return empty, empty
 
-    def _run(self, tokens: torch.Tensor, past_k, past_v, cross_k, cross_v, ttt: dict | None = None):
+    def _run(self, tokens: np.ndarray, past_k, past_v, cross_k, cross_v, ttt: dict | None = None):
         """-> (logits, present_k, present_v, next TTT state). With TTT the tokens go one call each."""
-        toks = np.ascontiguousarray(tokens.cpu().numpy().astype(np.int64))
+        toks = np.ascontiguousarray(np.asarray(tokens), dtype=np.int64)
         if not self._ttt:
             feeds = {"tokens": toks, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
             logits, pk, pv = self.decoder_session.run(None, feeds)
@@ -148,23 +156,23 @@ class OnnxModel:
             ttt = {n.removeprefix("next_"): a for n, a in res.items() if n.startswith("next_ttt_")}
         return np.concatenate(parts, axis=1), past_k, past_v, ttt
 
-    def decoder(self, tokens: torch.Tensor, cross_kv, cache: OnnxCache | None = None, offset: int = 0) -> torch.Tensor:
+    def decoder(self, tokens: np.ndarray, cross_kv, cache: OnnxCache | None = None, offset: int = 0) -> np.ndarray:
         """Logits (B, T, V) of ``tokens`` from an empty past (the prompt); with ``cache`` its past is set."""
         if cache is not None:
             cross_k, cross_v = cache.cross_k, cache.cross_v
         else:
-            cross_k = np.ascontiguousarray(torch.stack([k for k, _ in cross_kv]).numpy())
-            cross_v = np.ascontiguousarray(torch.stack([v for _, v in cross_kv]).numpy())
+            cross_k = np.ascontiguousarray(np.stack([k for k, _ in cross_kv]))
+            cross_v = np.ascontiguousarray(np.stack([v for _, v in cross_kv]))
         b = tokens.shape[0]
         logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b))
         if cache is not None:
             cache.past_k, cache.past_v, cache.ttt = pk, pv, ttt
-        return torch.from_numpy(logits)
+        return logits
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
         return hidden  # the decoder graph's output already is logits
 
-    def decode_step(self, tokens: torch.Tensor, cache: OnnxCache, offset: int) -> torch.Tensor:
+    def decode_step(self, tokens: np.ndarray, cache: OnnxCache, offset: int) -> np.ndarray:
         logits, cache.past_k, cache.past_v, cache.ttt = self._run(tokens, cache.past_k, cache.past_v, cache.cross_k,
                                                                   cache.cross_v, cache.ttt)
-        return torch.from_numpy(logits[:, -1])
+        return logits[:, -1]

@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from generalist_cli.features.mel import HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION
-from generalist_cli.infer.decoding import DecodeOptions, decode, detect_language
+from generalist_cli.features.mel import HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION, pad_or_trim
+from generalist_cli.infer.decoding import DecodeOptions, array, decode, detect_language, no_grad
 from generalist_cli.media.audio import SAMPLE_RATE
 
 
@@ -64,11 +64,12 @@ class TranscribeOptions:
     compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
     language_confidence: float = 0.7  # below: the window is also decoded in the runner-up language
     word_timestamps: bool = False  # per-word start/end from the alignment heads' cross-attention
+    pack: bool = False  # encode windows unpadded, several to an encoder row (gen train checkpoints; see below)
 
 
 @dataclass
 class _File:
-    mel: object  # (n_mels, frames + N_FRAMES) torch tensor
+    mel: np.ndarray  # (n_mels, frames + N_FRAMES)
     content_frames: int
     transcript: Transcript
     seek: int = 0
@@ -78,9 +79,7 @@ class _File:
 def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOptions,
                *, on_progress: Callable[[float], None] | None = None) -> list[Transcript]:
     """Transcribe each 16 kHz mono waveform in ``audios``; ``on_progress(seconds_done)`` after each round."""
-    import torch
-
-    with torch.inference_mode():
+    with no_grad():
         return _transcribe(model, tokenizer, audios, options, on_progress)
 
 
@@ -112,18 +111,15 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
 
 
 def _transcribe_windows(model, tokenizer, audios, options, on_progress):
-    import torch
-
-    from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
+    from generalist_cli.features.mel import log_mel_spectrogram
 
     cfg = model.config
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     files = []
     for audio in audios:
         mel = log_mel_spectrogram(audio, n_mels=cfg.n_mels, padding=N_SAMPLES)
         files.append(_File(mel, mel.shape[-1] - N_FRAMES,
                            Transcript(options.language or "", None, len(audio) / SAMPLE_RATE)))
+    pack = options.pack and not options.word_timestamps and hasattr(model, "encode_audio_packed")
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size)
     suppress = list(cfg.suppress_tokens)
     done_frames = 0
@@ -133,13 +129,12 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
         if not active:
             break
         # the window holds only real frames, zero-padded in log-mel space (as openai/whisper and faster-whisper)
-        windows = torch.stack([pad_or_trim(f.mel[:, f.seek : min(f.seek + N_FRAMES, f.content_frames)])
-                               for f in active])
-        features = model.encode_audio(windows.to(device=device, dtype=dtype))
-        cache = model.new_cache(features)
+        windows = [f.mel[:, f.seek : min(f.seek + N_FRAMES, f.content_frames)] for f in active]
+        cache = _encode(model, windows, pack=pack)
         runner_up: dict[int, str] = {}
         if options.language is None and tokenizer.multilingual:  # every window: languages may change
-            found = detect_language(model, tokenizer, cache.cross_kv, allowed=options.languages or None, top=2)
+            found = detect_language(model, tokenizer, cache.cross_kv, allowed=options.languages or None, top=2,
+                                    cross_mask=getattr(cache, "cross_mask", None))
             for i, (f, ranked) in enumerate(zip(active, found)):
                 (code, prob), rest = ranked[0], ranked[1:]
                 f.window_language = code
@@ -261,10 +256,29 @@ def cut_repetition(tokens: list[int], timestamp_begin: int, *, min_repeats: int 
     return text
 
 
-def _select(cache, idx: list[int]):
+def _encode(model, windows: list[np.ndarray], *, pack: bool):
+    """A decoding cache for log-mel ``windows`` (each (n_mels, <= N_FRAMES)).
+
+    Whisper hears each window zero-padded to 30 s, as it was trained. With ``pack`` (a PyTorch model) the
+    windows are encoded unpadded and packed several to an encoder row (Patch n' Pack), which is how
+    ``gen train`` trains: a 5-s utterance then costs 250 encoder positions instead of 1,500. A plain Whisper
+    must not be packed: without the padding it loops (measured: whisper-tiny.en WER 0.15 -> 5.9 on 12
+    sentences), so gen serve packs only checkpoints trained by gen train."""
+    if not hasattr(model, "parameters"):  # an ONNX export: numpy in, fixed 30-s windows
+        return model.new_cache(model.encode_audio(np.stack([pad_or_trim(w) for w in windows])))
     import torch
 
-    return cache.select(torch.tensor(idx, device=cache.cross_kv[0][0].device))
+    p = next(model.parameters())
+    if not pack:
+        x = torch.from_numpy(np.stack([pad_or_trim(w) for w in windows]))
+        return model.new_cache(model.encode_audio(x.to(device=p.device, dtype=p.dtype)))
+    mels = [torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
+            for w in windows]  # an even number of frames: the stem halves it
+    return model.new_cache(*model.encode_audio_packed(mels))
+
+
+def _select(cache, idx: list[int]):
+    return cache.select(array(idx, cache.cross_kv[0][0]))
 
 
 def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:

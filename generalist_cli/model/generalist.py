@@ -133,13 +133,36 @@ class Generalist(nn.Module):
         return hidden, enc, enc_routers, dec_routers
 
     # ---- generation ----
-    def new_cache(self, audio_features: Tensor) -> KVCache:
-        """A cache for ``audio_features`` (B, S, D): cross keys/values computed once, empty self keys/values."""
+    def new_cache(self, audio_features: Tensor, lengths: list[int] | None = None) -> KVCache:
+        """A cache for ``audio_features`` (B, S, D): cross keys/values computed once, empty self keys/values.
+        ``lengths``: row i's audio is its first lengths[i] positions (packed audio of different lengths)."""
         c = self.config
         b = audio_features.shape[0]
         shape = (b, c.n_text_head, c.n_text_ctx, c.n_text_state // c.n_text_head)
         empty = [(audio_features.new_zeros(shape), audio_features.new_zeros(shape)) for _ in range(c.n_text_layer)]
-        return KVCache(self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer)
+        mask = None
+        if lengths is not None:
+            mask = torch.arange(audio_features.shape[1], device=audio_features.device) < torch.tensor(
+                lengths, device=audio_features.device)[:, None]
+            mask = mask[:, None, None]
+        return KVCache(self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer,
+                       cross_mask=mask)
+
+    def encode_audio_packed(self, mels: list[Tensor], capacity: int | None = None) -> tuple[Tensor, list[int]]:
+        """Audio of different lengths, each ``(n_mels, 2 S_i)``, encoded unpadded and packed several to an
+        encoder row (Patch n' Pack: block-diagonal attention, positions restarting per example, so each equals
+        its own unpadded forward) -> (features (B, max S_i, D) zero-padded, lengths S_i) for :meth:`new_cache`."""
+        from generalist_cli.model.packing import pack, plan_rows
+
+        embedded = [self.embed_audio(m[None])[0] for m in mels]
+        lengths = [len(e) for e in embedded]
+        rows = plan_rows(lengths, capacity or self.config.n_audio_ctx)
+        x, packing = pack(embedded, rows)
+        enc = self.encode(x, packing)[0]
+        out = enc.new_zeros(len(mels), max(lengths), enc.shape[-1])
+        for i, (r, a, b) in enumerate(packing.spans):
+            out[i, : b - a] = enc[r, a:b]
+        return out, lengths
 
     def decode_step(self, tokens: Tensor, cache: KVCache, offset: int) -> Tensor:
         """Feed ``tokens`` (B, T) at ``offset`` through the cached decoder; logits of the last one, (B, V)."""

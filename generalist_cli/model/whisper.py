@@ -277,18 +277,24 @@ class TextDecoder(nn.Module):
         return self.layer_norm(x), routers
 
     def forward(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], cache: "KVCache | None" = None,
-                offset: int = 0) -> Tensor:
-        return self.run(tokens, cross, cache=cache, offset=offset)[0]
+                offset: int = 0, cross_mask: Tensor | None = None) -> Tensor:
+        """Hidden states of ``tokens``; cross-attention masked by ``cross_mask`` or the cache's (packed audio
+        of different lengths)."""
+        if cross_mask is None and cache is not None:
+            cross_mask = cache.cross_mask
+        return self.run(tokens, cross, cache=cache, offset=offset, cross_mask=cross_mask)[0]
 
 
 @dataclass
 class KVCache:
     """Decoder state for generation: per layer, self-attention keys/values (preallocated to ``n_text_ctx``),
-    the cross-attention keys/values of the encoder output, and the TTT state. Shapes ``(B, H, T|S, K)``."""
+    the cross-attention keys/values of the encoder output, and the TTT state. Shapes ``(B, H, T|S, K)``.
+    ``cross_mask`` (B, 1, 1, S) bool, True = a real encoder position: rows whose audio is shorter than S."""
 
     self_kv: list[tuple[Tensor, Tensor]]
     cross_kv: list[tuple[Tensor, Tensor]]
     ttt: list[TTTState | None]
+    cross_mask: Tensor | None = None
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search): self-attention and TTT state; rows keep their audio."""
@@ -299,4 +305,5 @@ class KVCache:
         """A cache of rows ``index`` only (cross-attention included)."""
         return KVCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
                        [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
-                       [None if s is None else s.select(index) for s in self.ttt])
+                       [None if s is None else s.select(index) for s in self.ttt],
+                       None if self.cross_mask is None else self.cross_mask.index_select(0, index))

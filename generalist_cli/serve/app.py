@@ -34,7 +34,17 @@ class ServeConfig:
     queue_size: int = 64  # waiting requests before 503
     max_mb: float = 25.0  # upload limit (OpenAI's is 25 MB)
     max_seconds: float = 1800.0  # audio length limit
-    threads: int = 0  # torch threads (0: torch's default)
+    threads: int = 0  # torch's or ONNX Runtime's threads (0: their default)
+    pack: bool | None = None  # utterances packed into encoder rows; None: when the model was trained that way
+
+
+def packs(loaded) -> bool:
+    """Whether transcription packs utterances by default: for a checkpoint ``gen train`` trained on speech ->
+    text (it learned on unpadded, packed audio); a plain Whisper loops without its 30-s padding."""
+    from generalist_cli.infer.convert import trained_tasks
+
+    speech = {"transcribe", "translate"} & (trained_tasks(loaded) or set())
+    return hasattr(loaded.model, "encode_audio_packed") and bool(speech)
 
 
 class ApiError(Exception):
@@ -46,21 +56,26 @@ class ApiError(Exception):
 def create_app(config: ServeConfig, loaded=None):
     """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened)."""
     from generalist_cli import __version__
-    from generalist_cli.errors import GenError
+    from generalist_cli.errors import GenError, UsageError
     from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
     from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
     from generalist_cli.serve.batcher import Batcher, Busy
     from generalist_cli.serve.metrics import Metrics
 
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
     if loaded is None:
+        from generalist_cli.infer.onnx_engine import is_export
         from generalist_cli.store.store import open_model
 
-        loaded = open_model(config.model, device=config.device)
+        if config.threads and not is_export(Path(config.model).expanduser()):  # an export runs without torch
+            import torch
+
+            torch.set_num_threads(config.threads)
+        loaded = open_model(config.model, device=config.device, threads=config.threads or None)
     model, tok = loaded.model, loaded.tokenizer
+    pack = packs(loaded) if config.pack is None else config.pack
+    if pack and not hasattr(model, "encode_audio_packed"):
+        raise UsageError(f"{config.model}: an ONNX export encodes fixed 30-s windows and cannot pack",
+                         hint="serve the checkpoint it was exported from, or drop --pack")
     metrics = Metrics()
     lock = threading.Lock()
 
@@ -141,7 +156,7 @@ def create_app(config: ServeConfig, loaded=None):
         if task == "translate" and not tok.multilingual:
             raise ApiError(400, f"model {config.model} is English-only and cannot translate")
         options = TranscribeOptions(language=language_of(language), task=task, prompt=prompt or "",
-                                    batch_size=max(8, config.max_batch))
+                                    batch_size=max(8, config.max_batch), pack=pack)
         audio = await decode(file)
         metrics.audio(len(audio) / SAMPLE_RATE)
         try:
@@ -155,7 +170,7 @@ def create_app(config: ServeConfig, loaded=None):
     @app.get("/health")
     def health():
         return {"status": "ok", "model": config.model, "version": __version__, "queue": batcher.depth,
-                "max_batch": config.max_batch}
+                "max_batch": config.max_batch, "pack": pack}
 
     @app.get("/metrics")
     def prometheus():

@@ -175,14 +175,15 @@ def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
     return pull(model, name=_default_name(model), force=True).path
 
 
-def open_model(model: str, *, device: str = "cpu", on_pull=None):
+def open_model(model: str, *, device: str = "cpu", on_pull=None, threads: int | None = None):
     """Load ``model`` ready to run: from the store, pulling it there on first use; when the store cannot be
-    written (read-only home, full disk) the model is loaded straight from its source instead."""
+    written (read-only home, full disk) the model is loaded straight from its source instead. ``threads``: an
+    ONNX export's session threads (a PyTorch model uses torch's setting)."""
     from generalist_cli.infer.onnx_engine import is_export
     from generalist_cli.store.load import load_export, load_model, load_pulled
 
     if is_export(Path(model).expanduser()):
-        return load_export(Path(model).expanduser(), device=device)
+        return load_export(Path(model).expanduser(), device=device, threads=threads)
     try:
         return load_model(resolve(model, on_pull=on_pull), device=device)
     except StoreWriteError as exc:

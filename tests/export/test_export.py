@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -16,7 +18,7 @@ from generalist_cli.export.onnx import export_graphs
 from generalist_cli.export.prune import drop_experts, magnitude_prune, prunable
 from generalist_cli.infer.onnx_engine import OnnxModel
 from tests.cli.test_run import gen
-from tests.conftest import EXAMPLE, EXAMPLE_TEXT, wer
+from tests.conftest import EXAMPLE, EXAMPLE_TEXT, NO_TORCH, wer
 from tests.model.test_generalist import dense, generalist
 
 
@@ -57,7 +59,7 @@ def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
     onnx = _export(model, tiny_en.path, tmp_path, n_frames=200)
     with torch.inference_mode():
         want = _logits(model, mel, prompt)
-    got = _logits(onnx, mel, prompt)
+    got = [torch.from_numpy(x) for x in _logits(onnx, mel, prompt)]  # the engine works in numpy
     for a, b in zip(want, got):
         assert a.shape == b.shape
         assert bool((a.isfinite() == b.isfinite()).all())
@@ -67,11 +69,17 @@ def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
         assert int(got[0].isfinite().sum(-1).max()) == 121
 
 
-def test_int8_export_cli_runs_the_example(tmp_path):
-    out = tmp_path / "tiny-int8"
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_en, tmp_path_factory):
+    """``gen export whisper-tiny.en`` (INT8): the export folder and the command's JSON report."""
+    out = tmp_path_factory.mktemp("export") / "tiny-int8"
     r = gen("export", "whisper-tiny.en", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
+    return out, json.loads(r.stdout)
+
+
+def test_int8_export_cli_runs_the_example(tiny_int8):
+    out, report = tiny_int8
     assert {"path", "quantize", "parity", "bytes", "gen_version"} <= set(report)
     assert report["parity"]["fp32_max_abs_logit_diff"] <= 1e-4
     assert report["parity"]["wer_change"] <= 0.05
@@ -83,6 +91,33 @@ def test_int8_export_cli_runs_the_example(tmp_path):
     assert wer(EXAMPLE_TEXT, r.stdout) <= 0.05, r.stdout
     again = gen("export", "whisper-tiny.en", "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
+    """What the CPU container runs: ONNX Runtime and numpy, ``import torch`` failing. ``gen run`` (greedy,
+    beam search) and ``gen serve``'s transcription endpoint give the text the PyTorch model gives."""
+    from tests.serve.test_serve import HELLO, Server
+
+    out, _ = tiny_int8
+    for beam in ("1", "5"):  # greedy has no commas, beam search has two (measured, both engines)
+        want = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "--beam-size", beam)
+        r = subprocess.run([sys.executable, *NO_TORCH, "run", str(EXAMPLE), "--model", str(out), "--beam-size", beam],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == want.stdout and wer(EXAMPLE_TEXT, r.stdout) <= 0.05, (r.stdout, want.stdout)
+        if beam == "1":
+            greedy = r.stdout
+    server = Server(str(out), tmp=tmp_path / "serve", python=tuple(NO_TORCH))
+    try:
+        with HELLO.open("rb") as f:
+            res = server.post("/v1/audio/transcriptions", files={"file": ("hello.m4a", f, "audio/mp4")},
+                              data={"response_format": "json"})
+        assert res.status_code == 200, res.text
+        assert res.json()["text"].strip() == greedy.strip()
+        refused = server.post("/v1/convert", data={"to": "speech", "text": "hello"})
+        assert refused.status_code == 400 and "speech -> text" in refused.json()["error"]["message"], refused.text
+    finally:
+        assert "Traceback" not in server.stop()
 
 
 def test_failed_parity_writes_nothing(tmp_path, monkeypatch):

@@ -63,6 +63,57 @@ def test_batched_equals_one_by_one(tiny_en, speech):
            [[(s.start, s.end) for s in t.segments] for t in alone]
 
 
+def test_language_detection_on_packed_audio_sees_only_its_own_row(base, speech):
+    import torch
+
+    from generalist_cli.features.mel import log_mel_spectrogram
+    from generalist_cli.infer.decoding import detect_language
+
+    mels = [torch.from_numpy(log_mel_spectrogram(speech(i))) for i in (0, 8)]
+    mels = [x[:, : x.shape[1] // 2 * 2] for x in mels]
+    with torch.inference_mode():
+        cache = base.model.new_cache(*base.model.encode_audio_packed(mels))
+        packed = detect_language(base.model, base.tokenizer, cache.cross_kv, cross_mask=cache.cross_mask, top=3)
+        for mel, got in zip(mels, packed):
+            [alone] = detect_language(base.model, base.tokenizer, base.model.cross_kv(base.model.encode_audio(mel[None])),
+                                      top=3)
+            assert [c for c, _ in got] == [c for c, _ in alone] and got[0][0] == "en"
+            assert np.allclose([p for _, p in got], [p for _, p in alone], atol=1e-4)
+
+
+def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
+    """Packing (gen serve's default for gen train checkpoints): utterances encoded unpadded in one encoder row
+    equal each encoded alone; a packed, batched transcription (cross-attention masked to each row's length)
+    equals transcribing each file alone. Greedy and beam search. Which models pack by default."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from generalist_cli.features.mel import log_mel_spectrogram
+    from generalist_cli.serve.app import packs
+
+    m, tok = tiny_en.model, tiny_en.tokenizer
+    audios = [speech(i) for i in (0, 3, 8)]  # 7.0, 4.5 and 3.5 s: 900 positions, one encoder row
+    mels = [torch.from_numpy(log_mel_spectrogram(a)) for a in audios]
+    mels = [x[:, : x.shape[1] // 2 * 2] for x in mels]
+    with torch.inference_mode():
+        packed, lengths = m.encode_audio_packed(mels)
+        for i, mel in enumerate(mels):
+            alone = m.encode_audio(mel[None])[0]
+            assert lengths[i] == alone.shape[0] == mel.shape[1] // 2
+            assert torch.allclose(packed[i, : lengths[i]], alone, atol=1e-4)
+            assert not packed[i, lengths[i] :].any()
+    for beam in (1, 2):
+        opts = TranscribeOptions(language="en", pack=True, vad=False, beam_size=beam)
+        together = transcribe(m, tok, audios, opts)
+        for audio, t in zip(audios, together):
+            assert t.text == transcribe(m, tok, [audio], opts)[0].text
+    assert not packs(tiny_en)  # a plain Whisper loops without its 30-s padding: not packed by default
+    (tmp_path / "meta.json").write_text(json.dumps({"tasks": ["transcribe", "sign"]}))
+    assert packs(SimpleNamespace(model=m, path=tmp_path))  # a gen train checkpoint trained on speech
+
+
 def test_beam_search(tiny_en, speech):
     audios = [speech(i) for i in (2, 6)]
     greedy = transcribe(tiny_en.model, tiny_en.tokenizer, audios, TranscribeOptions())

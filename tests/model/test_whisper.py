@@ -55,7 +55,7 @@ def test_real_tiny_en_matches_transformers(tiny_en):
     from tests.conftest import EXAMPLE
 
     hf = WhisperForConditionalGeneration.from_pretrained(tiny_en.path, dtype=torch.float32).eval()
-    mel = log_mel_spectrogram(decode_audio(EXAMPLE), padding=N_SAMPLES)[:, :3000][None]
+    mel = torch.from_numpy(log_mel_spectrogram(decode_audio(EXAMPLE), padding=N_SAMPLES)[:, :3000][None])
     tokens = torch.tensor([[50257, 50363] + tiny_en.tokenizer.encode(" Hello and welcome.")])
     with torch.no_grad():
         ref = hf(input_features=mel, decoder_input_ids=tokens).logits

@@ -29,13 +29,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, *args: str, tmp: Path) -> None:
+    def __init__(self, model: str, *args: str, tmp: Path, python: tuple[str, ...] = ("-m", "generalist_cli")) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         env = {**os.environ, "TMPDIR": str(tmp)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "serve", model, "--port",
+        self.proc = subprocess.Popen([sys.executable, *python, "serve", model, "--port",
                                       str(self.port), "--threads", "1", *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
