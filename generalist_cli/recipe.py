@@ -50,6 +50,7 @@ class ModelSection:
     dtype: str = "float32"  # master weights
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
     video_motion: bool = False  # add the video motion stream (clip minus its temporal mean), zero at init
+    video_tokens: str = "tubelets"  # or "motion-map" / "tubelets+motion-map": per-time-step motion-map tokens
     tts_input: str = "text"  # text -> speech reads "text" tokens or eSpeak NG's "phonemes" (a new model only)
     speech_layers: int = 0  # convolution layers of a new speech head (0: the model's own, 3 by default)
 
@@ -225,6 +226,10 @@ def _check(r: Recipe, path: Path) -> None:
         bad("model.peer_experts", "must be a square number (n^2 product keys)")
     if r.model.encoder not in ("whisper", "conformer"):
         bad("model.encoder", "must be 'whisper' or 'conformer'")
+    from generalist_cli.model.config import VIDEO_TOKENS
+
+    if r.model.video_tokens not in VIDEO_TOKENS:
+        bad("model.video_tokens", "must be one of " + ", ".join(VIDEO_TOKENS))
     if r.model.tts_input not in ("text", "phonemes"):
         bad("model.tts_input", "must be 'text' or 'phonemes'")
     if r.model.speech_layers < 0:

@@ -203,10 +203,10 @@ def arithmetic(
 def synthetic_signs(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the videos (INCLUDE release layout).")] = Path("raw/signs"),
     signs: Annotated[int, typer.Option(min=1, help="How many signs (classes), at most 12.")] = 12,
-    signers: Annotated[int, typer.Option(min=2, help="Signers (colour, size, position, speed variations).")] = 10,
-    takes: Annotated[int, typer.Option(min=1, help="Videos per sign and signer.")] = 3,
-    test_signers: Annotated[int, typer.Option(min=1, help="Signers held out for the test split.")] = 2,
-    val_signers: Annotated[int, typer.Option(min=0, help="Signers held out for the val split.")] = 1,
+    signers: Annotated[int, typer.Option(min=2, help="Signers (colour, size, position, speed variations).")] = 40,
+    takes: Annotated[int, typer.Option(min=1, max=10, help="Videos per sign and signer.")] = 3,
+    test_signers: Annotated[int, typer.Option(min=1, help="Signers held out for the test split.")] = 4,
+    val_signers: Annotated[int, typer.Option(min=0, help="Signers held out for the val split.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the signers and takes.")] = 0,
     as_json: Json = False,
 ) -> None:

@@ -149,8 +149,8 @@ def render(sign: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
     return np.clip(video, 0, 255).astype(np.uint8)
 
 
-def write_release(root: Path, *, signs: int = len(SIGNS), signers: int = 10, takes: int = 3, val_signers: int = 1,
-                  test_signers: int = 2, seed: int = 0, on_video=None) -> dict[str, int]:
+def write_release(root: Path, *, signs: int = len(SIGNS), signers: int = 40, takes: int = 3, val_signers: int = 2,
+                  test_signers: int = 4, seed: int = 0, on_video=None) -> dict[str, int]:
     """Write ``signs`` x ``signers`` x ``takes`` MOV files as ``<Category>/<N>. <Sign>/MVI_<signer><take>.MOV``
     with ``include_{train,val,test}.csv`` lists (the last signers are held out). Returns videos per split."""
     from generalist_cli.errors import GenError

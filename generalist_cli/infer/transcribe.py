@@ -120,7 +120,8 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
         files.append(_File(mel, mel.shape[-1] - N_FRAMES,
                            Transcript(options.language or "", None, len(audio) / SAMPLE_RATE)))
     pack = options.pack and not options.word_timestamps and hasattr(model, "encode_audio_packed")
-    dopts = DecodeOptions(task=options.task, beam_size=options.beam_size)
+    # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
+    dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack)
     suppress = list(cfg.suppress_tokens)
     done_frames = 0
     context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)  # the same for every window
@@ -148,7 +149,8 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
         # rows sharing a prompt decode together (same language and task)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(active):
-            prompt = tuple(context + tokenizer.sot_sequence(language=f.window_language, task=options.task))
+            prompt = tuple(context + tokenizer.sot_sequence(language=f.window_language, task=options.task,
+                                                            timestamps=dopts.timestamps))
             groups.setdefault(prompt, []).append(i)
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
@@ -207,7 +209,7 @@ def _second_opinion(model, tokenizer, cache, context, active, idx, results, runn
     results = list(results)
     for j, i in retry:
         lang = runner_up[i]
-        prompt = context + tokenizer.sot_sequence(language=lang, task=options.task)
+        prompt = context + tokenizer.sot_sequence(language=lang, task=options.task, timestamps=dopts.timestamps)
         [other] = decode(model, tokenizer, _select(cache, [i]), [prompt], dopts, suppress)
         if other.avg_logprob > results[j].avg_logprob:
             results[j] = other

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
+
 @dataclass(frozen=True)
 class ModelConfig:
     n_mels: int = 80  # mel bins of the input (80; 128 for large-v3)
@@ -45,6 +47,7 @@ class ModelConfig:
     video_patch: tuple[int, int, int] = (2, 16, 16)  # video tubelet (frames, height, width)
     video_max: tuple[int, int, int] = (64, 14, 14)  # max tubelets along (time, rows, cols)
     video_motion: bool = False  # a second video stream: the clip minus its temporal mean (what moves)
+    video_tokens: str = "tubelets"  # what a clip becomes in the encoder: one of VIDEO_TOKENS (model/frontends.py)
     text_scale: float = 1.0  # token embeddings entering the encoder are multiplied by this (upcycling: sqrt(D))
     n_speech_mels: int = 80  # mel bins the speech head predicts (text -> speech)
     tts_input: str = "text"  # what text -> speech reads: "text" tokens, or eSpeak NG's "phonemes" of the text
@@ -68,7 +71,8 @@ class ModelConfig:
                 "peer_heads": self.peer_heads, "peer_top_k": self.peer_top_k, "ttt": self.ttt,
                 "ttt_mini_batch": self.ttt_mini_batch, "ttt_base_lr": self.ttt_base_lr,
                 "generalist": self.generalist, "extra_tokens": list(self.extra_tokens), "video_patch": list(self.video_patch),
-                "video_max": list(self.video_max), "video_motion": self.video_motion, "text_scale": self.text_scale,
+                "video_max": list(self.video_max), "video_motion": self.video_motion,
+                "video_tokens": self.video_tokens, "text_scale": self.text_scale,
                 "n_speech_mels": self.n_speech_mels, "tts_input": self.tts_input,
                 "speech_progress": self.speech_progress, "speech_layers": self.speech_layers,
                 "output_tokens": list(self.output_tokens)}
@@ -139,7 +143,7 @@ class ModelConfig:
 
 def _generalist_from(g: dict) -> dict:
     known = {"n_experts", "top_k", "ttt", "ttt_mini_batch", "ttt_base_lr", "generalist", "extra_tokens", "video_patch",
-             "video_max", "video_motion", "text_scale", "n_speech_mels", "output_tokens", "tts_input", "speech_progress",
+             "video_max", "video_motion", "video_tokens", "text_scale", "n_speech_mels", "output_tokens", "tts_input", "speech_progress",
              "speech_layers", "moe_segments", "moe_shared", "conformer", "conformer_kernel",
              "peer_experts", "peer_heads", "peer_top_k"}
     unknown = set(g) - known
@@ -149,6 +153,8 @@ def _generalist_from(g: dict) -> dict:
     for key in ("video_patch", "video_max", "extra_tokens", "output_tokens"):
         if key in out:
             out[key] = tuple(out[key])
+    if out.get("video_tokens", "tubelets") not in VIDEO_TOKENS:
+        raise ValueError(f"video_tokens must be one of {', '.join(VIDEO_TOKENS)}, not {out['video_tokens']!r}")
     if out.get("tts_input", "text") not in ("text", "phonemes"):
         raise ValueError(f"tts_input must be 'text' or 'phonemes', not {out['tts_input']!r}")
     segments, shared = out.get("moe_segments", 1), out.get("moe_shared", 0)

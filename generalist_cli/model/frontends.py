@@ -6,7 +6,11 @@
   time/row/column position embeddings (ViViT tubelets, NaViT factorised positions); optionally a motion
   stream (``video_motion``): the clip minus its per-pixel temporal mean - the static background and body
   cancel, what moves (the hands) stays - through a second linear layer, zero at init (two-stream video
-  input, as in Simonyan & Zisserman 2014, computed from the same tubelets);
+  input, as in Simonyan & Zisserman 2014, computed from the same tubelets); and/or (``video_tokens``) one
+  *motion-map* token per tubelet time step: how much each pixel moves (|clip - temporal mean|, averaged over
+  colour channels, so skin, clothes and room colours drop out) pooled to a 14 x 14 map, scaled by the clip's
+  own spread, through a linear layer. Nine tokens carry where the hands move when; on signer-independent
+  synthetic signs they generalise where 467 tubelet tokens over-fit the signers' looks (docs/training.md);
 - text: Whisper's token embeddings (shared with the decoder) + the encoder's sinusoidal positions.
 A learned modality embedding (zero at init, so audio stays Whisper's) is added by the model.
 """
@@ -14,11 +18,14 @@ A learned modality embedding (zero at init, so audio stays Whisper's) is added b
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from generalist_cli.features.video import patchify
+from generalist_cli.model.config import VIDEO_TOKENS
 
 MODALITIES = ("audio", "video", "text")
+MAP_CELLS = (14, 14)  # the motion map's rows x columns (8-pixel cells of a 112 x 112 clip)
 
 
 class VideoFrontend(nn.Module):
@@ -32,6 +39,9 @@ class VideoFrontend(nn.Module):
         self.pos_row = nn.Parameter(torch.randn(max_grid[1], n_state) * 0.02)
         self.pos_col = nn.Parameter(torch.randn(max_grid[2], n_state) * 0.02)
         self.motion: nn.Linear | None = None
+        self.tokens = "tubelets"
+        self.motion_map: nn.Linear | None = None
+        self.map_embedding: nn.Parameter | None = None  # tells map tokens from tubelet tokens
 
     def add_motion(self) -> None:
         """Add the motion stream; its projection starts at zero, so the embeddings are unchanged until trained."""
@@ -40,6 +50,29 @@ class VideoFrontend(nn.Module):
             nn.init.zeros_(self.motion.weight)
             nn.init.zeros_(self.motion.bias)
 
+    def set_tokens(self, tokens: str) -> None:
+        """Which tokens a clip gives (:data:`VIDEO_TOKENS`); the motion-map layer is made on first use."""
+        if tokens not in VIDEO_TOKENS:
+            raise ValueError(f"video tokens must be one of {', '.join(VIDEO_TOKENS)}, not {tokens!r}")
+        self.tokens = tokens
+        if "motion-map" in tokens and self.motion_map is None:
+            n = self.proj.out_features
+            self.motion_map = nn.Linear(MAP_CELLS[0] * MAP_CELLS[1], n).to(self.proj.weight)
+            self.map_embedding = nn.Parameter(torch.randn(n, dtype=self.proj.weight.dtype,
+                                                          device=self.proj.weight.device) * 0.02)
+
+    def motion_maps(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Tubelets ``x`` (N, pt*ph*pw*C) in [-1, 1] -> (Nt, 14 * 14): per time step, the mean absolute change
+        from the clip's per-pixel temporal mean, over colour channels and each cell, over the clip's spread
+        (at least 1e-3, so a still clip is not blown up from rounding noise)."""
+        nt, nr, nc = grid
+        pt, ph, pw = self.patch
+        g = x.view(nt, nr, nc, pt, ph, pw, self.channels)
+        moved = (g - g.mean(dim=(0, 3), keepdim=True)).abs().mean(dim=(3, 6))  # (Nt, Nr, Nc, ph, pw)
+        frames = moved.permute(0, 1, 3, 2, 4).reshape(nt, 1, nr * ph, nc * pw)
+        maps = F.adaptive_avg_pool2d(frames, MAP_CELLS).reshape(nt, -1)
+        return maps / maps.std().clamp_min(1e-3) if maps.numel() > 1 else maps  # (still clips stay ~0)
+
     def embed(self, patches: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """Tubelet ``patches`` (N, pt*ph*pw*C) on a ``grid`` (Nt, Nr, Nc), uint8 or float in [0, 1] -> (N, D)."""
         nt, nr, nc = grid
@@ -47,6 +80,11 @@ class VideoFrontend(nn.Module):
             raise ValueError(f"a {nt}x{nr}x{nc} tubelet grid exceeds the maximum {self.max_grid}")
         x = patches.float() / 255.0 if patches.dtype == torch.uint8 else patches
         x = (x.to(self.proj.weight.dtype) - 0.5) / 0.5
+        parts = []
+        if "motion-map" in self.tokens:
+            parts.append(self.motion_map(self.motion_maps(x, grid)) + self.pos_time[:nt] + self.map_embedding)
+        if "tubelets" not in self.tokens:
+            return parts[0]
         out = self.proj(x)
         if self.motion is not None:  # per-pixel temporal mean over every frame of the clip, subtracted
             pt = self.patch[0]
@@ -54,9 +92,10 @@ class VideoFrontend(nn.Module):
             out = out + self.motion((g - g.mean(dim=(0, 3), keepdim=True)).reshape(x.shape))
         x = out.view(nt, nr, nc, -1)
         x = x + self.pos_time[:nt, None, None] + self.pos_row[None, :nr, None] + self.pos_col[None, None, :nc]
-        return x.reshape(nt * nr * nc, -1)
+        return torch.cat([x.reshape(nt * nr * nc, -1), *parts])
 
     def forward(self, frames: Tensor) -> Tensor:
-        """``frames`` (T, H, W, C), uint8 or float in [0, 1] -> (Nt * Nr * Nc, D), time-major."""
+        """``frames`` (T, H, W, C), uint8 or float in [0, 1] -> (tokens, D): Nt * Nr * Nc tubelets, time-major,
+        then Nt motion-map tokens (as ``tokens`` says)."""
         patches, grid = patchify(frames, self.patch)
         return self.embed(patches, grid)

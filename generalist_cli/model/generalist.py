@@ -37,6 +37,7 @@ class Generalist(nn.Module):
             self.video = VideoFrontend(c.n_audio_state, patch=c.video_patch, max_grid=c.video_max)
             if c.video_motion:
                 self.video.add_motion()
+            self.video.set_tokens(c.video_tokens)
             self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
             nn.init.zeros_(self.modality_embedding.weight)
             self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels, progress=c.speech_progress,

@@ -70,6 +70,9 @@ def build_model(recipe: Recipe, ckpt: Path | None):
     if m.video_motion and model.config.generalist and not model.config.video_motion:
         model.video.add_motion()
         model.config = dataclasses.replace(model.config, video_motion=True)
+    if model.config.generalist and m.video_tokens != model.config.video_tokens:
+        model.video.set_tokens(m.video_tokens)
+        model.config = dataclasses.replace(model.config, video_tokens=m.video_tokens)
     c = model.config
     if c.generalist and m.speech_layers and m.speech_layers != c.speech_layers:
         from generalist_cli.model.heads import SpeechHead

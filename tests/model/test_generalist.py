@@ -275,6 +275,43 @@ def test_video_motion_stream_starts_at_zero_sees_only_what_moves_and_round_trips
     assert loaded.config.video_motion and torch.equal(loaded.embed_video(clip), g.embed_video(clip))
 
 
+def test_motion_map_tokens_see_where_things_move_not_their_colours(tmp_path):
+    """``video_tokens = "motion-map"``: one token per tubelet time step; the map ignores the colours of what
+    moves (channel permutation) and the contrast (a scaled clip), a still clip gives an all-zero map, the
+    layer learns, and the setting is saved with the checkpoint. "tubelets+motion-map" gives both."""
+    from dataclasses import replace
+
+    from generalist_cli.store.load import load_model
+    from generalist_cli.store.sources import PACKAGES
+    from generalist_cli.store.store import save_model
+
+    g = generalist()
+    torch.manual_seed(7)
+    clip = torch.rand(6, 32, 32, 3)
+    n_tubelets = g.embed_video(clip).shape[0]  # 3 x 4 x 4
+    g.video.set_tokens("motion-map")
+    g.config = replace(g.config, video_tokens="motion-map")
+    tokens = g.embed_video(clip)
+    assert tokens.shape == (3, g.config.n_audio_state)
+    x = (clip.reshape(3, 2, 4, 8, 4, 8, 3).permute(0, 2, 4, 1, 3, 5, 6).reshape(48, -1) - 0.5) / 0.5
+    maps = g.video.motion_maps(x, (3, 4, 4))
+    assert maps.shape == (3, 14 * 14) and bool((maps >= 0).all())
+    assert torch.allclose(g.embed_video(clip[..., [2, 0, 1]]), tokens, atol=1e-5)  # colours swapped
+    assert torch.allclose(g.embed_video(0.5 + 0.3 * (clip - 0.5)), tokens, rtol=1e-4, atol=1e-3)  # lower contrast
+    still = clip[:1].expand(6, -1, -1, -1)
+    bias_only = g.video.motion_map.bias + g.video.pos_time[:3] + g.video.map_embedding + g._modality("video")
+    assert torch.allclose(g.embed_video(still), bias_only, atol=1e-4)  # (float rounding of the mean only)
+    g.embed_video(clip).pow(2).sum().backward()
+    assert g.video.motion_map.weight.grad.abs().sum() > 0
+    tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
+    loaded = load_model(save_model(g, tok, tmp_path / "m", name="m", source="test", kind="test").path).model
+    assert loaded.config.video_tokens == "motion-map" and torch.equal(loaded.embed_video(clip), g.embed_video(clip))
+    g.video.set_tokens("tubelets+motion-map")
+    assert g.embed_video(clip).shape[0] == n_tubelets + 3
+    with pytest.raises(ValueError, match="video tokens"):
+        g.video.set_tokens("pixels")
+
+
 def test_upcycled_text_is_not_drowned_by_encoder_positions():
     """Whisper's token embeddings are ~25x smaller than its sinusoidal encoder positions; upcycling scales
     text entering the encoder by sqrt(D), and a checkpoint without the key keeps 1.0."""

@@ -47,7 +47,8 @@ def test_release_splits_by_signer_and_bad_counts_fail(tmp_path):
         write_release(tmp_path / "x", signers=3, val_signers=1, test_signers=2)
 
 
-def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path):
+@pytest.mark.parametrize("tokens", ["tubelets", "motion-map"])
+def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path, tokens):
     from generalist_cli.data import include
     from generalist_cli.data.prepare import prepare
     from generalist_cli.data.synthetic_signs import write_release
@@ -58,7 +59,8 @@ def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path):
     write_release(tmp_path / "raw", signs=2, signers=2, takes=2, val_signers=0, test_signers=1)
     prepare(include.items(local=tmp_path / "raw"), out=tmp_path / "data", source="include", options={},
             tokenizer=tokenizer_for("whisper-base"))
-    recipe = _recipe(tmp_path, "signs", f'[[data.sources]]\npath = "{tmp_path / "data"}"\n')
+    recipe = _recipe(tmp_path, "signs", f'[[data.sources]]\npath = "{tmp_path / "data"}"\n',
+                     model=f'video_tokens = "{tokens}"')
     result = train(load(recipe))
     assert result.loss < 0.1  # the label prior alone gives ~0.28 (hello vs thank you)
     ckpt = tmp_path / "runs" / "signs" / "checkpoints" / "last"
