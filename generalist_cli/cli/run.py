@@ -77,6 +77,10 @@ def run(
                                                           "become stable, partial text on stderr.")] = False,
     vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
                                                            "noise give empty text, not invented sentences).")] = True,
+    pack: Annotated[Optional[bool], typer.Option(
+        "--pack/--no-pack", help="Encode speech windows unpadded, several to an encoder row (default: on for "
+                                 "checkpoints gen train trained on speech, off for plain Whisper and exports).",
+        show_default=False)] = None,
     num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
                                                help="Share the files among N processes (one per GPU, or CPU "
                                                     "processes); outputs keep the input order.")] = 1,
@@ -102,7 +106,7 @@ def run(
 
     from generalist_cli.console import debug, note, progress
     from generalist_cli.infer.files import transcribe_files
-    from generalist_cli.infer.transcribe import TranscribeOptions
+    from generalist_cli.infer.transcribe import TranscribeOptions, packs_by_default
     from generalist_cli.infer.writers import render
     from generalist_cli.store.store import open_model
 
@@ -128,8 +132,12 @@ def run(
     unknown = [c for c in allowed if c not in tok.language_codes]
     if unknown:
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
+    if pack and is_export(Path(model).expanduser()):
+        raise UsageError(f"{model}: an ONNX export encodes fixed 30-s windows and cannot pack",
+                         hint="run the checkpoint it was exported from, or drop --pack")
     options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
-                                vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()))
+                                vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
+                                pack=packs_by_default(loaded) if pack is None else pack)
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))
     from generalist_cli.infer.convert import detect_modality, trained_tasks

@@ -258,6 +258,16 @@ def cut_repetition(tokens: list[int], timestamp_begin: int, *, min_repeats: int 
     return text
 
 
+def packs_by_default(loaded) -> bool:
+    """Whether speech is packed unless told otherwise (``gen run``, ``gen serve``): for a checkpoint
+    ``gen train`` trained on speech -> text, which learned on unpadded, packed audio; a plain Whisper loops
+    without its 30-s padding, and an export's graph takes fixed windows."""
+    from generalist_cli.infer.convert import trained_tasks
+
+    speech = {"transcribe", "translate"} & (trained_tasks(loaded) or set())
+    return hasattr(loaded.model, "encode_audio_packed") and bool(speech)
+
+
 def _encode(model, windows: list[np.ndarray], *, pack: bool):
     """A decoding cache for log-mel ``windows`` (each (n_mels, <= N_FRAMES)).
 
@@ -265,7 +275,7 @@ def _encode(model, windows: list[np.ndarray], *, pack: bool):
     windows are encoded unpadded and packed several to an encoder row (Patch n' Pack), which is how
     ``gen train`` trains: a 5-s utterance then costs 250 encoder positions instead of 1,500. A plain Whisper
     must not be packed: without the padding it loops (measured: whisper-tiny.en WER 0.15 -> 5.9 on 12
-    sentences), so gen serve packs only checkpoints trained by gen train."""
+    sentences), so gen run and gen serve pack by default only checkpoints trained by gen train."""
     if not hasattr(model, "parameters"):  # an ONNX export: numpy in, fixed 30-s windows
         return model.new_cache(model.encode_audio(np.stack([pad_or_trim(w) for w in windows])))
     import torch

@@ -38,15 +38,6 @@ class ServeConfig:
     pack: bool | None = None  # utterances packed into encoder rows; None: when the model was trained that way
 
 
-def packs(loaded) -> bool:
-    """Whether transcription packs utterances by default: for a checkpoint ``gen train`` trained on speech ->
-    text (it learned on unpadded, packed audio); a plain Whisper loops without its 30-s padding."""
-    from generalist_cli.infer.convert import trained_tasks
-
-    speech = {"transcribe", "translate"} & (trained_tasks(loaded) or set())
-    return hasattr(loaded.model, "encode_audio_packed") and bool(speech)
-
-
 class ApiError(Exception):
     def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", headers=None) -> None:
         super().__init__(message)
@@ -57,7 +48,7 @@ def create_app(config: ServeConfig, loaded=None):
     """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened)."""
     from generalist_cli import __version__
     from generalist_cli.errors import GenError, UsageError
-    from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
+    from generalist_cli.infer.transcribe import TranscribeOptions, packs_by_default, transcribe
     from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
     from generalist_cli.serve.batcher import Batcher, Busy
     from generalist_cli.serve.metrics import Metrics
@@ -72,7 +63,7 @@ def create_app(config: ServeConfig, loaded=None):
             torch.set_num_threads(config.threads)
         loaded = open_model(config.model, device=config.device, threads=config.threads or None)
     model, tok = loaded.model, loaded.tokenizer
-    pack = packs(loaded) if config.pack is None else config.pack
+    pack = packs_by_default(loaded) if config.pack is None else config.pack
     if pack and not hasattr(model, "encode_audio_packed"):
         raise UsageError(f"{config.model}: an ONNX export encodes fixed 30-s windows and cannot pack",
                          hint="serve the checkpoint it was exported from, or drop --pack")

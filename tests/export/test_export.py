@@ -118,9 +118,10 @@ def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
         assert refused.status_code == 400 and "speech -> text" in refused.json()["error"]["message"], refused.text
     finally:
         assert "Traceback" not in server.stop()
-    r = subprocess.run([sys.executable, *NO_TORCH, "serve", str(out), "--pack"], capture_output=True, text=True,
-                       timeout=120)  # fixed 30-s windows in the graph: packing is refused, in one line
-    assert r.returncode != 0 and "cannot pack" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    for verb in ("serve", "run"):  # fixed 30-s windows in the graph: packing is refused, in one line
+        args = [str(out), "--pack"] if verb == "serve" else [str(EXAMPLE), "--model", str(out), "--pack"]
+        r = subprocess.run([sys.executable, *NO_TORCH, verb, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "cannot pack" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_failed_parity_writes_nothing(tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
     import torch
 
     from generalist_cli.features.mel import log_mel_spectrogram
-    from generalist_cli.serve.app import packs
+    from generalist_cli.infer.transcribe import packs_by_default
 
     m, tok = tiny_en.model, tiny_en.tokenizer
     audios = [speech(i) for i in (0, 3, 8)]  # 7.0, 4.5 and 3.5 s: 900 positions, one encoder row
@@ -109,9 +109,9 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
         together = transcribe(m, tok, audios, opts)
         for audio, t in zip(audios, together):
             assert t.text == transcribe(m, tok, [audio], opts)[0].text
-    assert not packs(tiny_en)  # a plain Whisper loops without its 30-s padding: not packed by default
+    assert not packs_by_default(tiny_en)  # a plain Whisper loops without its 30-s padding: not packed by default
     (tmp_path / "meta.json").write_text(json.dumps({"tasks": ["transcribe", "sign"]}))
-    assert packs(SimpleNamespace(model=m, path=tmp_path))  # a gen train checkpoint trained on speech
+    assert packs_by_default(SimpleNamespace(model=m, path=tmp_path))  # a gen train checkpoint trained on speech
 
 
 def test_beam_search(tiny_en, speech):

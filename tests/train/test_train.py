@@ -334,6 +334,11 @@ def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tm
     assert r.returncode == 2 and "--to speech writes audio" in r.stderr
     r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--out", str(tmp_path / "x.wav"))  # plain Whisper
     assert r.returncode == 2 and "a plain Whisper" in r.stderr and "recipes/tts.toml" in r.stderr
+    # speech -> text on a checkpoint trained on speech: packed by default (--no-pack gives padded windows)
+    for flag in ([], ["--no-pack"]):
+        r = gen(str(tmp_path / "said.m4a"), "--format", "json", "--model", str(ckpt), *flag)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert json.loads(r.stdout)["duration"] > 0
 
 
 def test_tts_durations_follow_espeak_word_events():
