@@ -114,15 +114,22 @@ class LogitRules:
         begin = tk.non_speech_begin()
         self.begin_suppress = [tk.eot] if blank_start else list(begin)
         self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
+        self._arrays: dict = {}  # the id lists as index arrays of the logits' kind, made once
+
+    def _index(self, name: str, like):
+        key = (name, type(like), getattr(like, "device", None))
+        if key not in self._arrays:
+            self._arrays[key] = array(getattr(self, name), like)
+        return self._arrays[key]
 
     def __call__(self, logits, seqs: list[list[int]]):
         """Filter ``logits`` (N, V) in place given each row's sampled tokens ``seqs`` (N lists)."""
         tk = self.tk
-        logits[:, self.suppress] = NEG_INF
+        logits[:, self._index("suppress", logits)] = NEG_INF
         logits[:, self.vocab :] = NEG_INF  # task/modality tokens appended after Whisper's vocabulary
         first = len(seqs[0]) == 0
         if first and self.options.suppress_blank:
-            logits[:, self.begin_suppress] = NEG_INF
+            logits[:, self._index("begin_suppress", logits)] = NEG_INF
         if not self.options.timestamps:
             return logits
         ts = tk.timestamp_begin
@@ -210,9 +217,8 @@ def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: 
     done = [False] * n
     for step in range(max_new):
         logits = rules(logits, seqs)
-        logprobs = _log_softmax(logits)
         nxt_list = logits.argmax(-1).tolist()
-        picked = logprobs[list(range(n)), nxt_list].tolist()
+        picked = _max(_log_softmax(logits)).tolist()  # the argmax token's log-probability
         for i in range(n):
             if done[i]:
                 continue
