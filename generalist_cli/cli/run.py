@@ -106,7 +106,7 @@ def run(
 
     from generalist_cli.console import debug, note, progress
     from generalist_cli.infer.files import transcribe_files
-    from generalist_cli.infer.transcribe import TranscribeOptions, packs_by_default
+    from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting
     from generalist_cli.infer.writers import render
     from generalist_cli.store.store import open_model
 
@@ -132,12 +132,9 @@ def run(
     unknown = [c for c in allowed if c not in tok.language_codes]
     if unknown:
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
-    if pack and is_export(Path(model).expanduser()):
-        raise UsageError(f"{model}: an ONNX export encodes fixed 30-s windows and cannot pack",
-                         hint="run the checkpoint it was exported from, or drop --pack")
     options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
                                 vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
-                                pack=packs_by_default(loaded) if pack is None else pack)
+                                pack=pack_setting(loaded, model, pack))
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))
     from generalist_cli.infer.convert import detect_modality, trained_tasks

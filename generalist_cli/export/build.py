@@ -34,6 +34,8 @@ class Calibration:
 def load_calibration(path: Path | None, *, n_mels: int, limit: int = 16) -> Calibration:
     """Calibration audio: a folder of audio files (a same-named ``.txt`` beside each gives its transcript),
     one audio file, or a prepared dataset's speech examples; default: the bundled ``examples/hello.m4a``."""
+    import torch
+
     from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
     from generalist_cli.media.audio import decode_audio
 
@@ -52,8 +54,6 @@ def load_calibration(path: Path | None, *, n_mels: int, limit: int = 16) -> Cali
     for f in files[:limit]:
         audio = decode_audio(f)
         cal.audios.append(audio)
-        import torch
-
         cal.mels.append(torch.from_numpy(pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels), 3000)))
         txt = f.with_suffix(".txt")
         cal.texts.append(txt.read_text(encoding="utf-8").strip() if txt.exists() else "")

@@ -268,6 +268,16 @@ def packs_by_default(loaded) -> bool:
     return hasattr(loaded.model, "encode_audio_packed") and bool(speech)
 
 
+def pack_setting(loaded, model_name: str, requested: bool | None) -> bool:
+    """``--pack/--no-pack`` as given (None: :func:`packs_by_default`); packing an export is refused."""
+    from generalist_cli.errors import UsageError
+
+    if requested and not hasattr(loaded.model, "encode_audio_packed"):
+        raise UsageError(f"{model_name}: an ONNX export encodes fixed 30-s windows and cannot pack",
+                         hint="use the checkpoint it was exported from, or drop --pack")
+    return packs_by_default(loaded) if requested is None else requested
+
+
 def _encode(model, windows: list[np.ndarray], *, pack: bool):
     """A decoding cache for log-mel ``windows`` (each (n_mels, <= N_FRAMES)).
 

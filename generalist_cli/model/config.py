@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     n_mels: int = 80  # mel bins of the input (80; 128 for large-v3)

@@ -47,8 +47,8 @@ class ApiError(Exception):
 def create_app(config: ServeConfig, loaded=None):
     """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened)."""
     from generalist_cli import __version__
-    from generalist_cli.errors import GenError, UsageError
-    from generalist_cli.infer.transcribe import TranscribeOptions, packs_by_default, transcribe
+    from generalist_cli.errors import GenError
+    from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting, transcribe
     from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
     from generalist_cli.serve.batcher import Batcher, Busy
     from generalist_cli.serve.metrics import Metrics
@@ -63,10 +63,7 @@ def create_app(config: ServeConfig, loaded=None):
             torch.set_num_threads(config.threads)
         loaded = open_model(config.model, device=config.device, threads=config.threads or None)
     model, tok = loaded.model, loaded.tokenizer
-    pack = packs_by_default(loaded) if config.pack is None else config.pack
-    if pack and not hasattr(model, "encode_audio_packed"):
-        raise UsageError(f"{config.model}: an ONNX export encodes fixed 30-s windows and cannot pack",
-                         hint="serve the checkpoint it was exported from, or drop --pack")
+    pack = pack_setting(loaded, config.model, config.pack)
     metrics = Metrics()
     lock = threading.Lock()
 
