@@ -31,6 +31,22 @@ class From(str, Enum):
     video = "video"
 
 
+class Vad(str, Enum):
+    silero = "silero"
+    energy = "energy"
+    off = "off"
+
+
+class Script(str, Enum):
+    auto = "auto"
+    any = "any"
+
+
+class Channels(str, Enum):
+    mix = "mix"
+    split = "split"
+
+
 class Format(str, Enum):
     txt = "txt"
     json = "json"
@@ -45,6 +61,7 @@ class Format(str, Enum):
   gen run a.wav b.mp3 c.mov --format json --out transcripts/\n
   gen run interview.m4a --task translate --beam-size 5 --model whisper-base\n
   arecord -f S16_LE -r 16000 -c 1 | gen run - --stream --lang en\n
+  gen run call.wav --channels split --format json\n
   gen run meeting.m4a --hotwords "Kathbath,AI4Bharat" --prompt "Notes from the data team."\n
   gen run notes.txt --to speech --lang hi --out notes.m4a --model runs/tts/checkpoints/last\n
   gen run sign.mov --to text --format json --model runs/isl/checkpoints/last""",
@@ -75,8 +92,16 @@ def run(
     stream: Annotated[bool, typer.Option("--stream", help="Live: read 16 kHz PCM (raw s16le or WAV) from stdin "
                                                           "(FILES = -) or a file, print confirmed words as they "
                                                           "become stable, partial text on stderr.")] = False,
-    vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Decode only the speech regions (silence and steady "
-                                                           "noise give empty text, not invented sentences).")] = True,
+    vad: Annotated[Vad, typer.Option("--vad", help="Voice-activity detection: decode only the speech regions "
+                                                   "(silence and noise give empty text, not invented sentences); "
+                                                   "silero (Silero VAD), energy, or off.")] = Vad.silero,
+    no_vad: Annotated[bool, typer.Option("--no-vad", help="Same as --vad off.", hidden=True)] = False,
+    script: Annotated[Script, typer.Option("--script", help="auto: text keeps to the language's own script "
+                                                           "(Devanagari for hi; Latin words stay allowed once it "
+                                                           "has begun); any: no rule.")] = Script.auto,
+    channels: Annotated[Channels, typer.Option("--channels", help="mix: down-mix to mono; split: transcribe each "
+                                                                 "channel on its own (json 'channel').")]
+    = Channels.mix,
     pack: Annotated[Optional[bool], typer.Option(
         "--pack/--no-pack", help="Encode speech windows unpadded, several to an encoder row (default: on for "
                                  "checkpoints gen train trained on speech, off for plain Whisper and exports).",
@@ -107,7 +132,7 @@ def run(
     from generalist_cli.console import debug, note, progress
     from generalist_cli.infer.files import transcribe_files
     from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting
-    from generalist_cli.infer.writers import render
+    from generalist_cli.infer.writers import render, render_channels
     from generalist_cli.store.store import open_model
 
     from generalist_cli.infer.onnx_engine import is_export
@@ -133,7 +158,8 @@ def run(
     if unknown:
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
     options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
-                                vad=vad, word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
+                                vad="off" if no_vad else vad.value, script=script.value,
+                                word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
                                 pack=pack_setting(loaded, model, pack))
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))
@@ -169,12 +195,13 @@ def run(
 
         for result in transcribe_files(loaded.model, tok, files, options,
                                        on_progress=lambda s: bar.advance(job, round(s, 2)),
-                                       on_duration=add_total):
+                                       on_duration=add_total, channels=channels.value):
             if result.error is not None:
                 failed += 1
                 print_error(result.error)
                 continue
-            text = render(result.transcript, fmt.value, file=str(result.path))
+            text = (render_channels(result.channels, fmt.value, file=str(result.path)) if result.channels else
+                    render(result.transcript, fmt.value, file=str(result.path)))
             try:
                 sink.emit(text, result.path)
             except GenError as exc:

@@ -100,6 +100,21 @@ class Tokenizer:
         """Text of ``ids``, ignoring special and timestamp tokens."""
         return self._tk.decode([int(i) for i in ids if int(i) < self.eot])
 
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each text token (id below end of text) writes; a token may hold part of a character."""
+        if "_token_bytes" not in self.__dict__:
+            decoder = _byte_decoder()
+            self._token_bytes = [bytes(decoder.get(c, 0) for c in (self._tk.id_to_token(i) or ""))
+                                 for i in range(self.eot)]
+        return self._token_bytes
+
     def non_speech_begin(self) -> list[int]:
         """Tokens not to start a transcript with: a lone space and end of text."""
         return [*self.encode(" "), self.eot]
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet back to bytes: printable bytes stand for themselves, the rest for 256 + n."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), 256)]
+    extra = [b for b in range(256) if b not in keep]
+    return {**{chr(b): b for b in keep}, **{chr(256 + i): b for i, b in enumerate(extra)}}

@@ -85,6 +85,7 @@ class DecodeOptions:
     max_new_tokens: int = 224  # openai's sample_len: half the decoder context
     max_initial_timestamp: float = 1.0  # seconds: latest first timestamp
     suppress_blank: bool = True
+    script: tuple[str, ...] = ()  # keep to these scripts (+ Latin, digits, punctuation): features/script.py
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,21 @@ class LogitRules:
         self.vocab = vocab
         self.options = options
         self.sample_begin = sample_begin
-        ids = set(suppress) | {tk.transcribe, tk.translate, tk.sot, tk.sot_prev, tk.sot_lm, tk.no_speech}
+        # specials are never written: start of transcript, languages, tasks, no-speech, no-timestamps
+        ids = set(suppress) | set(range(tk.sot, tk.timestamp_begin))
         if not options.timestamps:
             ids |= set(range(tk.timestamp_begin, vocab))
+        self.later: list[int] = []  # until a row has a letter of its own script: all but its own letters (end of
+        # text too: a window the VAD kept as speech does not end before it says anything)
+        self.latin: list[int] = []  # Latin letters, while a row has fewer than 3 of its own letters per Latin one
+        self.continuing: list[int] = []  # tokens that begin inside a character, unless one is open
+        if options.script:
+            from generalist_cli.features.script import script_tokens
+
+            classes = script_tokens(tk, options.script)
+            ids |= set(classes.banned)
+            self.later, self.latin = [*classes.later, tk.eot], list(classes.latin)
+            self.continuing = list(classes.continuing)
         self.suppress = sorted(i for i in ids if i < vocab)
         # a generalist learned its targets' own first tokens: a first word with no space-led token in the
         # vocabulary (" thank" in Whisper's multilingual one) starts with a lone space, so only the end of
@@ -122,11 +135,43 @@ class LogitRules:
             self._arrays[key] = array(getattr(self, name), like)
         return self._arrays[key]
 
+    def _script(self, logits, seqs: list[list[int]]) -> None:
+        """The script rule (features/script.py), per row by what its text is so far: nothing but the language's own
+        letters until it has one; then Latin only while it has at least three of its own letters per Latin one.
+        Byte-level tokens make whole characters: a token that begins inside a character comes only after one
+        left open, and after an open one only a token that finishes it in an allowed script."""
+        from generalist_cli.features.script import completions, text_state
+
+        masks: dict[str, list[int]] = {"later": [], "latin": [], "continuing": []}
+        for k, seq in enumerate(seqs):
+            prefix, own, latin = text_state(self.tk, self.options.script, seq)
+            if prefix:
+                keep = list(completions(self.tk, self.options.script, prefix))
+                if not keep:  # no allowed way to finish it: end the text
+                    logits[k, :] = NEG_INF
+                    logits[k, self.tk.eot] = 0.0
+                    continue
+                idx = array(keep, logits)
+                kept = logits[k, idx]
+                logits[k, :] = NEG_INF
+                logits[k, idx] = kept
+                continue
+            masks["continuing"].append(k)
+            if not own:
+                masks["later"].append(k)
+            elif own < 3 * (latin + 1):
+                masks["latin"].append(k)
+        for name, rows in masks.items():
+            if rows and getattr(self, name):
+                logits[array(rows, logits)[:, None], self._index(name, logits)[None, :]] = NEG_INF
+
     def __call__(self, logits, seqs: list[list[int]]):
         """Filter ``logits`` (N, V) in place given each row's sampled tokens ``seqs`` (N lists)."""
         tk = self.tk
         logits[:, self._index("suppress", logits)] = NEG_INF
         logits[:, self.vocab :] = NEG_INF  # task/modality tokens appended after Whisper's vocabulary
+        if self.later:
+            self._script(logits, seqs)
         first = len(seqs[0]) == 0
         if first and self.options.suppress_blank:
             logits[:, self._index("begin_suppress", logits)] = NEG_INF

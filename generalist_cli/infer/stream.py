@@ -32,7 +32,7 @@ class Update:
 class Streamer:
     def __init__(self, model, tokenizer, options: TranscribeOptions, *, max_buffer: float = 20.0) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.options = replace(options, word_timestamps=True, vad=False)
+        self.options = replace(options, word_timestamps=True, vad="off")
         self.max_buffer = max_buffer
         self.buffer = np.zeros(0, np.float32)
         self.offset = 0.0  # stream time of buffer[0]

@@ -43,6 +43,7 @@ class Transcript:
     language_probability: float | None
     duration: float  # seconds of audio
     segments: list[Segment] = field(default_factory=list)
+    channel: int | None = None  # of a file transcribed channel by channel
 
     @property
     def text(self) -> str:
@@ -58,13 +59,14 @@ class TranscribeOptions:
     batch_size: int = 8  # windows encoded and decoded together
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
-    vad: bool = True  # decode only the speech regions (features/vad.py)
+    vad: str = "silero"  # decode only the speech regions (features/vad.py): silero | energy | off
     prompt: str = ""  # initial prompt: text the audio continues (spelling, style, context)
     hotwords: tuple[str, ...] = ()  # names and jargon to prefer; put before the prompt as previous text
     compression_ratio_threshold: float = 2.4  # above: a repetition loop, decoded again
     language_confidence: float = 0.7  # below: the window is also decoded in the runner-up language
     word_timestamps: bool = False  # per-word start/end from the alignment heads' cross-attention
     pack: bool = False  # encode windows unpadded, several to an encoder row (gen train checkpoints; see below)
+    script: str = "auto"  # auto: text keeps to the output language's script (features/script.py); any: no rule
 
 
 @dataclass
@@ -72,8 +74,17 @@ class _File:
     mel: np.ndarray  # (n_mels, frames + N_FRAMES)
     content_frames: int
     transcript: Transcript
+    speech: tuple[tuple[int, int], ...] = ()  # mel-frame ranges that hold speech (by the VAD; all without it)
     seek: int = 0
     window_language: str = ""
+
+    def speech_between(self, a: int, b: int) -> float:
+        """Seconds of speech in mel frames ``[a, b)``."""
+        frames = sum(max(0, min(b, e) - max(a, s)) for s, e in self.speech)
+        return frames * HOP_LENGTH / SAMPLE_RATE
+
+
+MIN_TAIL = 1.0  # seconds of speech left after a window's last timestamp that are decoded in the next window
 
 
 def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOptions,
@@ -86,16 +97,17 @@ def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOp
 def _transcribe(model, tokenizer, audios, options, on_progress):
     from generalist_cli.features.vad import compact, speech_regions
 
-    if not options.vad:
+    if options.vad == "off":
         return _transcribe_windows(model, tokenizer, audios, options, on_progress)
     kept, maps, out = [], [], []
     for audio in audios:
-        regions = speech_regions(audio)
+        regions = speech_regions(audio, method=options.vad)
         joined, time_map = compact(audio, regions)
         maps.append(time_map)
         if len(joined):
             kept.append(joined)
-    done = iter(_transcribe_windows(model, tokenizer, kept, options, on_progress) if kept else [])
+    speech = [tuple((c, c + n) for c, _, n in m.pieces) for m in maps if m.pieces]
+    done = iter(_transcribe_windows(model, tokenizer, kept, options, on_progress, speech) if kept else [])
     for audio, time_map in zip(audios, maps):
         duration = len(audio) / SAMPLE_RATE
         if not time_map.pieces:  # no speech: nothing to decode
@@ -110,15 +122,20 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
     return out
 
 
-def _transcribe_windows(model, tokenizer, audios, options, on_progress):
+def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=None):
+    """Long-form decoding of ``audios``; ``speech[i]``: the (start, end) seconds of ``audios[i]`` that hold speech
+    (None: all of it)."""
     from generalist_cli.features.mel import log_mel_spectrogram
 
     cfg = model.config
     files = []
-    for audio in audios:
+    per_second = SAMPLE_RATE / HOP_LENGTH
+    for i, audio in enumerate(audios):
         mel = log_mel_spectrogram(audio, n_mels=cfg.n_mels, padding=N_SAMPLES)
-        files.append(_File(mel, mel.shape[-1] - N_FRAMES,
-                           Transcript(options.language or "", None, len(audio) / SAMPLE_RATE)))
+        frames = mel.shape[-1] - N_FRAMES
+        regions = speech[i] if speech is not None else ((0.0, frames / per_second),)
+        files.append(_File(mel, frames, Transcript(options.language or "", None, len(audio) / SAMPLE_RATE),
+                           tuple((round(a * per_second), round(b * per_second)) for a, b in regions)))
     pack = options.pack and not options.word_timestamps and hasattr(model, "encode_audio_packed")
     # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack)
@@ -154,8 +171,9 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
             groups.setdefault(prompt, []).append(i)
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
-            results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), dopts, suppress)
-            results = _unloop(model, tokenizer, sub_cache, list(prompt), results, dopts, suppress, options)
+            gopts = script_options(dopts, options, active[idx[0]].window_language)
+            results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), gopts, suppress)
+            results = _unloop(model, tokenizer, sub_cache, list(prompt), results, gopts, suppress, options)
             results = _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts,
                                       suppress, options)
             for i, res in zip(idx, results):
@@ -167,6 +185,14 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress):
         if on_progress is not None:
             on_progress(done_frames / (SAMPLE_RATE / HOP_LENGTH))
     return [f.transcript for f in files]
+
+
+def script_options(dopts: DecodeOptions, options: TranscribeOptions, language: str) -> DecodeOptions:
+    """``dopts`` keeping to the script of ``language`` (or of English, for translate) unless ``script="any"``."""
+    from generalist_cli.features.script import script_of
+
+    scripts = script_of(language, options.task) if options.script == "auto" else None
+    return replace(dopts, script=scripts or ())
 
 
 def previous_text(tokenizer, options: TranscribeOptions, *, limit: int) -> list[int]:
@@ -210,7 +236,8 @@ def _second_opinion(model, tokenizer, cache, context, active, idx, results, runn
     for j, i in retry:
         lang = runner_up[i]
         prompt = context + tokenizer.sot_sequence(language=lang, task=options.task, timestamps=dopts.timestamps)
-        [other] = decode(model, tokenizer, _select(cache, [i]), [prompt], dopts, suppress)
+        [other] = decode(model, tokenizer, _select(cache, [i]), [prompt], script_options(dopts, options, lang),
+                         suppress)
         if other.avg_logprob > results[j].avg_logprob:
             results[j] = other
             active[i].window_language = lang
@@ -332,7 +359,7 @@ def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:
             add((part[0] - ts) * TIME_PRECISION, (part[-1] - ts) * TIME_PRECISION, part)
             last = cur
         if single_ending:
-            f.seek += segment_size
+            f.seek += _rest(f, (tokens[-1] - ts) * INPUT_STRIDE, segment_size)
         else:
             advance = (tokens[last - 1] - ts) * INPUT_STRIDE
             f.seek += advance if advance > 0 else segment_size
@@ -343,4 +370,16 @@ def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:
             duration = (stamps[-1] - ts) * TIME_PRECISION
         start = (stamps[0] - ts) * TIME_PRECISION if stamps else 0.0
         add(start, duration, tokens)
-        f.seek += segment_size
+        f.seek += _rest(f, (stamps[-1] - ts) * INPUT_STRIDE if stamps else 0, segment_size)
+
+
+def _rest(f: _File, last: int, segment_size: int) -> int:
+    """How far to move after a window whose text ended, complete, at frame ``last`` of it.
+
+    openai/whisper moves past the whole window, taking what follows the last timestamp for silence. When the
+    language changes inside a window, Whisper often transcribes the first language, stops, and the rest of the
+    window is lost (measured: 21 s of Hindi after 30 s of English). So when the VAD holds at least ``MIN_TAIL``
+    seconds of speech after ``last``, the next window starts there instead."""
+    if 0 < last < segment_size and f.speech_between(f.seek + last, f.seek + segment_size) >= MIN_TAIL:
+        return last
+    return segment_size

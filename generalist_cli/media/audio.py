@@ -19,11 +19,13 @@ SAMPLE_RATE = 16_000  # Hz, what Whisper's features expect
 SILENCE_PEAK = 1e-4  # a waveform whose peak stays below this (-80 dBFS) is silent
 
 
-def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAMPLE_RATE,
+                 mono: bool = True) -> np.ndarray:
     """Decode the first audio track of ``path`` (or of an in-memory file), down-mixed to mono and resampled.
 
     Works for m4a/aac, wav, mp3, flac, ogg/opus and the audio track of mov/mp4 (anything FFmpeg reads).
-    Returns float32 samples in [-1, 1], shape ``(N,)``.
+    Returns float32 samples in [-1, 1], shape ``(N,)``; with ``mono=False`` each channel on its own,
+    shape ``(channels, N)``.
     """
     import av
 
@@ -45,13 +47,14 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
         if not streams:
             raise MediaError(label, "has no audio track")
         stream = streams[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        layout = "mono" if mono else stream.layout.name
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray())
             for out in resampler.resample(None):  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             done = sum(len(c) for c in chunks) / sample_rate
             raise MediaError(
@@ -60,13 +63,14 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
         declared = _declared_duration(container, stream)
     finally:
         container.close()
-    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False) if chunks else np.zeros((1, 0), np.float32)
+    audio = audio[0] if mono else audio
     if audio.size == 0:
         raise MediaError(label, "has an audio track with no samples (truncated?)")
     missing = 0 if in_memory else _wav_missing_bytes(path)
     if missing:
         raise MediaError(label, f"is truncated: its WAV header declares {missing} more bytes of samples than the file holds")
-    got = audio.size / sample_rate
+    got = audio.shape[-1] / sample_rate
     if declared is not None and declared > 1.0 and got < 0.9 * declared:
         raise MediaError(label, f"is truncated: the header declares {declared:.2f} s but only {got:.2f} s decode")
     return audio

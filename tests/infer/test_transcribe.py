@@ -105,7 +105,7 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
             assert torch.allclose(packed[i, : lengths[i]], alone, atol=1e-4)
             assert not packed[i, lengths[i] :].any()
     for beam in (1, 2):
-        opts = TranscribeOptions(language="en", pack=True, vad=False, beam_size=beam)
+        opts = TranscribeOptions(language="en", pack=True, vad="off", beam_size=beam)
         together = transcribe(m, tok, audios, opts)
         for audio, t in zip(audios, together):
             assert t.text == transcribe(m, tok, [audio], opts)[0].text
