@@ -29,6 +29,8 @@ def eval_(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     asr_model: Annotated[str, typer.Option(help="Transcribes generated speech back (round-trip WER); 'none': skip.")]
     = "whisper-base",
+    script: Annotated[str, typer.Option("--script", help="auto: decode keeping to each language's script (as gen "
+                                                         "run does); any: no rule.")] = "auto",
 ) -> None:
     """Score MODEL on a prepared split: loss, WER/CER, BLEU/chrF, top-1, mel L1, latency p50/p95, throughput,
     real-time factor, size, parameters (total, active per token), FLOPs per audio second, expert use."""
@@ -39,6 +41,8 @@ def eval_(
     from generalist_cli.errors import UsageError
     from generalist_cli.evaluate.report import evaluate, write_plots
 
+    if script not in ("auto", "any"):
+        raise UsageError(f"--script must be auto or any, not {script!r}")
     if engine not in ("auto", "torch", "onnx"):
         raise UsageError(f"--engine must be auto, torch or onnx, not {engine!r}")
     if device == "auto":
@@ -48,7 +52,7 @@ def eval_(
     with progress() as bar:
         job = bar.add_task("evaluating", total=None)
         report = evaluate(model, data, split=split, engine=engine, limit=limit, device=device,
-                          asr_model=None if asr_model == "none" else asr_model,
+                          asr_model=None if asr_model == "none" else asr_model, script=script,
                           on_progress=lambda done, total: bar.update(job, completed=done, total=total))
     if plots is not None:
         run = run or _run_of(Path(model))
@@ -75,12 +79,14 @@ def _table(report: dict):
     from rich.table import Table
 
     cols = [("examples", "{:d}", "n"), ("loss", "{:.3f}", "loss"), ("accuracy", "{:.3f}", "acc"),
-            ("wer", "{:.3f}", "WER"), ("cer", "{:.3f}", "CER"), ("bleu", "{:.1f}", "BLEU"), ("chrf", "{:.1f}", "chrF"),
+            ("wer", "{:.3f}", "WER"), ("cer", "{:.3f}", "CER"), ("script", "{:.1%}", "script"), ("bleu", "{:.1f}", "BLEU"), ("chrf", "{:.1f}", "chrF"),
             ("top1", "{:.3f}", "top-1"), ("mel_l1", "{:.3f}", "mel L1"), ("round_trip_wer", "{:.3f}", "rt WER"),
             ("latency_p50_s", "{:.2f}", "p50 s"),
             ("latency_p95_s", "{:.2f}", "p95 s"), ("examples_per_s", "{:.2f}", "ex/s"),
             ("tokens_per_s", "{:.1f}", "tok/s"), ("rtf", "{:.3f}", "RTF")]
     shown = [(k, f, label) for k, f, label in cols if any(k in e for e in report["tasks"].values())]
+    if all(e.get("script", 1.0) == 1.0 for e in report["tasks"].values()):  # all in their script: the JSON says so
+        shown = [c for c in shown if c[0] != "script"]
     info = report["model_info"]
     caption = (f"{info['bytes_on_disk'] / 1e6:.1f} MB on disk, {info['parameters'] / 1e6:.1f} M parameters "
                f"({info['active_parameters_per_token'] / 1e6:.1f} M active per token)")

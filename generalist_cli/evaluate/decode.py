@@ -9,14 +9,16 @@ from generalist_cli.infer.decoding import DecodeOptions, decode
 
 
 @torch.inference_mode()
-def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = False, max_new_tokens: int = 200
-                  ) -> list[int]:
+def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = False, max_new_tokens: int = 200,
+                  script: str = "auto") -> list[int]:
     """Greedy text tokens for one prepared example (a :class:`~generalist_cli.train.batches.Example`).
 
     A plain Whisper hears a 30 s window and decodes with timestamps, as it was trained (without them
     tiny.en stops after the first sentence: measured), and the timestamps are dropped; a generalist gets its
-    training input (the unpadded window, ``always_pad`` for an ONNX export's fixed window) and task prompt."""
+    training input (the unpadded window, ``always_pad`` for an ONNX export's fixed window) and task prompt.
+    ``script="auto"`` keeps the text to the output language's script, as ``gen run`` does."""
     from generalist_cli.features.mel import pad_or_trim
+    from generalist_cli.features.script import script_of
     from generalist_cli.train.step import StepModule
 
     whisper = not model.config.generalist
@@ -32,8 +34,9 @@ def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = F
         prompt = tokenizer.sot_sequence(language=lang if tokenizer.multilingual else None, task=task, timestamps=True)
     else:
         prompt = e.tokens[: e.prompt_len].tolist()
-    [res] = decode(model, tokenizer, model.new_cache(enc), [prompt],
-                   DecodeOptions(timestamps=timestamps, max_new_tokens=max_new_tokens), list(model.config.suppress_tokens))
+    scripts = script_of(lang, e.task) if script == "auto" and e.task != "sign" else None
+    options = DecodeOptions(timestamps=timestamps, max_new_tokens=max_new_tokens, script=scripts or ())
+    [res] = decode(model, tokenizer, model.new_cache(enc), [prompt], options, list(model.config.suppress_tokens))
     return [t for t in res.tokens if t < tokenizer.timestamp_begin]
 
 

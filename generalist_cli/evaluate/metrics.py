@@ -58,7 +58,8 @@ def normalizer(lang: str) -> Callable[[str], str]:
 
 
 def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> dict:
-    """``wer``/``cer`` of ``hyps`` against ``refs`` (``lang``'s normaliser), plus ``bleu``/``chrf`` for a
+    """``wer``/``cer`` of ``hyps`` against ``refs`` (``lang``'s normaliser), ``script`` (the share of the hypotheses'
+    letters written in the output language's script: Devanagari for hi), plus ``bleu``/``chrf`` for a
     translation task and ``top1`` for ``sign``."""
     import jiwer
 
@@ -70,6 +71,12 @@ def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> di
         rr, hh = [r[i] for i in keep], [h[i] for i in keep]
         out["wer"] = jiwer.wer(rr, hh)
         out["cer"] = jiwer.cer(rr, hh)
+    if task != "sign":
+        from generalist_cli.features.script import script_share
+
+        share = script_share(" ".join(hyps), "en" if task == "translate" else lang)
+        if share is not None:
+            out["script"] = share  # share of the output's letters in the expected script
     if task in TRANSLATION_TASKS:
         import sacrebleu
 

@@ -46,7 +46,7 @@ def model_size(path: Path) -> int:
 
 
 def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto", limit: int | None = None,
-             device: str = "cpu", asr_model: str | None = "whisper-base",
+             device: str = "cpu", asr_model: str | None = "whisper-base", script: str = "auto",
              on_progress: Callable[[int, int], None] | None = None) -> dict:
     import datasets
     import torch
@@ -112,7 +112,7 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
                     continue
                 current["key"] = (task, str(r["lang"]))
                 t0 = time.perf_counter()
-                tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported)
+                tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported, script=script)
                 lat.append(time.perf_counter() - t0)
                 n_tok += len(tokens) + 1
                 hyps.append(tok.decode(tokens).strip())
