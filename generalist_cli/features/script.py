@@ -101,12 +101,13 @@ def script_tokens(tokenizer, scripts: tuple[str, ...]) -> ScriptTokens:
             whole, partial = _letters(data)
             if whole - own - {"LATIN"} or (partial and not partial & (own | {"LATIN"})):
                 banned.append(i)
-            elif _has_letter(data, own):
+                continue
+            if _has_letter(data, own):
                 native.append(i)
-            elif "LATIN" not in own and not partial & own and not whole & own:
+            if "LATIN" not in own and not _opens(data, own):
                 later.append(i)
-                if "LATIN" in whole:
-                    latin.append(i)
+            if "LATIN" in whole and "LATIN" not in own:
+                latin.append(i)
         memo[scripts] = ScriptTokens(banned=tuple(banned), later=tuple(later), native=tuple(native),
                                      latin=tuple(latin), continuing=tuple(continuing))
     return memo[scripts]
@@ -128,23 +129,40 @@ def text_state(tokenizer, scripts: tuple[str, ...], seq: list[int]) -> tuple[byt
     return prefix, sum(x in scripts for x in letters), letters.count("LATIN")
 
 
-def completions(tokenizer, scripts: tuple[str, ...], prefix: bytes) -> tuple[int, ...]:
+def completions(tokenizer, scripts: tuple[str, ...], prefix: bytes, *, letter: bool = False) -> tuple[int, ...]:
     """The tokens that may follow an unfinished character ``prefix``: those that finish it as a character of
-    ``scripts`` (or Latin, or common) and are whole after it. Cached per prefix."""
+    ``scripts`` (or Latin, or common; with ``letter``, as a letter of ``scripts``: the text's first). Cached."""
     scripts = tuple(sorted(scripts))
     memo = tokenizer.__dict__.setdefault("_completions", {})
-    key = (scripts, prefix)
+    key = (scripts, prefix, letter)
     if key not in memo:
         own = set(scripts) | {"LATIN"}
         table = tokenizer.token_bytes()
         ok = []
         for i in script_tokens(tokenizer, scripts).continuing:
             whole, partial = _letters(prefix + table[i])
-            complete = len(prefix + table[i]) >= _utf8_length(prefix[0])
-            if complete and not whole - own and (not partial or partial & own):
+            joined = prefix + table[i]
+            if len(joined) < _utf8_length(prefix[0]) or whole - own or (partial and not partial & own):
+                continue
+            if not letter or _opens(joined, set(scripts)):
                 ok.append(i)
         memo[key] = tuple(ok)
     return memo[key]
+
+
+def _opens(data: bytes, scripts: set[str]) -> bool:
+    """Whether a token may begin a text in ``scripts``: after any spaces, a letter of them (not a vowel sign or a
+    danda) or the lead bytes of one; spaces alone too."""
+    rest = data.lstrip(b" ")
+    if not rest:
+        return True
+    n = _utf8_length(rest[0])
+    if n == 0:
+        return False
+    if len(rest) < n:
+        return bool(set().union(*(_block_scripts(b) for b in _blocks(rest, n))) & scripts)
+    ch = rest[:n].decode("utf-8", errors="ignore")
+    return bool(ch) and unicodedata.category(ch) == "Lo" and char_script(ch) in scripts
 
 
 def _has_letter(data: bytes, scripts: set[str]) -> bool:
@@ -166,6 +184,7 @@ def _letters(data: bytes) -> tuple[set[str], set[str]]:
             i += 1
             continue
         if len(chunk) < n:  # the token ends inside a character
+            whole.discard("")
             return whole, set().union(*(_block_scripts(b) for b in _blocks(chunk, n)))
         try:
             whole.add(char_script(chunk.decode("utf-8")))

@@ -146,7 +146,7 @@ class LogitRules:
         for k, seq in enumerate(seqs):
             prefix, own, latin = text_state(self.tk, self.options.script, seq)
             if prefix:
-                keep = list(completions(self.tk, self.options.script, prefix))
+                keep = list(completions(self.tk, self.options.script, prefix, letter=not own))
                 if not keep:  # no allowed way to finish it: end the text
                     logits[k, :] = NEG_INF
                     logits[k, self.tk.eot] = 0.0
