@@ -32,6 +32,8 @@ RATE = 16000
 FRAME = 320  # 20 ms
 HOP = 160  # 10 ms
 METHODS = ("silero", "energy", "off")
+JOIN = 0.3  # seconds of silence compact() puts between regions
+TOUCH = 0.1  # padded regions closer than this are one (compact() would otherwise widen the gap to JOIN)
 SILERO_FRAME, SILERO_CONTEXT, SILERO_BLOCK = 512, 64, 512  # 32 ms frames, each read with the 4 ms before it
 
 
@@ -141,7 +143,7 @@ def _smooth(speech: np.ndarray, hop: int, frame: int, n: int, options: VadOption
         if (b - a) * hop_s < options.min_speech:
             continue
         start, end = max(0, a * hop - pad), min(n, (b - 1) * hop + frame + pad)
-        if out and start <= out[-1][1]:
+        if out and start - out[-1][1] < TOUCH * RATE:  # (nearly) touching: one region
             out[-1] = (out[-1][0], end)
         else:
             out.append((start, end))
@@ -170,7 +172,7 @@ class TimeMap:
         return self.pieces[0][1]
 
 
-def compact(audio: np.ndarray, regions: list[tuple[int, int]], *, gap: float = 0.3) -> tuple[np.ndarray, TimeMap]:
+def compact(audio: np.ndarray, regions: list[tuple[int, int]], *, gap: float = JOIN) -> tuple[np.ndarray, TimeMap]:
     """The speech ``regions`` of ``audio`` joined with ``gap`` seconds of silence between them, and the map
     from times in the result back to ``audio``."""
     gap_n = int(gap * RATE)

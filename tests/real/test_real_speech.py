@@ -112,7 +112,8 @@ def test_segment_and_word_times_are_monotonic_on_long_real_audio(switching, base
         assert 0 <= s.start <= s.end <= duration + 0.01
         times = [x for w in s.words for x in (w.start, w.end)]
         assert times == sorted(times), s
-        assert all(s.start - 0.5 <= x <= s.end + 0.5 for x in times), s
+        assert all(s.start - 0.5 <= w.start <= s.end + 0.5 and w.end <= s.end + 1.0 for w in s.words), s
+        # (a last word's end can run into the pause after it: JFK's "country." ends 0.8 s after its segment)
     words = [w for s in t.segments for w in s.words]
     assert [w.start for w in words] == sorted(w.start for w in words)
 
