@@ -22,9 +22,11 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 GEN_HOME=/var/lib/gen
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY generalist_cli ./generalist_cli
-# --no-deps: the package declares torch for training; serving an export needs only these
+# --no-deps: the package declares torch for training; serving an export needs only these (silero-vad too
+# declares torch; gen reads only its ONNX file, through ONNX Runtime)
 RUN pip install --no-deps . \
  && pip install numpy av typer rich tokenizers onnxruntime fastapi uvicorn python-multipart \
+ && pip install --no-deps silero-vad \
  && useradd --system --home /var/lib/gen gen && mkdir -p /var/lib/gen && chown gen /var/lib/gen
 COPY --from=export /models /models
 USER gen

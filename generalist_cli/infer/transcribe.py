@@ -222,7 +222,9 @@ def _add_words(model, tokenizer, cache, row: int, f: _File, seek: int, first: in
     at = 0
     for j, s in enumerate(new):  # hand each segment as many words as its own tokens make
         n = len(_split_words(tokenizer, list(s.tokens))[0])
-        f.transcript.segments[first + j] = replace(s, words=tuple(words[at : at + n]))
+        inside = tuple(replace(w, start=min(max(w.start, s.start), s.end), end=max(min(w.end, s.end), s.start))
+                       for w in words[at : at + n])  # a word does not outlast its segment (DTW can run on)
+        f.transcript.segments[first + j] = replace(s, words=inside)
         at += n
 
 
