@@ -109,8 +109,8 @@ class LogitRules:
         ids = set(suppress) | set(range(tk.sot, tk.timestamp_begin))
         if not options.timestamps:
             ids |= set(range(tk.timestamp_begin, vocab))
-        self.later: list[int] = []  # until a row has a letter of its own script: all but its own letters (end of
-        # text too: a window the VAD kept as speech does not end before it says anything)
+        self.later: list[int] = []  # until a row has a letter of its own script: all but its own letters (empty for
+        # Latin-script languages: the rule is for the scripts Whisper strays from)
         self.latin: list[int] = []  # Latin letters, while a row has fewer than 3 of its own letters per Latin one
         self.continuing: list[int] = []  # tokens that begin inside a character, unless one is open
         if options.script:
@@ -118,7 +118,7 @@ class LogitRules:
 
             classes = script_tokens(tk, options.script)
             ids |= set(classes.banned)
-            self.later, self.latin = [*classes.later, tk.eot], list(classes.latin)
+            self.later, self.latin = list(classes.later), list(classes.latin)
             self.continuing = list(classes.continuing)
         self.suppress = sorted(i for i in ids if i < vocab)
         # a generalist learned its targets' own first tokens: a first word with no space-led token in the
@@ -136,8 +136,8 @@ class LogitRules:
         return self._arrays[key]
 
     def _script(self, logits, seqs: list[list[int]]) -> None:
-        """The script rule (features/script.py), per row by what its text is so far: nothing but the language's own
-        letters until it has one; then Latin only while it has at least three of its own letters per Latin one.
+        """The script rule (features/script.py) for a non-Latin script, per row by what its text is so far: nothing
+        but the language's own letters until it has one (and no end before some text); then Latin only while it has at least three of its own letters per Latin one.
         Byte-level tokens make whole characters: a token that begins inside a character comes only after one
         left open, and after an open one only a token that finishes it in an allowed script."""
         from generalist_cli.features.script import completions, text_state
@@ -159,6 +159,8 @@ class LogitRules:
             masks["continuing"].append(k)
             if not own:
                 masks["later"].append(k)
+                if not any(t < self.tk.eot for t in seq):  # nothing written yet: a window the VAD kept as
+                    logits[k, self.tk.eot] = NEG_INF  # speech does not end before it says anything
             elif own < 3 * (latin + 1):
                 masks["latin"].append(k)
         for name, rows in masks.items():
