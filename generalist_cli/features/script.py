@@ -2,13 +2,14 @@
 vocabulary tokens that would write letters of another script.
 
 Whisper's multilingual decoder, asked for Hindi, often writes romanised Hindi, Urdu or an English translation
-(measured on real Hindi: not one Devanagari letter from whisper-base). Decoding therefore keeps to the output
+(measured on real Hindi: 20 % Devanagari letters from whisper-base). Decoding therefore keeps to the output
 language's script: :func:`script_tokens` sorts, once per script and tokenizer, the tokens whose bytes hold a
-letter (or the lead bytes of one) from a script that is neither the language's nor Latin (never written), the
-Latin ones and punctuation (written only once the text has begun in its own script, and Latin only while it stays under a fifth of
-the text's tokens: English words in code-mixed Hindi stay, romanised Hindi and a run of dots do not) and the language's own. Digits, punctuation and byte fragments that could belong to
-the language's script stay allowed. The script of a letter is the first word of its Unicode name
-(``DEVANAGARI LETTER KA``), so no table of code-point ranges is kept by hand.
+letter (or the lead bytes of one) of a script that is neither the language's nor Latin (never written), the
+tokens that cannot open a text in the script (Latin, digits, punctuation: written once the text has begun),
+the Latin ones among them (written while the text has three of its own letters per Latin one: English words in
+code-mixed Hindi stay, romanised Hindi does not) and the tokens that begin inside a character. The script of a
+letter is the first word of its Unicode name (``DEVANAGARI LETTER KA``), so no table of code-point ranges is
+kept by hand.
 """
 
 from __future__ import annotations
@@ -84,8 +85,6 @@ class ScriptTokens:
     # script
     latin: tuple[int, ...]  # Latin letters (a subset of ``later``): only while they stay a minority of the text
     continuing: tuple[int, ...]  # tokens that begin inside a character: only right after one left open
-    native: tuple[int, ...]  # a whole letter of the target script (tokens with only its marks or lead bytes are
-    # in neither list: allowed, but the text has not begun)
 
 
 def script_tokens(tokenizer, scripts: tuple[str, ...]) -> ScriptTokens:
@@ -94,7 +93,7 @@ def script_tokens(tokenizer, scripts: tuple[str, ...]) -> ScriptTokens:
     memo = tokenizer.__dict__.setdefault("_script_tokens", {})
     if scripts not in memo:
         own = set(scripts)
-        banned, later, native, latin, continuing = [], [], [], [], []
+        banned, later, latin, continuing = [], [], [], []
         for i, data in enumerate(tokenizer.token_bytes()):
             if data and 0x80 <= data[0] < 0xC0:
                 continuing.append(i)
@@ -102,14 +101,11 @@ def script_tokens(tokenizer, scripts: tuple[str, ...]) -> ScriptTokens:
             if whole - own - {"LATIN"} or (partial and not partial & (own | {"LATIN"})):
                 banned.append(i)
                 continue
-            if _has_letter(data, own):
-                native.append(i)
             if "LATIN" not in own and not _opens(data, own):
                 later.append(i)
             if "LATIN" in whole and "LATIN" not in own:
                 latin.append(i)
-        memo[scripts] = ScriptTokens(banned=tuple(banned), later=tuple(later), native=tuple(native),
-                                     latin=tuple(latin), continuing=tuple(continuing))
+        memo[scripts] = ScriptTokens(tuple(banned), tuple(later), tuple(latin), tuple(continuing))
     return memo[scripts]
 
 
@@ -140,8 +136,8 @@ def completions(tokenizer, scripts: tuple[str, ...], prefix: bytes, *, letter: b
         table = tokenizer.token_bytes()
         ok = []
         for i in script_tokens(tokenizer, scripts).continuing:
-            whole, partial = _letters(prefix + table[i])
             joined = prefix + table[i]
+            whole, partial = _letters(joined)
             if len(joined) < _utf8_length(prefix[0]) or whole - own or (partial and not partial & own):
                 continue
             if not letter or _opens(joined, set(scripts)):
@@ -163,11 +159,6 @@ def _opens(data: bytes, scripts: set[str]) -> bool:
         return bool(set().union(*(_block_scripts(b) for b in _blocks(rest, n))) & scripts)
     ch = rest[:n].decode("utf-8", errors="ignore")
     return bool(ch) and unicodedata.category(ch) == "Lo" and char_script(ch) in scripts
-
-
-def _has_letter(data: bytes, scripts: set[str]) -> bool:
-    text = data.decode("utf-8", errors="ignore")
-    return any(unicodedata.category(c) == "Lo" and char_script(c) in scripts for c in text)
 
 
 def _letters(data: bytes) -> tuple[set[str], set[str]]:

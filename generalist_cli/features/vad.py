@@ -31,7 +31,6 @@ from generalist_cli.errors import ModelError
 RATE = 16000
 FRAME = 320  # 20 ms
 HOP = 160  # 10 ms
-METHODS = ("silero", "energy", "off")
 JOIN = 0.3  # seconds of silence compact() puts between regions
 TOUCH = 0.1  # padded regions closer than this are one (compact() would otherwise widen the gap to JOIN)
 SILERO_FRAME, SILERO_CONTEXT, SILERO_BLOCK = 512, 64, 512  # 32 ms frames, each read with the 4 ms before it
