@@ -16,7 +16,7 @@ from generalist_cli.model.config import ModelConfig
 from generalist_cli.model.frontends import MODALITIES, VideoFrontend
 from generalist_cli.model.heads import SpeechHead
 from generalist_cli.model.moe import RouterOutput
-from generalist_cli.model.packing import Packing, cross_mask
+from generalist_cli.model.packing import Packing, cross_blocks
 from generalist_cli.model.whisper import AudioEncoder, BlockOptions, KVCache, TextDecoder
 
 
@@ -130,7 +130,7 @@ class Generalist(nn.Module):
         :meth:`logits`) and the encoder states: (hidden, encoder, enc routers, dec routers)."""
         enc, enc_routers = self.encode(enc_x, enc_packing)
         hidden, dec_routers = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
-                                               packing=dec_packing, cross_mask=cross_mask(dec_packing, enc_packing))
+                                               packing=dec_packing, cross_mask=cross_blocks(dec_packing, enc_packing))
         return hidden, enc, enc_routers, dec_routers
 
     # ---- generation ----

@@ -50,14 +50,6 @@ class TTTState:
         return TTTState(*t, i=self.i)
 
 
-def _gelu_tanh_grad(x: Tensor) -> Tensor:
-    """d/dx of GELU's tanh approximation."""
-    k = math.sqrt(2.0 / math.pi)
-    inner = k * (x + 0.044715 * x**3)
-    t = torch.tanh(inner)
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * k * (1 + 3 * 0.044715 * x**2)
-
-
 def _ln(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
     mu = x.mean(-1, keepdim=True)
     var = x.var(-1, keepdim=True, unbiased=False)
@@ -81,13 +73,22 @@ def _grads(k: Tensor, v: Tensor, w1, b1, w2, b2, gamma, beta) -> tuple[Tensor, T
     x2 = F.gelu(z1, approximate="tanh")
     z2 = x2 @ w2 + b2
     g2 = _ln_l2_grad(z2, v - k, gamma, beta)
-    g1 = (g2 @ w2.transpose(-2, -1)) * _gelu_tanh_grad(z1)
-    return x2, g1, g2
+    return x2, _gelu_tanh_vjp(g2 @ w2.transpose(-2, -1), z1), g2
 
 
-def _dual(q, k, v, eta, tau, w1, b1, w2, b2, gamma, beta):
-    """One (partial) mini-batch of n tokens from the boundary state ``W``: outputs (B, H, n, f), the state
-    after the n-th token, and ``S`` (sums of eta_j G_j) for carrying a partial mini-batch."""
+def _gelu_tanh_vjp(g: Tensor, x: Tensor) -> Tensor:
+    """``g`` times the derivative of GELU's tanh approximation at ``x``: ATen's fused kernel (which has its
+    own double backward), written out for ONNX export, which has no such operator."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.ops.aten.gelu_backward(g, x, approximate="tanh")
+    k = math.sqrt(2.0 / math.pi)
+    t = torch.tanh(k * (x + 0.044715 * x**3))
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * k * (1 + 3 * 0.044715 * x**2))
+
+
+def _dual(q, k, v, eta, tau, w1, b1, w2, b2, gamma, beta, *, complete: bool):
+    """One (partial) mini-batch of n tokens from the boundary state ``W``: outputs (B, H, n, f) and, when the
+    mini-batch is ``complete``, the state after it; otherwise ``S`` (sums of eta_j G_j) to carry on from."""
     x2, g1, g2 = _grads(k, v, w1, b1, w2, b2, gamma, beta)
     n = q.shape[-2]
     tril = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
@@ -96,11 +97,24 @@ def _dual(q, k, v, eta, tau, w1, b1, w2, b2, gamma, beta):
     x2_bar = F.gelu(z1, approximate="tanh")
     z2 = x2_bar @ w2 - (e * (x2_bar @ x2.transpose(-2, -1))) @ g2 + b2 - e @ g2
     out = q + _ln(z2, gamma, beta)
-    eg1, eg2 = eta[..., None] * g1, eta[..., None] * g2  # (B, H, n, .)
-    s1, sb1 = k.transpose(-2, -1) @ eg1, eg1.sum(-2, keepdim=True)
-    s2, sb2 = x2.transpose(-2, -1) @ eg2, eg2.sum(-2, keepdim=True)
-    last = tau[-1]
-    return out, (w1 - last * s1, b1 - last * sb1, w2 - last * s2, b2 - last * sb2), (s1, sb1, s2, sb2)
+    if not complete:
+        eg1, eg2 = eta[..., None] * g1, eta[..., None] * g2  # (B, H, n, .)
+        return out, (k.transpose(-2, -1) @ eg1, eg1.sum(-2, keepdim=True),
+                     x2.transpose(-2, -1) @ eg2, eg2.sum(-2, keepdim=True))
+    # W - tau_n * sum_j eta_j G_j, the scale folded into the small (n, .) factor and the sum into one
+    # batched multiply-add, so each large (f x 4f) state is written once per mini-batch
+    scale = -tau[-1] * eta[..., None]
+    eg1, eg2 = scale * g1, scale * g2
+    return out, (_add_outer(w1, k, eg1), b1 + eg1.sum(-2, keepdim=True),
+                 _add_outer(w2, x2, eg2), b2 + eg2.sum(-2, keepdim=True))
+
+
+def _add_outer(w: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``w + a^T @ b`` for (B, H, p, r) ``w`` and (B, H, n, p|r) ``a``, ``b``, as one ``baddbmm``."""
+    bh, (p, r) = a.shape[:2], w.shape[-2:]
+    out = torch.baddbmm(w.reshape(-1, p, r), a.transpose(-2, -1).reshape(-1, p, a.shape[-2]),
+                        b.reshape(-1, b.shape[-2], r))
+    return out.view(*bh, p, r)
 
 
 def _primal(q, k, v, eta, tau_i, state: TTTState, gamma, beta):
@@ -115,6 +129,15 @@ def _primal(q, k, v, eta, tau_i, state: TTTState, gamma, beta):
     w2, b2 = state.w2 - tau_i * s2, state.b2 - tau_i * sb2
     z2 = F.gelu(q @ w1 + b1, approximate="tanh") @ w2 + b2
     return q + _ln(z2, gamma, beta), (w1, b1, w2, b2), (s1, sb1, s2, sb2)
+
+
+def _pieces(x: Tensor, start: int, size: int) -> list[Tensor]:
+    """``x`` (B, H, L, ...) from ``start`` in pieces of ``size`` along L. Under autograd one ``split``: the
+    backward of each slice would write a gradient the size of the whole sequence (quadratic in its length).
+    Without it, slices, which a traced ONNX graph clamps to a shorter input."""
+    if torch.is_grad_enabled():
+        return list(x[:, :, start:].split(size, dim=2)) if start < x.shape[2] else []
+    return [x[:, :, s : s + size] for s in range(start, x.shape[2], size)]
 
 
 def _rope(x: Tensor, pos: Tensor, theta: float = 10_000.0) -> Tensor:
@@ -164,38 +187,73 @@ class TTTMLP(nn.Module):
                          dtype=self.token_idx_offset.dtype)
         return torch.clamp(1.0 / i + self.token_idx_offset[start : start + n], min=0.0)
 
+    def inputs(self, x: Tensor) -> Tensor:
+        """Everything the scan reads per position of ``x`` (B, L, D): q, k, v and the learning-rate gate's
+        logits, concatenated (B, L, 3D + H). Per position, so packed rows project before they are split."""
+        return torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x), F.linear(x, self.lr_weight, self.lr_bias)], -1)
+
+    def output(self, z: Tensor) -> Tensor:
+        """The scan's concatenated heads ``z`` (B, L, D) -> the layer's output (per position)."""
+        return self.o_proj(self.post_norm(z))
+
     def forward(self, x: Tensor, state: TTTState | None = None) -> tuple[Tensor, TTTState]:
         """``x`` (B, L, D) continuing from ``state`` (``None``: a fresh sequence) -> (y (B, L, D), state)."""
-        b, length, d = x.shape
-        h, f, mb = self.n_head, self.head_dim, self.mini_batch
+        z, state = self.scan(self.inputs(x), state)
+        return self.output(z), state
+
+    def scan(self, u: Tensor, state: TTTState | None = None, *,
+             lengths: list[int] | None = None) -> tuple[Tensor, TTTState | None]:
+        """The recurrence over :meth:`inputs` ``u`` (B, L, 3D + H) -> (z (B, L, D), state after the last token),
+        in the layer's own precision (autocast off: the fast weights take many small steps).
+
+        ``lengths`` (fresh sequences only): rows sorted longest first, row r real for its first ``lengths[r]``
+        positions. Each mini-batch then runs only the rows still going (no compute on padding after a row's
+        last mini-batch); outputs beyond a row's length are not meaningful and no state is returned."""
+        with torch.autocast(u.device.type, enabled=False):
+            return self._scan(u.to(self.w1.dtype), state, lengths)
+
+    def _scan(self, u: Tensor, state: TTTState | None, lengths: list[int] | None) -> tuple[Tensor, TTTState | None]:
+        b, length, _ = u.shape
+        h, f, mb, d = self.n_head, self.head_dim, self.mini_batch, self.head_dim * self.n_head
+        if lengths is not None and (state is not None or list(lengths) != sorted(lengths, reverse=True)):
+            raise ValueError("lengths need fresh sequences sorted longest first")
         state = state if state is not None else self.initial_state(b)
-        split = lambda t: t.view(b, length, h, f).transpose(1, 2)  # noqa: E731  (B, H, L, f)
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        eta = self.base_lr * torch.sigmoid(torch.einsum("bld,hd->bhl", x, self.lr_weight) + self.lr_bias[:, None]) / f
+        split = lambda t: t.reshape(b, length, h, f).transpose(1, 2)  # noqa: E731  (B, H, L, f)
+        q, k, v, gate = u.split([d, d, d, h], dim=-1)  # (one split: a slice's backward is a full-size gradient)
+        q, k, v = split(q), split(k), split(v)
+        eta = self.base_lr * torch.sigmoid(gate.transpose(1, 2)) / f  # (B, H, L)
         gamma, beta = self.ttt_norm_weight, self.ttt_norm_bias
-        outs = []
-        t = 0
-        while t < length:
-            i = state.i
-            if i > 0:  # finish the current mini-batch token by token (primal form)
-                pos = torch.tensor([i], device=x.device)
-                qt, kt = _rope(q[:, :, t : t + 1], pos), _rope(k[:, :, t : t + 1], pos)
-                tau_i = self.tau(i, 1)[0]
-                out, w, s = _primal(qt, kt, v[:, :, t : t + 1], eta[:, :, t : t + 1], tau_i, state, gamma, beta)
-                outs.append(out)
-                state = self._advance(state, w, s, i + 1)
-                t += 1
-                continue
-            n = min(mb, length - t)  # a (partial) mini-batch from a boundary: dual form
-            pos = torch.arange(n, device=x.device)
-            qc, kc = _rope(q[:, :, t : t + n], pos), _rope(k[:, :, t : t + n], pos)
-            out, w, s = _dual(qc, kc, v[:, :, t : t + n], eta[:, :, t : t + n], self.tau(0, n),
-                              state.w1, state.b1, state.w2, state.b2, gamma, beta)
+        w = (state.w1, state.b1, state.w2, state.b2)
+        sums = (state.s1, state.sb1, state.s2, state.sb2) if state.i else None  # None: zero, at a boundary
+        outs, i, t = [], state.i, 0
+        while i and t < length:  # finish the current mini-batch token by token (primal form)
+            pos = torch.tensor([i], device=u.device)
+            qt, kt = _rope(q[:, :, t : t + 1], pos), _rope(k[:, :, t : t + 1], pos)
+            out, w_new, sums = _primal(qt, kt, v[:, :, t : t + 1], eta[:, :, t : t + 1], self.tau(i, 1)[0],
+                                       TTTState(*w, *sums, i), gamma, beta)
             outs.append(out)
-            state = self._advance(state, w, s, n)
+            i, t = (i + 1) % mb, t + 1
+            if i == 0:
+                w, sums = w_new, None
+        # then whole mini-batches from a boundary in the dual form
+        for qc, kc, vc, ec in zip(*(_pieces(x, t, mb) for x in (q, k, v, eta))):
+            n = qc.shape[2]
+            rows = b if lengths is None else sum(1 for m in lengths if m > t)  # ended rows leave (longest first)
+            w = tuple(p[:rows] for p in w)
+            pos = torch.arange(n, device=u.device)
+            out, new = _dual(_rope(qc[:rows], pos), _rope(kc[:rows], pos), vc[:rows], ec[:rows], self.tau(0, n),
+                             *w, gamma, beta, complete=n == mb)
+            if n == mb:
+                w = new
+            else:
+                sums, i = new, n
+            outs.append(out if rows == b else F.pad(out, (0, 0, 0, 0, 0, 0, 0, b - rows)))
             t += n
         z = torch.cat(outs, dim=2).transpose(1, 2).reshape(b, length, d)
-        return self.o_proj(self.post_norm(z)), state
+        if lengths is not None:
+            return z, None
+        sums = sums if sums is not None else tuple(torch.zeros_like(p) for p in w)
+        return z, TTTState(*w, *sums, i)
 
     def inner_loss_ratio(self, x: Tensor) -> float:
         """Health metric: the inner loss of the first mini-batch of ``x`` (B, L, D) at the state after that
@@ -221,10 +279,3 @@ class TTTMLP(nn.Module):
                  after.b2 - tau * after.sb2)
         before = loss(self.w1, self.b1, self.w2, self.b2)
         return float(loss(*w) / before.clamp_min(1e-12))
-
-    def _advance(self, state: TTTState, w, s, i: int) -> TTTState:
-        """After ``i`` tokens of a mini-batch: at a boundary, the new W with empty sums; otherwise keep W and S."""
-        if i >= self.mini_batch:
-            zeros = [torch.zeros_like(t) for t in s]
-            return TTTState(*w, *zeros, 0)
-        return TTTState(state.w1, state.b1, state.w2, state.b2, *s, i)

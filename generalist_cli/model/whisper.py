@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from generalist_cli.model.moe import MoEFFN, RouterOutput
-from generalist_cli.model.packing import Packing, gather_positions, per_row_spans, scatter_positions, span_index
+from generalist_cli.model.packing import (Blocks, Packing, gather_positions, per_row_spans, scatter_positions,
+                                          span_index)
 from generalist_cli.model.ttt import TTTMLP, TTTState
 
 
@@ -59,16 +60,21 @@ class Attention(nn.Module):
         """Keys and values of ``x`` (B, S, D), each ``(B, H, S, K)``."""
         return self.heads(self.k_proj(x)), self.heads(self.v_proj(x))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool -> (B, T, D)."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | Blocks | None = None,
+               causal: bool = False) -> Tensor:
+        """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool or the
+        packed rows' :class:`~generalist_cli.model.packing.Blocks` -> (B, T, D)."""
         q = self.heads(q)
         if self.keep_scores is not None:
             self.keep_scores.append((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        if isinstance(mask, Blocks):
+            out = mask.attend(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         b, h, t, kk = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * kk))
 
-    def forward(self, x: Tensor, *, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(self, x: Tensor, *, mask: Tensor | Blocks | None = None, causal: bool = False) -> Tensor:
         """Self-attention over ``x`` (B, T, D) without a cache."""
         k, v = self.project_kv(x)
         return self.attend(self.q_proj(x), k, v, mask=mask, causal=causal)
@@ -127,29 +133,43 @@ class _Block(nn.Module):
             y = y + self.peer(h)
         return x + y, router
 
-    def ttt_scan(self, h: Tensor, spans: list[list[tuple[int, int]]] | None, *, reverse: bool) -> Tensor:
-        """TTT over each example separately (state reset at every example): ``h`` (B, S, D) -> (B, S, D).
+    def ttt_scans(self, h: Tensor, spans: list[list[tuple[int, int]]] | None,
+                  directions: tuple[bool, ...] = (False,)) -> list[Tensor]:
+        """TTT over each example separately (state reset at every example), once per direction (``True``: the
+        reversed scan, read back in forward order): ``h`` (B, S, D) -> one (B, S, D) output per direction.
+        ``spans=None``: each row is one sequence.
 
-        All examples run as one batch: each span (reversed for the backward scan) is laid at the start of
-        its own row and zero-padded at the end, which a causal scan never reads before a real token."""
-        if spans is None:
-            return self._ttt(h.flip(1)).flip(1) if reverse else self._ttt(h)
+        The layer's projections run on the packed rows; then every (example, direction) is laid at the start
+        of its own scan row, longest first, so all scans of a block share one recurrence whose mini-batches
+        drop the rows that have ended: no compute on padding, one sequential loop for both directions."""
+        u = self.ttt.inputs(h)
+        if spans is None:  # whole rows: flips and one concatenation (graph ops, so an ONNX export keeps them)
+            z = self._ttt(torch.cat([u.flip(1) if back else u for back in directions]), None)
+            return [self.ttt.output(zd.flip(1) if back else zd) for zd, back in zip(z.chunk(len(directions)), directions)]
         segs = [(r, a, b) for r, row in enumerate(spans) for a, b in row]
         if not segs:
-            return torch.zeros_like(h)
-        index = span_index(segs, h.shape[1], n_rows=h.shape[0], reverse=reverse)
-        y = self._ttt(gather_positions(h, index))  # (n_examples, longest, D), padding at each row's end
-        return scatter_positions(y, index, h.shape)
+            return [torch.zeros_like(h) for _ in directions]
+        runs = sorted(((b - a, d, (r, a, b)) for d in range(len(directions)) for r, a, b in segs),
+                      key=lambda run: -run[0])
+        index = span_index([run[2] for run in runs], h.shape[1], n_rows=h.shape[0],
+                           reverse=[directions[run[1]] for run in runs])
+        z = self._ttt(gather_positions(u, index), [run[0] for run in runs])
+        outs = []
+        for d in range(len(directions)):
+            mine = torch.tensor([k for k, run in enumerate(runs) if run[1] == d], device=z.device)
+            zd = scatter_positions(z.index_select(0, mine), index[mine.cpu()], h.shape[:2] + z.shape[-1:])
+            outs.append(self.ttt.output(zd))
+        return outs
 
-    def _ttt(self, x: Tensor) -> Tensor:
-        """The TTT layer's output for fresh sequences ``x``. Under autograd it is recomputed in backward
-        (activation checkpointing): the dual form keeps a new fast-weight state per 16-token mini-batch, ~1 MB a
-        row for whisper-base, which for a batch of real 2-22 s utterances passed 24 GB before step 1."""
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return self.ttt(x)[0]
+    def _ttt(self, u: Tensor, lengths: list[int] | None) -> Tensor:
+        """The TTT recurrence over fresh rows ``u`` (see ``TTTMLP.scan``). Under autograd it is recomputed in
+        backward (activation checkpointing): the dual form keeps a new fast-weight state per 16-token
+        mini-batch, ~1 MB a row for whisper-base, which for a batch of real 2-22 s utterances passed 24 GB."""
+        if not (torch.is_grad_enabled() and u.requires_grad):
+            return self.ttt.scan(u, lengths=lengths)[0]
         from torch.utils.checkpoint import checkpoint
 
-        return checkpoint(lambda t: self.ttt(t)[0], x, use_reentrant=False)
+        return checkpoint(lambda t: self.ttt.scan(t, lengths=lengths)[0], u, use_reentrant=False)
 
 
 class EncoderBlock(_Block):
@@ -168,15 +188,15 @@ class EncoderBlock(_Block):
         else:
             self.macaron = self.conv_module = None
 
-    def forward(self, x: Tensor, *, mask: Tensor | None = None, spans=None,
+    def forward(self, x: Tensor, *, mask: Tensor | Blocks | None = None, spans=None,
                 segments: Tensor | None = None) -> tuple[Tensor, RouterOutput | None]:
         if self.macaron is not None:
             x = x + torch.tanh(self.macaron_gate) * self.macaron(x)
         x = x + self.self_attn(self.self_attn_layer_norm(x), mask=mask)
         if self.ttt is not None:  # bidirectional: a forward and a reversed scan, each with its own gate
             h = self.ttt_layer_norm(x)
-            x = x + torch.tanh(self.ttt_gate) * self.ttt_scan(h, spans, reverse=False) \
-                  + torch.tanh(self.ttt_gate_reverse) * self.ttt_scan(h, spans, reverse=True)
+            ahead, back = self.ttt_scans(h, spans, (False, True))
+            x = x + torch.tanh(self.ttt_gate) * ahead + torch.tanh(self.ttt_gate_reverse) * back
         if self.conv_module is not None:
             x = x + torch.tanh(self.conv_gate) * self.conv_module(x, segments)
         return self.ffn(x)
@@ -192,7 +212,7 @@ class DecoderBlock(_Block):
         self._init_extras(n_state, n_head, n_hidden, opts, reverse=False)
 
     def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], *, cache: "KVCache | None" = None, layer: int = 0,
-                offset: int = 0, self_mask: Tensor | None = None, cross_mask: Tensor | None = None,
+                offset: int = 0, self_mask: Blocks | None = None, cross_mask: Tensor | Blocks | None = None,
                 spans=None) -> tuple[Tensor, RouterOutput | None]:
         """``x`` (B, T, D) at positions ``offset..``; with ``cache``, this layer's keys/values and TTT state
         are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows)."""
@@ -214,7 +234,7 @@ class DecoderBlock(_Block):
         if self.ttt is not None:
             h = self.ttt_layer_norm(x)
             if cache is None:
-                y = self.ttt_scan(h, spans, reverse=False)
+                y = self.ttt_scans(h, spans)[0]
             else:
                 y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer])
             x = x + torch.tanh(self.ttt_gate) * y
@@ -244,7 +264,7 @@ class AudioEncoder(nn.Module):
 
     def blocks(self, x: Tensor, packing: Packing | None = None) -> tuple[Tensor, list[RouterOutput]]:
         """Embedded positions ``x`` (B, S, D) through every block; packed rows attend block-diagonally."""
-        mask = packing.self_mask() if packing is not None else None
+        mask = packing.blocks() if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
         segments = packing.segment_ids if packing is not None else None
         routers = []
@@ -271,12 +291,12 @@ class TextDecoder(nn.Module):
 
     def run(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], *, cache: "KVCache | None" = None,
             offset: int = 0, positions: Tensor | None = None, packing: Packing | None = None,
-            cross_mask: Tensor | None = None) -> tuple[Tensor, list[RouterOutput]]:
+            cross_mask: Tensor | Blocks | None = None) -> tuple[Tensor, list[RouterOutput]]:
         """``tokens`` (B, T) -> (hidden (B, T, D), routers). Positions: ``offset..`` or per token (packed)."""
         pos = self.embed_positions.weight[offset : offset + tokens.shape[1]] if positions is None \
             else self.embed_positions(positions)
         x = self.embed_tokens(tokens) + pos
-        self_mask = packing.self_mask(causal=True) if packing is not None else None
+        self_mask = packing.blocks(causal=True) if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
         routers = []
         for i, block in enumerate(self.layers):

@@ -112,6 +112,17 @@ def _scratch(m):
     return model, path
 
 
+def freeze_unused(model, recipe: Recipe) -> None:
+    """``model.train_encoder = false``: the encoder and what feeds only it (the modality embeddings, the video
+    front-end) stop training, so audio goes through the encoder without autograd: no activations kept for it
+    and no backward through it (a trainable modality embedding alone made the whole encoder run backward)."""
+    if recipe.model.train_encoder:
+        return
+    for part in (model.encoder, getattr(model, "modality_embedding", None), getattr(model, "video", None)):
+        for p in part.parameters() if part is not None else ():
+            p.requires_grad_(False)
+
+
 def _ttt_inner_ratio(model, capture: dict) -> float | None:
     """Inner loss after / before one TTT update on the captured input of the first TTT layer."""
     x = capture.get("x")
@@ -161,9 +172,7 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
     model = model.to(acc.device)
     c = model.config
     tokenizer = Tokenizer(tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
-    if not r.model.train_encoder:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
+    freeze_unused(model, r)
     freezer = freeze_experts(model, n_old) if r.model.freeze_old_experts and n_old and c.n_experts > n_old else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)

@@ -102,7 +102,9 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
         for i, mel in enumerate(mels):
             alone = m.encode_audio(mel[None])[0]
             assert lengths[i] == alone.shape[0] == mel.shape[1] // 2
-            assert torch.allclose(packed[i, : lengths[i]], alone, atol=1e-4)
+            # fp32 rounding differs with the GEMM shapes (1.4e-4 seen on states of magnitude 16); a packing
+            # error is of the order of the states themselves
+            assert torch.allclose(packed[i, : lengths[i]], alone, rtol=1e-4, atol=1e-4)
             assert not packed[i, lengths[i] :].any()
     for beam in (1, 2):
         opts = TranscribeOptions(language="en", pack=True, vad="off", beam_size=beam)

@@ -238,8 +238,8 @@ def test_reversed_scan_of_reversed_input_is_the_reversed_forward_scan():
     block = g.encoder.layers[0]
     h = torch.randn(2, 37, 32)
     with torch.no_grad():
-        forward = block.ttt_scan(h, None, reverse=False)
-        backward_of_flipped = block.ttt_scan(h.flip(1), None, reverse=True)
+        forward = block.ttt_scans(h, None)[0]
+        backward_of_flipped = block.ttt_scans(h.flip(1), None, (True,))[0]
     assert torch.allclose(backward_of_flipped, forward.flip(1), atol=1e-6)
 
 
@@ -376,3 +376,34 @@ def test_conformer_upcycling_keeps_whisper_and_its_convolution_stays_inside_each
     y = segment_depthwise_conv(x, w, b, seg)
     assert torch.allclose(y[:, :3], segment_depthwise_conv(x[:, :3], w, b, None), atol=1e-6)
     assert torch.allclose(y[:, 3:8], segment_depthwise_conv(x[:, 3:8], w, b, None), atol=1e-6)
+
+
+def test_block_attention_equals_the_masked_attention_of_packed_rows():
+    """``Blocks`` (attention example by example) gives the block-diagonal masked SDPA on every real
+    position, causal or not, for self- and cross-attention rows of different segment lengths."""
+    import torch.nn.functional as F
+
+    from generalist_cli.model.packing import Blocks
+
+    torch.manual_seed(0)
+    queries, keys = ((3, 5), (7,)), ((4, 2), (6,))
+    q, k, v = torch.randn(2, 2, 9, 8), torch.randn(2, 2, 8, 8), torch.randn(2, 2, 8, 8)
+
+    def segments(sizes, width):
+        seg = torch.full((len(sizes), width), -1)
+        for r, row in enumerate(sizes):
+            seg[r, : sum(row)] = torch.repeat_interleave(torch.arange(len(row)), torch.tensor(row))
+        return seg
+
+    for causal, ks in ((False, keys), (True, queries)):
+        kk, vv = (k, v) if not causal else (torch.randn(2, 2, 9, 8), torch.randn(2, 2, 9, 8))
+        sq, sk = segments(queries, 9), segments(ks, kk.shape[2])
+        mask = (sq[:, :, None] == sk[:, None, :]) & (sq[:, :, None] >= 0)
+        if causal:
+            mask &= torch.ones(9, 9, dtype=torch.bool).tril()
+        mask |= (sq[:, :, None] < 0)  # padding queries: any row, ignored
+        want = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask[:, None])
+        got = Blocks(queries, ks, causal).attend(q, kk, vv)
+        real = (sq >= 0)[:, None, :, None].expand_as(got)
+        assert (got - want)[real].abs().max() < 1e-6
+        assert not got[~real].any()

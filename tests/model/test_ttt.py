@@ -139,3 +139,29 @@ def test_gradients_reach_every_parameter_and_gradcheck():
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert torch.autograd.gradcheck(lambda inp: m(inp)[0], (x,), eps=1e-6, atol=1e-5)
+
+
+def test_ragged_scan_equals_each_row_alone_values_and_gradients():
+    """``scan(lengths=...)``: rows sorted longest first leave the recurrence once they have ended (no compute on
+    their padding); each row's outputs and the gradients equal scanning that row alone."""
+    m = layer()
+    lengths = [37, 33, 16, 5]
+    u = torch.randn(len(lengths), max(lengths), 3 * 24 + 3, dtype=torch.float64, requires_grad=True)
+    z, state = m.scan(u, lengths=lengths)
+    assert state is None
+    alone = [m.scan(u[r : r + 1, :n])[0][0] for r, n in enumerate(lengths)]
+    for r, n in enumerate(lengths):
+        assert (z[r, :n] - alone[r]).abs().max() < 1e-12
+    assert not z[3, 16:].any()  # a row that has left reads zeros (within its last mini-batch: not meaningful)
+    w = torch.randn_like(z) * (torch.arange(z.shape[1])[None, :, None] < torch.tensor(lengths)[:, None, None])
+    got = torch.autograd.grad((z * w).sum(), [u, m.w1, m.token_idx_offset])
+    want = torch.autograd.grad(sum((a * w[r, : len(a)]).sum() for r, a in enumerate(alone)),
+                               [u, m.w1, m.token_idx_offset])
+    for a, b in zip(got, want):
+        assert (a - b).abs().max() < 1e-10 * max(1.0, float(b.abs().max()))
+    try:
+        m.scan(u, lengths=[5, 37, 33, 16])
+    except ValueError as exc:
+        assert "longest first" in str(exc)
+    else:
+        raise AssertionError("unsorted lengths were accepted")
