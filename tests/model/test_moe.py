@@ -195,3 +195,25 @@ def test_peer_product_keys_find_the_true_top_k_and_upcycling_keeps_whisper():
         assert torch.allclose(dense(mel, tokens), g(mel, tokens)[..., :51864], atol=1e-5)
     total, active = parameter_counts(g)
     assert total - active == 4 * 2 * (4096 - 8 * 8) * 32  # per layer: all but 8 heads x 8 experts' two vectors
+
+
+def test_grouped_dispatch_follows_cpu_autocast_like_the_linear_layers():
+    """``grouped_mm`` is not on autocast's lists; under bf16 autocast the experts are cast as ``F.linear`` is
+    (the sorted path), not left in fp32 beside bf16 layers: same result as the sorted path, fp32 gradients."""
+    if not hasattr(F, "grouped_mm"):
+        pytest.skip("torch < 2.9 has no grouped_mm: the sorted path is the only one")
+    torch.manual_seed(0)
+    moe = MoEFFN(64, 128, 4, 2, dispatch="grouped")
+    x = torch.randn(256, 64)
+    exact = moe(x)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grouped = moe(x)[0]
+        moe.dispatch = "sorted"
+        ordered = moe(x)[0]
+    assert grouped.dtype == torch.float32
+    assert (grouped - ordered).abs().max() < 2e-2 * exact.abs().max()
+    assert (grouped - exact).abs().max() > 1e-5  # it ran in bf16
+    moe.dispatch = "grouped"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        moe(x)[0].sum().backward()
+    assert moe.fc1_weight.grad.dtype == torch.float32 and moe.fc1_weight.grad.abs().sum() > 0
