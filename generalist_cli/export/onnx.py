@@ -59,22 +59,20 @@ def ttt_step(ttt, x: Tensor, state: list[Tensor], i: Tensor) -> tuple[Tensor, li
     from generalist_cli.model.ttt import TTTState, _primal, _rope
 
     b, _, d = x.shape
-    h, f, mb = ttt.n_head, ttt.head_dim, ttt.mini_batch
+    mb = ttt.mini_batch
     fresh = i < 0
     i = torch.clamp(i, min=0)
     w0 = [p.unsqueeze(0).expand(b, *p.shape) for p in (ttt.w1, ttt.b1, ttt.w2, ttt.b2)]
     w = [torch.where(fresh, a, c) for a, c in zip(w0, state[:4])]
     sums = [torch.where(fresh, torch.zeros_like(c), c) for c in state[4:]]
-    split = lambda t: t.view(b, 1, h, f).transpose(1, 2)  # noqa: E731
-    q, k, v = split(ttt.q_proj(x)), split(ttt.k_proj(x)), split(ttt.v_proj(x))
-    eta = ttt.base_lr * torch.sigmoid(torch.einsum("bld,hd->bhl", x, ttt.lr_weight) + ttt.lr_bias[:, None]) / f
+    q, k, v, eta = ttt.heads(ttt.inputs(x))
     q, k = _rope(q, i), _rope(k, i)
     tau = torch.clamp(1.0 / (i + 1).to(x.dtype) + ttt.token_idx_offset[i], min=0.0)
     out, new_w, new_s = _primal(q, k, v, eta, tau, TTTState(*w, *sums, 0), ttt.ttt_norm_weight, ttt.ttt_norm_bias)
     boundary = (i + 1) >= mb  # the mini-batch is complete: W becomes the updated weights, sums restart
     w = [torch.where(boundary, a, c) for a, c in zip(new_w, w)]
     sums = [torch.where(boundary, torch.zeros_like(a), a) for a in new_s]
-    y = ttt.o_proj(ttt.post_norm(out.transpose(1, 2).reshape(b, 1, d)))
+    y = ttt.output(out.transpose(1, 2).reshape(b, 1, d))
     return y, w + sums, torch.where(boundary, torch.zeros_like(i), i + 1)
 
 

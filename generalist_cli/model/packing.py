@@ -4,9 +4,8 @@
 decreasing); :func:`pack` lays the examples' embeddings into rows and returns a :class:`Packing` that says
 where each example sits. Attention inside a row is block-diagonal by example (:meth:`Packing.blocks`, run
 example by example), a decoder segment cross-attends only to its own encoder segment (:func:`cross_blocks`),
-positions restart
-per example, and recurrent (TTT) layers scan each span separately, so a packed forward equals the
-per-example forward. Shapes: B rows, S positions per row, D width.
+positions restart per example, and recurrent (TTT) layers scan each span separately, so a packed forward
+equals the per-example forward. Shapes: B rows, S positions per row, D width.
 """
 
 from __future__ import annotations
@@ -119,14 +118,13 @@ def pack(seqs: list[Tensor], rows: list[list[int]], *, width: int | None = None)
     return x, Packing(seg.to(first.device), pos.to(first.device), tuple(order))
 
 
-def span_index(spans, row_width: int, *, n_rows: int, reverse: bool | list[bool] = False) -> Tensor:
+def span_index(spans, row_width: int, *, n_rows: int, reverse: list[bool] | None = None) -> Tensor:
     """(n, longest) flat indices into a (``n_rows`` * ``row_width``) tensor, one row per ``(row, start, end)``
-    span (its positions reversed when ``reverse``, one flag for all or one per span), padded with ``n_rows * row_width``: the index of an
-    extra zero row the caller appends. Gathering with it lays every span at the start of its own row."""
+    span (its positions reversed where ``reverse``, one flag per span), padded with ``n_rows * row_width``: the
+    index of an extra zero row the caller appends. Gathering with it lays every span at the start of its row."""
     longest = max(b - a for _, a, b in spans)
     idx = torch.full((len(spans), longest), n_rows * row_width, dtype=torch.long)
-    flags = reverse if isinstance(reverse, list) else [reverse] * len(spans)
-    for k, ((r, a, b), back) in enumerate(zip(spans, flags)):
+    for k, ((r, a, b), back) in enumerate(zip(spans, reverse or [False] * len(spans))):
         p = torch.arange(r * row_width + a, r * row_width + b)
         idx[k, : b - a] = p.flip(0) if back else p
     return idx

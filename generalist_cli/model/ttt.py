@@ -192,6 +192,15 @@ class TTTMLP(nn.Module):
         logits, concatenated (B, L, 3D + H). Per position, so packed rows project before they are split."""
         return torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x), F.linear(x, self.lr_weight, self.lr_bias)], -1)
 
+    def heads(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`inputs` ``u`` (B, L, 3D + H) -> q, k, v (B, H, L, f) and the learning rates eta (B, H, L).
+        One split: the backward of a slice would be a full-size gradient per slice."""
+        b, length, _ = u.shape
+        h, f = self.n_head, self.head_dim
+        q, k, v, gate = u.split([h * f, h * f, h * f, h], dim=-1)
+        split = lambda t: t.reshape(b, length, h, f).transpose(1, 2)  # noqa: E731
+        return split(q), split(k), split(v), self.base_lr * torch.sigmoid(gate.transpose(1, 2)) / f
+
     def output(self, z: Tensor) -> Tensor:
         """The scan's concatenated heads ``z`` (B, L, D) -> the layer's output (per position)."""
         return self.o_proj(self.post_norm(z))
@@ -214,14 +223,11 @@ class TTTMLP(nn.Module):
 
     def _scan(self, u: Tensor, state: TTTState | None, lengths: list[int] | None) -> tuple[Tensor, TTTState | None]:
         b, length, _ = u.shape
-        h, f, mb, d = self.n_head, self.head_dim, self.mini_batch, self.head_dim * self.n_head
+        mb, d = self.mini_batch, self.head_dim * self.n_head
         if lengths is not None and (state is not None or list(lengths) != sorted(lengths, reverse=True)):
             raise ValueError("lengths need fresh sequences sorted longest first")
         state = state if state is not None else self.initial_state(b)
-        split = lambda t: t.reshape(b, length, h, f).transpose(1, 2)  # noqa: E731  (B, H, L, f)
-        q, k, v, gate = u.split([d, d, d, h], dim=-1)  # (one split: a slice's backward is a full-size gradient)
-        q, k, v = split(q), split(k), split(v)
-        eta = self.base_lr * torch.sigmoid(gate.transpose(1, 2)) / f  # (B, H, L)
+        q, k, v, eta = self.heads(u)
         gamma, beta = self.ttt_norm_weight, self.ttt_norm_bias
         w = (state.w1, state.b1, state.w2, state.b2)
         sums = (state.s1, state.sb1, state.s2, state.sb2) if state.i else None  # None: zero, at a boundary

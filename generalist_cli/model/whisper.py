@@ -145,7 +145,8 @@ class _Block(nn.Module):
         u = self.ttt.inputs(h)
         if spans is None:  # whole rows: flips and one concatenation (graph ops, so an ONNX export keeps them)
             z = self._ttt(torch.cat([u.flip(1) if back else u for back in directions]), None)
-            return [self.ttt.output(zd.flip(1) if back else zd) for zd, back in zip(z.chunk(len(directions)), directions)]
+            return [self.ttt.output(zd.flip(1) if back else zd)
+                    for zd, back in zip(z.chunk(len(directions)), directions)]
         segs = [(r, a, b) for r, row in enumerate(spans) for a, b in row]
         if not segs:
             return [torch.zeros_like(h) for _ in directions]
@@ -156,8 +157,8 @@ class _Block(nn.Module):
         z = self._ttt(gather_positions(u, index), [run[0] for run in runs])
         outs = []
         for d in range(len(directions)):
-            mine = torch.tensor([k for k, run in enumerate(runs) if run[1] == d], device=z.device)
-            zd = scatter_positions(z.index_select(0, mine), index[mine.cpu()], h.shape[:2] + z.shape[-1:])
+            mine = torch.tensor([k for k, run in enumerate(runs) if run[1] == d])
+            zd = scatter_positions(z.index_select(0, mine.to(z.device)), index[mine], h.shape[:2] + z.shape[-1:])
             outs.append(self.ttt.output(zd))
         return outs
 
