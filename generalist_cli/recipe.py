@@ -80,6 +80,8 @@ class TrainSection:
     weight_decay: float = 0.0
     warmup_steps: int = 10_000
     max_steps: int = 5_000
+    max_minutes: float = 0.0  # wall-clock budget of training, evaluations excluded (0: none); the run stops at
+    # the first step past it, and a linear schedule decays to 0 when it is spent (or at max_steps, if sooner)
     schedule: str = "linear"  # linear warm-up then linear decay to 0 at max_steps; or "constant"
     mixed_precision: str = "bf16"  # "no", "bf16", "fp16" (GPU only)
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -98,6 +100,7 @@ class TrainSection:
 @dataclass(frozen=True)
 class EvalSection:
     every: int = 500  # steps between evaluations (0: only at the end)
+    every_minutes: float = 0.0  # or minutes of training between evaluations (equal-wall-time curves)
     batch_size: int = 32
     max_examples: int = 200  # per source
     wer_examples: int = 50  # greedy-decoded for WER/CER per source (0: loss only)
@@ -241,6 +244,8 @@ def _check(r: Recipe, path: Path) -> None:
             bad(f"train.{key}", "must be at least 1")
     if r.train.lr <= 0:
         bad("train.lr", "must be positive")
+    if r.train.max_minutes < 0 or r.eval.every_minutes < 0:
+        bad("train.max_minutes" if r.train.max_minutes < 0 else "eval.every_minutes", "must be 0 (off) or more")
     if not r.data.sources:
         bad("data.sources", "no [[data.sources]] given")
     for i, s in enumerate(r.data.sources):

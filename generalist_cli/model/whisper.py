@@ -162,6 +162,17 @@ class _Block(nn.Module):
             outs.append(self.ttt.output(zd))
         return outs
 
+    def _ttt_closed(self) -> bool:
+        """Every TTT gate is exactly 0 and will stay so in this pass (no gradient reaches it: inference, or an
+        encoder a recipe froze): the residual adds tanh(0) * scan = 0, so the scan is skipped, exactly. An ONNX
+        export keeps the graph whole."""
+        gates = [self.ttt_gate] + ([self.ttt_gate_reverse] if hasattr(self, "ttt_gate_reverse") else [])
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return False
+        if torch.is_grad_enabled() and any(g.requires_grad for g in gates):
+            return False
+        return not any(bool(g.detach().any()) for g in gates)
+
     def _ttt(self, u: Tensor, lengths: list[int] | None) -> Tensor:
         """The TTT recurrence over fresh rows ``u`` (see ``TTTMLP.scan``). Under autograd it is recomputed in
         backward (activation checkpointing): the dual form keeps a new fast-weight state per 16-token
@@ -194,7 +205,7 @@ class EncoderBlock(_Block):
         if self.macaron is not None:
             x = x + torch.tanh(self.macaron_gate) * self.macaron(x)
         x = x + self.self_attn(self.self_attn_layer_norm(x), mask=mask)
-        if self.ttt is not None:  # bidirectional: a forward and a reversed scan, each with its own gate
+        if self.ttt is not None and not self._ttt_closed():  # bidirectional: forward and reversed scans, own gates
             h = self.ttt_layer_norm(x)
             ahead, back = self.ttt_scans(h, spans, (False, True))
             x = x + torch.tanh(self.ttt_gate) * ahead + torch.tanh(self.ttt_gate_reverse) * back

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,7 @@ from generalist_cli.errors import GenError
 from generalist_cli.recipe import Recipe, dump
 from generalist_cli.train import checkpoint as ckpt_io
 from generalist_cli.train.batches import Batch, TrainData, collate, read_rows
-from generalist_cli.train.schedule import lr_factor
+from generalist_cli.train.schedule import TrainClock, lr_factor
 from generalist_cli.train.step import StepModule
 
 
@@ -208,10 +207,12 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             _truncate_log(log, start)
     result = TrainResult(run_dir, start, float("nan"))
     state = {"old_experts": n_old}
+    clock, budget_s = TrainClock(trainer_state.get("train_s", 0.0)), t.max_minutes * 60
 
     def save(step: int) -> Path | None:
         acc.wait_for_everyone()
         path = None
+        state["train_s"] = clock.seconds()
         if acc.is_main_process:
             path = ckpt_io.save(run_dir, step=step, model=acc.unwrap_model(step_module).model,
                                 tokenizer=tokenizer_path, optimizer=optimizer, trainer=state, keep_last=t.keep_last,
@@ -222,7 +223,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
     def evaluate(step: int) -> None:
         if not acc.is_main_process or not eval_data.sets:
             return
-        row = {"step": step, **run_eval(acc.unwrap_model(step_module).model, tokenizer, eval_data, r)}
+        row = {"step": step, "train_s": round(clock.seconds(), 1),
+               **run_eval(acc.unwrap_model(step_module).model, tokenizer, eval_data, r)}
         result.evals.append(row)
         with open(run_dir / "eval.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -235,11 +237,15 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
     ttt_layers = [b.ttt for b in model.encoder.layers if getattr(b, "ttt", None) is not None]
     step = start
     released = any(bool(torch.isfinite(m.logit_bias).all()) for m in _moes(model)) if c.n_experts > n_old else True
-    window = {"tokens": 0, "examples": 0, "time": time.perf_counter(), "loss": 0.0, "n": 0}
-    if r.eval.every and start == 0:
-        evaluate(0)
+    window = {"tokens": 0, "examples": 0, "time": clock.seconds(), "loss": 0.0, "n": 0}
+    periodic = bool(r.eval.every or r.eval.every_minutes)
+    eval_gap = r.eval.every_minutes * 60
+    next_eval_s = (math.floor(clock.seconds() / eval_gap) + 1) * eval_gap if eval_gap else math.inf
+    if periodic and start == 0:
+        with clock.paused():
+            evaluate(0)
     try:
-        while step < t.max_steps:
+        while step < t.max_steps and clock.left(budget_s) > 0:
             if not released and step >= t.release_new_experts_at:
                 release_new_experts(model)
                 released = True
@@ -285,7 +291,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             if hook is not None:
                 hook.remove()
             grad_norm = acc.clip_grad_norm_(params, t.clip) if t.clip > 0 else None
-            lr = t.lr * lr_factor(step, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule)
+            lr = t.lr * lr_factor(step, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule,
+                                  time_left=clock.left(budget_s))
             for g in optimizer.param_groups:
                 g["lr"] = lr
             try:
@@ -309,11 +316,13 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             window["examples"] += len(ex)
             window["loss"] += total
             window["n"] += 1
+            last = step == t.max_steps or clock.left(budget_s) == 0
+            logging = logging or last
             if on_step and acc.is_main_process:
-                on_step(step, total, window["examples"] / max(1e-9, time.perf_counter() - window["time"]))
+                on_step(step, total, window["examples"] / max(1e-9, clock.seconds() - window["time"]))
             if logging and acc.is_main_process:
-                elapsed = max(1e-9, time.perf_counter() - window["time"])
-                row = {"step": step, "loss": total, "loss_with_aux": total_with_aux, "ce": ce,
+                elapsed = max(1e-9, clock.seconds() - window["time"])
+                row = {"step": step, "train_s": round(clock.seconds(), 1), "loss": total, "loss_with_aux": total_with_aux, "ce": ce,
                        "mel_l1": float(sums[1]) / n_mel if sums[1] else None, "aux": float(sums[3]),
                        "z": float(sums[4]), "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
                        "tokens_per_s": window["tokens"] / elapsed, "examples_per_s": window["examples"] / elapsed,
@@ -331,12 +340,16 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
                     fh.write(json.dumps(row) + "\n")
                 for k, v in _flat(row).items():
                     writer.add_scalar(f"train/{k}", v, step)
-                window.update(tokens=0, examples=0, time=time.perf_counter(), loss=0.0, n=0)
-            if r.eval.every and step % r.eval.every == 0 and step != t.max_steps:
-                evaluate(step)
-            if step % t.save_every == 0 or step == t.max_steps:
-                result.checkpoint = save(step)
-        if r.eval.every or not result.evals:
+                window.update(tokens=0, examples=0, time=clock.seconds(), loss=0.0, n=0)
+            if not last and ((r.eval.every and step % r.eval.every == 0) or clock.seconds() >= next_eval_s):
+                with clock.paused():
+                    evaluate(step)
+                while next_eval_s <= clock.seconds():
+                    next_eval_s += eval_gap
+            if step % t.save_every == 0 or last:
+                with clock.paused():
+                    result.checkpoint = save(step)
+        if periodic or not result.evals:
             evaluate(step)
     except KeyboardInterrupt:
         optimizer.zero_grad(set_to_none=True)

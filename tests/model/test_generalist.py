@@ -407,3 +407,35 @@ def test_block_attention_equals_the_masked_attention_of_packed_rows():
         real = (sq >= 0)[:, None, :, None].expand_as(got)
         assert (got - want)[real].abs().max() < 1e-6
         assert not got[~real].any()
+
+
+def test_encoder_ttt_with_gates_held_at_zero_is_skipped_exactly_and_runs_once_a_gate_can_move(monkeypatch):
+    from generalist_cli.model.ttt import TTTMLP
+    from generalist_cli.model.whisper import BlockOptions, EncoderBlock
+
+    torch.manual_seed(0)
+    block = EncoderBlock(32, 2, 64, BlockOptions(ttt=True)).eval()
+    x = torch.randn(2, 40, 32)
+    calls = []
+    original = TTTMLP.scan
+    monkeypatch.setattr(TTTMLP, "scan", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    with torch.no_grad():
+        skipped = block(x)[0]
+    assert not calls  # inference with tanh(0) gates: no scan
+    monkeypatch.setattr(EncoderBlock, "_ttt_closed", lambda self: False)
+    with torch.no_grad():
+        full = block(x)[0]
+    assert calls and torch.equal(skipped, full)  # exactly what the scan would have added: 0
+    monkeypatch.undo()
+    monkeypatch.setattr(TTTMLP, "scan", lambda self, *a, **k: calls.append(2) or original(self, *a, **k))
+    block(x)[0].sum().backward()  # trainable gates: the scan runs, so its gradient reaches the gates
+    assert 2 in calls and block.ttt_gate.grad is not None and block.ttt_gate.grad.abs().sum() > 0
+    calls.clear()
+    for p in block.parameters():
+        p.requires_grad_(False)  # a frozen encoder (train_encoder = false)
+    block(x)
+    assert not calls
+    with torch.no_grad():
+        block.ttt_gate_reverse.fill_(0.1)  # a trained gate: the scan runs again
+    block(x)
+    assert calls

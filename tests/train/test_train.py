@@ -401,3 +401,39 @@ def test_architecture_variants_train_from_recipe_keys(world):
     path.write_text(text.replace("peer_experts = 64", "peer_experts = 50"))
     with pytest.raises(RecipeError, match="model.peer_experts: must be a square number"):
         load(path)
+
+
+def test_train_clock_leaves_out_paused_time_and_the_linear_decay_follows_the_budget():
+    from generalist_cli.train.schedule import TrainClock, lr_factor
+
+    now = [0.0]
+    clock = TrainClock(5.0, clock=lambda: now[0])  # 5 s spent before a resume
+    now[0] = 10.0
+    with clock.paused():  # an evaluation: 100 s not counted
+        now[0] = 110.0
+    now[0] = 115.0
+    assert clock.seconds() == 20.0
+    assert clock.left(40.0) == 0.5 and clock.left(0.0) == 1.0 and clock.left(10.0) == 0.0
+    # past warm-up the factor is the smaller of the step share left and the time share left
+    assert lr_factor(50, warmup=10, total=110, time_left=0.25) == 0.25
+    assert lr_factor(100, warmup=10, total=110, time_left=0.5) == 0.1
+    assert lr_factor(50, warmup=10, total=110, schedule="constant", time_left=0.0) == 1.0
+    assert lr_factor(5, warmup=10, total=110, time_left=0.0) == 0.5  # warm-up is by step
+
+
+def test_a_wall_clock_budget_stops_the_run_saves_it_and_spaces_evaluations_by_minutes(world):
+    path = recipe_file(world, "budget", max_steps=100_000, schedule="linear", save_every=100_000)
+    t0 = time.perf_counter()
+    result = run_train(path, "train.max_minutes=0.01", "eval.every_minutes=0.002", "eval.wer_examples=0")
+    wall = time.perf_counter() - t0
+    rows = metrics(world, "budget")
+    assert 0 < result.step < 100_000 and rows[-1]["step"] == result.step  # the last step is logged
+    assert result.checkpoint is not None and result.checkpoint.name == f"step_{result.step:07d}"
+    assert rows[-1]["train_s"] >= 0.6 and rows[-1]["train_s"] < wall  # budget spent; loading and evals not in it
+    assert rows[-1]["lr"] < rows[0]["lr"]  # the linear decay runs on the time budget, not on max_steps
+    evals = [json.loads(x) for x in (world / "runs" / "budget" / "eval.jsonl").read_text().splitlines()]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == result.step and len(evals) >= 3
+    assert [e["train_s"] for e in evals] == sorted(e["train_s"] for e in evals)
+    from generalist_cli.train import checkpoint as ckpt_io
+
+    assert ckpt_io.load_trainer(result.checkpoint)["train_s"] == pytest.approx(rows[-1]["train_s"], abs=0.5)
