@@ -55,18 +55,26 @@ def test_random_bytes_are_not_media(data):
 
 
 @FAST
-@given(st.lists(st.lists(st.text(string.printable.replace("\t", "").replace("\n", ""), max_size=20),
+@given(st.lists(st.lists(st.text(string.printable.replace("\t", "").replace("\n", "").replace("\r", "") + '"।॥\u200d',
+                                 max_size=20),
                          min_size=1, max_size=5), max_size=6))
-def test_random_manifests_give_rows_or_clear_errors(tmp_path_factory, table):
-    from generalist_cli.data.manifest import rows
+def test_random_tsv_tables_give_every_line_as_a_row_or_a_reason(tmp_path_factory, table):
+    from generalist_cli.data.tables import read_table as rows
 
     path = tmp_path_factory.mktemp("fuzz") / "m.tsv"
-    path.write_text("\n".join("\t".join(r) for r in table))
+    text = "\n".join("\t".join(r) for r in table)
+    path.write_text(text, encoding="utf-8")
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")  # a last "\n" ends a line
     try:
-        for _, row in rows(path):
-            assert isinstance(row, dict)
+        got = list(rows(path))
     except GenError as exc:
         assert "\n" not in exc.message
+        return
+    assert [r.line for r in got] == list(range(2, len(lines) + 1))  # every line after the header, in order
+    for r, values in zip(got, table[1:]):
+        assert bool(r.problem) != bool(r.fields)  # read, or rejected with a reason
+        if r.fields:
+            assert list(r.fields.values()) == values[: len(r.fields)]  # quotes and all, as written
 
 
 def test_doctor_reports_versions_models_and_the_hub(monkeypatch):

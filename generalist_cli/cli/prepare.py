@@ -36,13 +36,14 @@ def _run(items, *, source: str, options: dict, out: Path, num_proc: int, limit: 
         report = prepare(items, out=out, source=source, options=options, tokenizer=tokenizer, num_proc=num_proc,
                          shard_size=shard_size, limit=limit, force=force,
                          on_progress=lambda n: bar.advance(job, n))
-    n_rejected = sum(report.rejected.values())
+    n_rejected = report.n_rejected
     if n_rejected:
         top = sorted(report.rejected.items(), key=lambda kv: -kv[1])[:5]
         err.print(f"[yellow]rejected {n_rejected} item(s), listed in {out / 'rejected.jsonl'}:[/] " +
                   "; ".join(f"{reason} ({n})" for reason, n in top), soft_wrap=True)
     if as_json:
-        stdout.print(json.dumps({"out": str(out), "counts": report.counts, "rejected": n_rejected,
+        stdout.print(json.dumps({"out": str(out), "counts": report.counts, "read": report.read, "taken": report.taken,
+                                 "rejected": n_rejected, "rejected_reasons": report.rejected,
                                  "reused_shards": report.reused_shards, "seconds": round(report.seconds, 2),
                                  "already_prepared": report.already}), markup=False)
     elif report.already:
@@ -50,7 +51,7 @@ def _run(items, *, source: str, options: dict, out: Path, num_proc: int, limit: 
     else:
         per = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
         rate = report.examples / report.seconds if report.seconds else 0
-        stdout.print(f"{out}: {report.examples} examples ({per}), {n_rejected} rejected, "
+        stdout.print(f"{out}: {report.examples} examples ({per}); items {report.accounting()}; "
                      f"{report.seconds:.1f} s ({rate:.1f} examples/s)", markup=False)
 
 

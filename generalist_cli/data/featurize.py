@@ -9,6 +9,7 @@ import numpy as np
 
 from generalist_cli.data.schema import (MAX_AUDIO_SECONDS, MIN_AUDIO_SECONDS, AudioBytes, RawItem, Reject, Speak,
                                         empty_row)
+from generalist_cli.data.tables import clean
 from generalist_cli.errors import MediaError
 from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
 from generalist_cli.media.audio import SAMPLE_RATE, is_silent
@@ -25,21 +26,24 @@ class Featurizer:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def __call__(self, item: RawItem) -> list[dict]:
+        if item.problem:
+            raise Reject(item.problem)
         if isinstance(item.source, Speak):
             return self._speak(item)
-        if not item.text.strip():
+        text = clean(item.text)
+        if not text:
             raise Reject("empty text")
         row = empty_row(self.n_mels) | {"id": item.id, "task": item.task, "modality": item.modality,
-                                         "lang": item.lang, "src_lang": item.src_lang, "text": item.text.strip(),
+                                         "lang": item.lang, "src_lang": item.src_lang, "text": text,
                                          "label": item.label}
-        row["tgt_tokens"] = self.tokens(" " + item.text.strip())
+        row["tgt_tokens"] = self.tokens(" " + text)
         if item.modality == "audio":
             audio = self._audio(item.source)
             row.update(self._mel(audio))
         elif item.modality == "video":
             row.update(self._video(item.source))
         elif item.modality == "text":
-            src = str(item.source).strip()
+            src = clean(str(item.source))
             if not src:
                 raise Reject("empty source text")
             row["src_text"] = src
@@ -85,7 +89,7 @@ class Featurizer:
     def _speak(self, item: RawItem) -> list[dict]:
         from generalist_cli.media.espeak import synthesize, to_16k
 
-        text = item.text.strip()
+        text = clean(item.text)
         if not text:
             raise Reject("empty text")
         speech = synthesize(text, voice=item.source.voice, rate=item.source.rate, pitch=item.source.pitch)

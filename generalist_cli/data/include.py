@@ -28,13 +28,13 @@ def sign_name(folder: str) -> str:
 
 
 def videos(root: Path) -> list[tuple[Path, str, str]]:
-    """(path, category, sign) of every video below ``root``, sorted."""
+    """(path, category, sign) of every video below ``root``, sorted; a video outside the
+    ``<Category>/<N>. <Sign>/`` layout has category and sign ``""``."""
     out = []
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
             rel = path.relative_to(root).parts
-            if len(rel) >= 3:
-                out.append((path, rel[-3], sign_name(rel[-2])))
+            out.append((path, rel[-3], sign_name(rel[-2])) if len(rel) >= 3 else (path, "", ""))
     return out
 
 
@@ -70,25 +70,29 @@ def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, .
     if subset not in (None, "include50"):
         raise GenError(f"unknown INCLUDE subset {subset!r}", hint="use include50")
     found = videos(local)
-    if not found:
+    if not any(sign for _, _, sign in found):
         raise GenError(f"{local}: no <Category>/<N>. <Sign>/*.MOV videos below it")
     lists = _split_lists(local, subset)
     if subset == "include50" and not lists:
         raise GenError(f"{local}: has no INCLUDE-50 split lists", hint="copy the include50 train/val/test lists there")
-    signs = sorted({s for _, _, s in found})
+    signs = sorted({s for _, _, s in found if s})
     if subset == "include50":  # keep the signs the INCLUDE-50 lists name
         listed = set().union(*lists.values())
         found = [(p, c, s) for p, c, s in found if _listed(p, local, listed)]
-        signs = sorted({s for _, _, s in found})
+        signs = sorted({s for _, _, s in found if s})
     label = {s: i for i, s in enumerate(signs)}
     for path, category, sign in found:
         rel = path.relative_to(local).as_posix()
         split = next((s for s, entries in lists.items() if _listed(path, local, entries)), None) if lists \
             else _hash_split(rel)
-        if split is None or split not in splits:
-            continue
-        yield RawItem(id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"), split=split, task="sign",
-                      modality="video", source=path, text=sign, lang="en", label=label[sign])
+        problem = ("not in a <Category>/<N>. <Sign>/ folder" if not sign
+                   else "in none of the split lists" if split is None else "")
+        if problem:  # reported in rejected.jsonl (under train), not dropped
+            yield RawItem(id=f"include-{rel}".replace(" ", "_").replace("/", "-"), split="train", task="sign",
+                          modality="video", source=path, text=sign, lang="en", problem=problem)
+        elif split in splits:  # the splits the user asked for
+            yield RawItem(id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"), split=split, task="sign",
+                          modality="video", source=path, text=sign, lang="en", label=label[sign])
 
 
 def _listed(path: Path, root: Path, entries: set[str]) -> bool:

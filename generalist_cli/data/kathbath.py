@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from generalist_cli.data.schema import AudioBytes, RawItem
+from generalist_cli.data.tables import read_table
 from generalist_cli.errors import GenError
 
 HUB_ID = "ai4bharat/Kathbath"
@@ -67,14 +68,21 @@ def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
     if transcript is None:
         raise GenError(f"{folder}: has no {TRANSCRIPTS[0]}")
     audio = {p.stem: p for p in sorted(folder.rglob("*.m4a"))}
-    for lineno, line in enumerate(transcript.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, _, text = line.partition("\t")
-        key = Path(key.strip()).stem
+    named = set()
+    for row in read_table(transcript, header=False):  # TSV: quotes are characters
+        key = Path(row.fields.get(0, "").strip()).stem if not row.problem else f"line-{row.line}"
+        named.add(key)
         path = audio.get(key, folder / f"{key}.m4a")  # a missing file is rejected with its reason later
+        values = [v for i, v in sorted(row.fields.items()) if i < 2 or v.strip()]  # a trailing tab is no field
+        text = values[1] if len(values) == 2 else ""
+        problem = row.problem or ("" if len(values) == 2 else f"{len(values)} field(s), expected "
+                                                                "<file name><TAB><text>")
         yield RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
-                      source=path, text=text.strip(), lang=code)
+                      source=path, text=text, lang=code, line=row.line, problem=problem)
+    for key, path in audio.items():  # speech the transcript does not name is reported, not dropped
+        if key not in named:
+            yield RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
+                          source=path, text="", lang=code, problem=f"no line in {transcript.name}")
 
 
 def _hub(code: str, split: str, text_column: str | None) -> Iterator[RawItem]:

@@ -33,6 +33,8 @@ class Report:
     out: Path
     counts: dict[str, int] = field(default_factory=dict)  # examples per split
     rejected: dict[str, int] = field(default_factory=dict)  # rejected items per reason
+    read: int = 0  # items (rows, files, lines) the adapter gave: read == taken + rejected
+    taken: int = 0  # items that became one or more examples
     reused_shards: int = 0
     seconds: float = 0.0
     already: bool = False
@@ -40,6 +42,14 @@ class Report:
     @property
     def examples(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def accounting(self) -> str:
+        """The summary's account of every item: ``997 read = 997 taken + 0 rejected``."""
+        return f"{self.read} read = {self.taken} taken + {self.n_rejected} rejected"
 
 
 _featurizer = None
@@ -55,23 +65,29 @@ def _init_worker(tokenizer: str, n_mels: int, threads: int) -> None:
     _featurizer = Featurizer(tokenizer, n_mels=n_mels)
 
 
-def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, dict[str, int]]:
-    """Featurise ``items`` and save the shard atomically; returns (examples, rejected by reason)."""
+def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, int, dict[str, int]]:
+    """Featurise ``items`` and save the shard atomically; returns (examples, items taken, rejected by reason).
+    Every item is taken or rejected (an unexpected error rejects it with that error)."""
     import datasets
 
     from generalist_cli.data.schema import features
 
     datasets.disable_progress_bars()
-    rows, rejected = [], []
+    rows, rejected, taken = [], [], 0
     for item in items:
         try:
-            rows.extend(_featurizer(item))
+            made = _featurizer(item)
         except Reject as exc:
-            rejected.append({"id": item.id, "split": item.split, "source": str(getattr(item.source, "name", item.source))
-                             if not isinstance(item.source, str) else item.source[:80], "reason": str(exc)})
+            rejected.append(_rejected(item, str(exc)))
+            continue
         except Exception as exc:  # a bug or an unexpected library error must not lose the other rows
-            rejected.append({"id": item.id, "split": item.split, "source": str(item.source)[:200],
-                             "reason": f"unexpected {type(exc).__name__}: {str(exc)[:160]}"})
+            rejected.append(_rejected(item, f"unexpected {type(exc).__name__}: {str(exc)[:160]}"))
+            continue
+        if not made:
+            rejected.append(_rejected(item, "made no example"))
+            continue
+        rows.extend(made)
+        taken += 1
     final = Path(shard_dir)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -81,13 +97,20 @@ def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, 
     with open(tmp / "rejected.jsonl", "w", encoding="utf-8") as fh:
         for r in rejected:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    (tmp / "done").write_text(json.dumps({"examples": len(rows), "rejected": len(rejected)}))
+    (tmp / "done").write_text(json.dumps({"examples": len(rows), "taken": taken, "rejected": len(rejected)}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    return len(rows), reasons
+    return len(rows), taken, reasons
+
+
+def _rejected(item: RawItem, reason: str) -> dict:
+    """A rejected.jsonl entry: which item, where it came from (file and line), why."""
+    source = item.source[:80] if isinstance(item.source, str) else str(getattr(item.source, "name", item.source))
+    entry = {"id": item.id, "split": item.split, "source": source[:200], "reason": reason}
+    return entry | ({"line": item.line} if item.line else {})
 
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -130,7 +153,8 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
         stamp = json.loads(stamp_path.read_text())
         same = {k: stamp.get(k) for k in wanted} == wanted
         if stamp.get("status") == "complete" and same and not force:
-            return Report(out, stamp.get("counts", {}), stamp.get("rejected_reasons", {}), already=True)
+            return Report(out, stamp.get("counts", {}), stamp.get("rejected_reasons", {}), already=True,
+                          read=stamp.get("read", 0), taken=stamp.get("taken", 0))
         if not same and not force:
             raise GenError(f"{out}: already holds a prepared dataset made with other options",
                            hint="choose another --out, or pass --force to replace it")
@@ -144,21 +168,24 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
     threads = 1 if num_proc > 1 else max(1, min(4, os.cpu_count() or 1))
     done_shards: list[tuple[str, int]] = []
 
-    def finished(split: str, idx: int, n_items: int, examples: int, reasons: dict[str, int]) -> None:
+    def finished(split: str, idx: int, n_items: int, examples: int, taken: int, reasons: dict[str, int]) -> None:
         done_shards.append((split, idx))
+        report.read += n_items
+        report.taken += taken
         for k, v in reasons.items():
             report.rejected[k] = report.rejected.get(k, 0) + v
         if on_progress is not None:
             on_progress(n_items)
 
-    def reuse(shard_dir: Path) -> tuple[int, dict[str, int]] | None:
+    def reuse(shard_dir: Path) -> tuple[int, int, dict[str, int]] | None:
         if not (shard_dir / "done").exists():
             return None
         reasons: dict[str, int] = {}
         for line in (shard_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
             r = json.loads(line)["reason"]
             reasons[r] = reasons.get(r, 0) + 1
-        return json.loads((shard_dir / "done").read_text())["examples"], reasons
+        done = json.loads((shard_dir / "done").read_text())
+        return done["examples"], done.get("taken", done["examples"]), reasons
 
     try:
         shards = _shards(items, shard_size, limit)
@@ -200,7 +227,10 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
     if report.examples == 0:
         raise GenError(f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",
                        hint=f"see {out / 'rejected.jsonl'}")
-    stamp = {**wanted, "status": "complete", "counts": report.counts, "rejected": sum(report.rejected.values()),
+    if report.read != report.taken + report.n_rejected:  # every item is taken or rejected (_run_shard)
+        raise GenError(f"{out}: {report.accounting()} does not add up; this is a bug in gen prepare")
+    stamp = {**wanted, "status": "complete", "counts": report.counts, "read": report.read, "taken": report.taken,
+             "rejected": report.n_rejected,
              "rejected_reasons": report.rejected, "tokenizer": str(tokenizer),
              "tokenizer_sha256": tokenizer_fingerprint(tokenizer), "gen_version": __version__,
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(report.seconds, 2)}

@@ -85,6 +85,8 @@ class RawItem:
     src_lang: str = ""
     label: int = -1
     tasks: tuple[str, ...] = field(default=())  # Speak: which rows to make (transcribe, tts)
+    line: int = 0  # the line of the user's table it came from (0: not from a table)
+    problem: str = ""  # why the adapter could not read it (rejected with this reason, line and id)
 
 
 class Reject(Exception):

@@ -29,9 +29,10 @@ def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tup
         raise GenError(f"unknown speak task {sorted(bad)[0]!r}", hint="use transcribe and/or tts")
     voices = voices or (code,)
     rng = random.Random(seed)
-    lines = text_file.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
+    text = text_file.read_text(encoding="utf-8-sig")
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")  # LF ends a line (str.splitlines
+    for i, line in enumerate(lines):  # would also split at U+2028, form feeds and other separators inside a line)
         request = Speak(voice=rng.choice(voices), rate=rng.randint(*rate), pitch=rng.randint(*pitch))
         which = split or ("valid" if valid_every and i % valid_every == valid_every - 1 else "train")
         yield RawItem(id=f"speak-{code}-{i:07d}", split=which, task="transcribe", modality="audio", source=request,
-                      text=line.strip(), lang=code, tasks=tuple(tasks))
+                      text=line.strip(), lang=code, tasks=tuple(tasks), line=i + 1)

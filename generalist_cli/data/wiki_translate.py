@@ -2,18 +2,18 @@
 
 Hub: ``soketlabs/bhasha-wiki-translated`` by default (``--hub-id``), one column per language named by its
 FLORES-200 code (``eng_Latn``, ``hin_Deva`` ...); ``--src-column``/``--tgt-column`` override. Local copy:
-parquet, TSV, CSV or JSONL files with the same columns (all files below ``--local`` are read, sorted).
-Rows whose source or target is empty are rejected later with that reason.
+parquet, TSV, CSV or JSONL files with the same columns (all files below ``--local`` are read, sorted; TSV as
+TSV, quotes are characters: :mod:`generalist_cli.data.tables`). Every row becomes an example or a
+``rejected.jsonl`` entry with its line and reason (empty source or target, a wrong number of fields, ...).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Iterator
 
 from generalist_cli.data.schema import RawItem
+from generalist_cli.data.tables import Row, read_table
 from generalist_cli.errors import GenError
 
 HUB_ID = "soketlabs/bhasha-wiki-translated"
@@ -44,14 +44,22 @@ def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: st
     src_code = "or" if src_lang.lower() in ("or", "odia") else src_lang
     rows = islice(_local_rows(local) if local is not None else _hub_rows(hub_id, split), limit)
     every = max(1, round(1 / valid_fraction)) if valid_fraction > 0 else 0
-    for i, row in enumerate(rows):
-        if i == 0 and (src_col not in row or tgt_col not in row):
-            raise GenError(f"{local or hub_id}: no column {src_col if src_col not in row else tgt_col}",
-                           hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column")
+    checked = False
+    for i, (where, got) in enumerate(rows):
+        row = got.fields
         which = into or ("valid" if every and i % every == every - 1 else "train")
-        yield RawItem(id=f"wiki-{src_col}-{tgt_col}-{i:09d}", split=which, task="text_translate", modality="text",
-                      source=str(row.get(src_col) or ""), text=str(row.get(tgt_col) or ""),
-                      lang=_code(tgt_lang), src_lang=_code(src_code))
+        base = dict(id=f"wiki-{src_col}-{tgt_col}-{i:09d}", split=which, task="text_translate", modality="text",
+                    lang=_code(tgt_lang), src_lang=_code(src_code), line=got.line)
+        if got.problem:
+            yield RawItem(**base, source=where, text="", problem=got.problem)
+            continue
+        if not checked and (src_col not in row or tgt_col not in row):  # a wrong column name: stop at once
+            raise GenError(f"{where}: no column {src_col if src_col not in row else tgt_col}",
+                           hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column")
+        checked = True
+        missing = [c for c in (src_col, tgt_col) if c not in row]
+        yield RawItem(**base, source=str(row.get(src_col) or ""), text=str(row.get(tgt_col) or ""),
+                      problem=f"no column {missing[0]}" if missing else "")
 
 
 def _code(lang: str) -> str:
@@ -60,29 +68,28 @@ def _code(lang: str) -> str:
     return "or" if lang.lower() in ("or", "odia", "oriya") else resolve_language(lang)
 
 
-def _hub_rows(hub_id: str, split: str) -> Iterator[dict]:
+def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, Row]]:
     from generalist_cli.data.hub import load_hub
 
-    yield from load_hub(hub_id, split=split)
+    for i, row in enumerate(load_hub(hub_id, split=split)):
+        yield hub_id, Row(i + 1, row)
 
 
-def _local_rows(root: Path) -> Iterator[dict]:
+def _local_rows(root: Path) -> Iterator[tuple[str, Row]]:
+    """(file, row) of every table below ``root``; a parquet row's ``line`` is its row number (1-based)."""
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in
                                                  (".parquet", ".tsv", ".csv", ".jsonl", ".json"))
     if not files:
         raise GenError(f"{root}: no parquet/TSV/CSV/JSONL files")
     for f in files:
-        suffix = f.suffix.lower()
-        if suffix == ".parquet":
+        if f.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
+            n = 0
             for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-                yield from batch.to_pylist()
-        elif suffix in (".tsv", ".csv"):
-            with open(f, newline="", encoding="utf-8") as fh:
-                yield from csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f.name, Row(n, row)
         else:
-            with open(f, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        yield json.loads(line)
+            for row in read_table(f, tsv_suffixes=(".tsv",)):
+                yield f.name, row

@@ -90,8 +90,11 @@ def require(loaded, task: str, model_name: str) -> None:
 
 
 def read_text(path: Path) -> str:
+    """A text input as ``gen prepare`` reads text: UTF-8 (a BOM is dropped), NFC, ends trimmed."""
+    from generalist_cli.data.tables import clean
+
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = clean(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise MediaError(path, "is not UTF-8 text") from exc
     except OSError as exc:
@@ -114,13 +117,14 @@ def text_to_speech(model, tok, text: str, *, lang: str = "en") -> np.ndarray:
     (line by line for multi-line text, joined by 0.3 s of silence)."""
     import torch
 
+    from generalist_cli.data.tables import text_lines
     from generalist_cli.features.vocoder import mel_to_audio
     from generalist_cli.media.espeak import phoneme_text, phonemize
 
     phonemes = model.config.tts_input == "phonemes"
     pieces = []
     with torch.inference_mode():
-        for line in [x.strip() for x in text.splitlines() if x.strip()]:
+        for line in text_lines(text):
             source = phoneme_text(phonemize(line, voice=lang)) if phonemes else line
             mel = model.speech_head.generate(_encode_text(model, tok, source)[0])
             if mel.shape[0]:
@@ -152,8 +156,10 @@ def _decode(model, tok, enc, prompt: list[int], max_new_tokens: int = 200) -> De
 
 def text_to_text(model, tok, text: str, *, lang: str, src_lang: str) -> str:
     """Translation, line by line, with the ``text_translate`` task prompt."""
+    from generalist_cli.data.tables import text_lines
+
     out = []
-    for line in [x.strip() for x in text.splitlines() if x.strip()]:
+    for line in text_lines(text):
         enc = _encode_text(model, tok, line)
         out.append(_decode(model, tok, enc, tok.task_prompt("text_translate", lang=lang, src_lang=src_lang)).text)
     return "\n".join(out)

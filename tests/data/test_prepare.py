@@ -64,6 +64,7 @@ def test_kathbath_local_release(kathbath_release, tokenizer, tmp_path):
     report = prepare(items, out=tmp_path / "kb", source="kathbath", options={}, tokenizer=tokenizer)
     ds = load(tmp_path / "kb")
     assert report.counts == {"train": 3, "valid": 1} and set(ds) == {"train", "valid"}
+    assert (report.read, report.taken, report.n_rejected) == (8, 4, 4)  # every transcript line accounted for
     row = ds["train"][0]
     assert row["task"] == "transcribe" and row["lang"] == "hi" and row["modality"] == "audio"
     assert np.asarray(row["mel"]).shape[1] == 80 and row["length"] == -(-len(row["mel"]) // 2)
@@ -162,6 +163,22 @@ def test_include_local_release(include_release, tokenizer, tmp_path):
     assert {r["text"] for s in load(tmp_path / "inc50") for r in load(tmp_path / "inc50")[s]} == {"hello"}
 
 
+def test_include_videos_outside_the_layout_or_the_lists_are_rejected_not_dropped(include_release, tokenizer,
+                                                                                   tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(include_release, copy)
+    stray = next(copy.rglob("*.MOV"))
+    shutil.copy(stray, copy / "MVI_0050_ (1).MOV")  # at the top: no category or sign
+    shutil.copy(stray, stray.parent / "MVI_9999.MOV")  # in a sign folder, in no split list
+    report = prepare(include.items(local=copy), out=tmp_path / "inc", source="include", options={},
+                     tokenizer=tokenizer)
+    assert report.counts == {"train": 4, "test": 2} and (report.read, report.taken, report.n_rejected) == (8, 6, 2)
+    assert sorted(r["reason"] for r in rejected(tmp_path / "inc")) == [
+        "in none of the split lists", "not in a <Category>/<N>. <Sign>/ folder"]
+
+
 def test_include_without_split_lists_uses_a_stable_hash(include_release, tmp_path):
     import shutil
 
@@ -212,6 +229,7 @@ def test_speak_makes_asr_and_tts_pairs(tokenizer, tmp_path):
     items = speak.items(text_file=text, lang="hi", voices=("hi",), rate=(140, 160), pitch=(40, 60))
     report = prepare(items, out=tmp_path / "sp", source="speak", options={}, tokenizer=tokenizer)
     assert report.counts == {"train": 8} and report.rejected == {"empty text": 1}
+    assert (report.read, report.taken) == (5, 4)  # 4 lines + the blank one; each line made 2 examples
     ds = load(tmp_path / "sp")["train"]
     asr = [r for r in ds if r["task"] == "transcribe"]
     tts = [r for r in ds if r["task"] == "tts"]
