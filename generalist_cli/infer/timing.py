@@ -70,20 +70,12 @@ def _median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def cross_attention_scores(model, cross_kv, tokens: list[int]) -> list[torch.Tensor]:
+def cross_attention_scores(model, cross_kv, tokens: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Raw scaled query-key scores of every decoder block's cross-attention for ``tokens`` (one row):
     a list over layers of (heads, tokens, frames), and the logits."""
-    blocks = model.decoder.layers
-    for b in blocks:
-        b.encoder_attn.keep_scores = []
-    try:
-        x = torch.tensor([tokens], device=cross_kv[0][0].device)
-        logits = model.logits(model.decoder(x, cross_kv))[0].float()
-        scores = [b.encoder_attn.keep_scores[0][0].float() for b in blocks]
-    finally:
-        for b in blocks:
-            b.encoder_attn.keep_scores = None
-    return scores, logits
+    x = torch.tensor([tokens], device=cross_kv[0][0].device)
+    hidden, _, scores = model.decoder.run(x, cross_kv, cross_scores=True)
+    return [s[0].float() for s in scores], model.logits(hidden)[0].float()
 
 
 def align_words(model, tokenizer, cross_kv, prompt: list[int], text_tokens: list[int], num_frames: int,

@@ -129,7 +129,7 @@ class Generalist(nn.Module):
         """:meth:`forward_packed` returning decoder *hidden states* (project the positions you need with
         :meth:`logits`) and the encoder states: (hidden, encoder, enc routers, dec routers)."""
         enc, enc_routers = self.encode(enc_x, enc_packing)
-        hidden, dec_routers = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
+        hidden, dec_routers, _ = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
                                                packing=dec_packing, cross_mask=cross_blocks(dec_packing, enc_packing))
         return hidden, enc, enc_routers, dec_routers
 

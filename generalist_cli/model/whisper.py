@@ -38,10 +38,7 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> Te
 
 
 class Attention(nn.Module):
-    """Multi-head attention; keys have no bias, as in Whisper. When ``keep_scores`` is a list, each call also
-    appends its scaled query-key scores (B, H, T, S) there (word timestamps read cross-attention this way)."""
-
-    keep_scores: list | None = None
+    """Multi-head attention; keys have no bias, as in Whisper."""
 
     def __init__(self, n_state: int, n_head: int) -> None:
         super().__init__()
@@ -65,12 +62,20 @@ class Attention(nn.Module):
         """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool or the
         packed rows' :class:`~generalist_cli.model.packing.Blocks` -> (B, T, D)."""
         q = self.heads(q)
-        if self.keep_scores is not None:
-            self.keep_scores.append((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5)
         if isinstance(mask, Blocks):
             out = mask.attend(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        return self._merge(out)
+
+    def attend_with_scores(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`attend` without a mask, and the scaled query-key scores (B, H, T, S) it attended with
+        (as openai/whisper's ``qkv_attention`` returns them): word timestamps read cross-attention so."""
+        q = self.heads(q)
+        qk = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        return self._merge(F.scaled_dot_product_attention(q, k, v)), qk
+
+    def _merge(self, out: Tensor) -> Tensor:
         b, h, t, kk = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * kk))
 
@@ -225,9 +230,10 @@ class DecoderBlock(_Block):
 
     def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], *, cache: "KVCache | None" = None, layer: int = 0,
                 offset: int = 0, self_mask: Blocks | None = None, cross_mask: Tensor | Blocks | None = None,
-                spans=None) -> tuple[Tensor, RouterOutput | None]:
+                spans=None, cross_scores: bool = False) -> tuple[Tensor, RouterOutput | None, Tensor | None]:
         """``x`` (B, T, D) at positions ``offset..``; with ``cache``, this layer's keys/values and TTT state
-        are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows)."""
+        are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows).
+        Returns (x, router, the cross-attention scores when ``cross_scores`` (no ``cross_mask``), else None)."""
         h = self.self_attn_layer_norm(x)
         q = self.self_attn.q_proj(h)
         k, v = self.self_attn.project_kv(h)
@@ -251,8 +257,12 @@ class DecoderBlock(_Block):
                 y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer])
             x = x + torch.tanh(self.ttt_gate) * y
         q = self.encoder_attn.q_proj(self.encoder_attn_layer_norm(x))
-        x = x + self.encoder_attn.attend(q, *cross_kv, mask=cross_mask)
-        return self.ffn(x)
+        qk = None
+        if cross_scores:
+            y, qk = self.encoder_attn.attend_with_scores(q, *cross_kv)
+        else:
+            y = self.encoder_attn.attend(q, *cross_kv, mask=cross_mask)
+        return (*self.ffn(x + y), qk)
 
 
 class AudioEncoder(nn.Module):
@@ -303,20 +313,22 @@ class TextDecoder(nn.Module):
 
     def run(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], *, cache: "KVCache | None" = None,
             offset: int = 0, positions: Tensor | None = None, packing: Packing | None = None,
-            cross_mask: Tensor | Blocks | None = None) -> tuple[Tensor, list[RouterOutput]]:
-        """``tokens`` (B, T) -> (hidden (B, T, D), routers). Positions: ``offset..`` or per token (packed)."""
+            cross_mask: Tensor | Blocks | None = None, cross_scores: bool = False
+            ) -> tuple[Tensor, list[RouterOutput], list[Tensor]]:
+        """``tokens`` (B, T) -> (hidden (B, T, D), routers, per layer the cross-attention scores (B, H, T, S)
+        when ``cross_scores``, else []). Positions: ``offset..`` or per token (packed)."""
         pos = self.embed_positions.weight[offset : offset + tokens.shape[1]] if positions is None \
             else self.embed_positions(positions)
         x = self.embed_tokens(tokens) + pos
         self_mask = packing.blocks(causal=True) if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
-        routers = []
+        routers, scores = [], []
         for i, block in enumerate(self.layers):
-            x, router = block(x, cross[i], cache=cache, layer=i, offset=offset, self_mask=self_mask,
-                              cross_mask=cross_mask, spans=spans)
-            if router is not None:
-                routers.append(router)
-        return self.layer_norm(x), routers
+            x, router, qk = block(x, cross[i], cache=cache, layer=i, offset=offset, self_mask=self_mask,
+                                  cross_mask=cross_mask, spans=spans, cross_scores=cross_scores)
+            routers += [router] if router is not None else []
+            scores += [qk] if qk is not None else []
+        return self.layer_norm(x), routers, scores
 
     def forward(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], cache: "KVCache | None" = None,
                 offset: int = 0, cross_mask: Tensor | None = None) -> Tensor:

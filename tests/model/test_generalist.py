@@ -168,7 +168,7 @@ def test_frozen_experts_stay_bit_identical_under_adamw():
     for _ in range(3):
         mel, tokens = torch.randn(2, 80, 200), torch.randint(0, 51865, (2, 6))
         enc, routers = g.encode(g.embed_audio(mel))
-        hidden, dec_routers = g.decoder.run(tokens, g.cross_kv(enc))
+        hidden, dec_routers, _ = g.decoder.run(tokens, g.cross_kv(enc))
         loss = torch.nn.functional.cross_entropy(g.logits(hidden).flatten(0, 1), tokens.flatten()) \
             + 0.01 * load_balancing_loss(routers + dec_routers, n_experts=6, top_k=2)
         opt.zero_grad()
