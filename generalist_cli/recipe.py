@@ -47,7 +47,6 @@ class ModelSection:
     add_experts_init: str = "mean"  # "mean" or "copy"
     freeze_old_experts: bool = False  # keep the experts the init had (and their router rows) bit-identical
     train_encoder: bool = True  # False freezes the encoder and what feeds only it (modality embeddings, video)
-    dtype: str = "float32"  # master weights
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
     video_motion: bool = False  # add the video motion stream (clip minus its temporal mean), zero at init
     video_tokens: str = "tubelets"  # or "motion-map" / "tubelets+motion-map": per-time-step motion-map tokens

@@ -47,7 +47,8 @@ class TrainResult:
 
 
 def build_model(recipe: Recipe, ckpt: Path | None):
-    """(model, tokenizer.json, old expert count) from a checkpoint or from the recipe's init."""
+    """(model, tokenizer.json, old expert count) from a checkpoint or from the recipe's init (a store name,
+    hub id or folder, resolved by the store: its tokenizer.json lies in the folder it was loaded from)."""
     from generalist_cli.model.upcycle import add_experts, upcycle
     from generalist_cli.store.load import load_model
     from generalist_cli.store.store import open_model
@@ -181,7 +182,8 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
         ckpt_io.load_optimizer(ckpt, optimizer)
         start = trainer_state["step"]
     data = TrainData(r.data.sources, tokenizer=tokenizer_path)
-    tasks = sorted(data.tasks() | _tasks_of(ckpt or Path(r.model.init)))
+    origin = ckpt or (tokenizer_path.parent if r.model.init != "scratch" else None)  # the folder it came from
+    tasks = sorted(data.tasks() | (_tasks_of(origin) if origin is not None else set()))
     if r.model.output_tokens == "targets" and not c.output_tokens:  # (a checkpoint keeps the set it had)
         model.config = c = dataclasses.replace(c, output_tokens=data.target_vocabulary(tokenizer.eot))
     eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,

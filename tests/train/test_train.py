@@ -437,3 +437,21 @@ def test_a_wall_clock_budget_stops_the_run_saves_it_and_spaces_evaluations_by_mi
     from generalist_cli.train import checkpoint as ckpt_io
 
     assert ckpt_io.load_trainer(result.checkpoint)["train_s"] == pytest.approx(rows[-1]["train_s"], abs=0.5)
+
+
+def test_a_store_named_init_keeps_the_tasks_it_was_trained_on(world):
+    """``model.init`` names a model in the store (not a folder): its recorded tasks still reach the checkpoint."""
+    import shutil
+
+    from generalist_cli.store.store import models_dir
+
+    run_train(recipe_file(world, "tasks-src", max_steps=1))
+    src = world / "runs" / "tasks-src" / "checkpoints" / "last"
+    shutil.copytree(src, models_dir() / "tts-trained", dirs_exist_ok=True)
+    meta = json.loads((models_dir() / "tts-trained" / "meta.json").read_text())
+    meta["tasks"] = ["sign", "transcribe", "tts"]  # as if it had also been trained on sign videos
+    (models_dir() / "tts-trained" / "meta.json").write_text(json.dumps(meta))
+    path = recipe_file(world, "tasks-named", max_steps=1)
+    path.write_text(path.read_text().replace(f'init = "{world / "init"}"', 'init = "tts-trained"'))
+    result = run_train(path)
+    assert json.loads((result.checkpoint / "meta.json").read_text())["tasks"] == ["sign", "transcribe", "tts"]
