@@ -133,232 +133,339 @@ def _ttt_inner_ratio(model, capture: dict) -> float | None:
         return layer.inner_loss_ratio(x[:1, : layer.mini_batch].float())
 
 
-def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float, float], None] | None = None,
-          on_warn: Callable[[str], None] | None = None, on_eval: Callable[[dict], None] | None = None) -> TrainResult:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+def combine_losses(ce, mel, dur, *, n_tok: int, n_mel: int, n_dur: int, t) -> "torch.Tensor | float":
+    """The training loss from its sums and *global* counts (tensors for backward, floats for the logs):
+    CE per target token + mel L1 per value + log-duration MSE per phoneme, weighted by the recipe."""
+    return ce / n_tok + t.mel_loss_coef * mel / n_mel + t.duration_loss_coef * dur / n_dur
 
-    from generalist_cli.features.tokenizer import Tokenizer
-    from generalist_cli.model.upcycle import freeze_experts, release_new_experts
 
-    r, t = recipe, recipe.train
-    cuda = torch.cuda.is_available()
-    if t.mixed_precision == "fp16" and not cuda:
-        raise GenError("train.mixed_precision = fp16 needs a GPU", hint="use bf16 or no on a CPU")
-    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not cuda,
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    world, rank = acc.num_processes, acc.process_index
-    parts = world * t.grad_accum
-    if t.batch_size < parts:
-        raise GenError(f"train.batch_size {t.batch_size} is smaller than processes x grad_accum = {parts}")
-    if t.warmup_steps > t.max_steps and on_warn and acc.is_main_process:
-        on_warn(f"warm-up ({t.warmup_steps} steps) is longer than training ({t.max_steps} steps): the learning "
-                f"rate only reaches {t.max_steps / t.warmup_steps:.0%} of {t.lr:g}")
-    run_dir = Path(r.run.out) / r.run.name
-    ckpt = ckpt_io.latest(run_dir) if resume else None
-    if resume and ckpt is None:
-        raise GenError(f"{run_dir}: no checkpoint to resume from", hint="run without --resume to start")
-    if not resume and ckpt_io.latest(run_dir) is not None:
-        raise GenError(f"{run_dir}: already holds checkpoints",
-                       hint="pass --resume to continue, or --set run.name=NEW for a new run")
-    set_seed(r.run.seed)
-    model, tokenizer_path, n_old = build_model(r, ckpt)
-    if ckpt is not None and acc.is_main_process:  # keep_last may delete the checkpoint this run resumed from
-        run_dir.mkdir(parents=True, exist_ok=True)
-        stable = run_dir / "tokenizer.json"
-        shutil.copyfile(tokenizer_path, stable.with_name("tokenizer.json.tmp"))
+@dataclass
+class StepLog:
+    """What one optimizer step returns (the loop logs it; nothing is kept on the trainer)."""
+
+    step: int
+    loss: float  # combine_losses: what a checkpoint's quality is judged by
+    loss_with_aux: float  # + the MoE balance and z losses
+    ce: float
+    mel_l1: float | None
+    aux: float
+    z: float
+    lr: float
+    grad_norm: float | None
+    tokens: int
+    examples: int
+    padding: float
+    per_task: dict[str, float]
+    expert_counts: "torch.Tensor | None" = None
+    router_entropy: float | None = None
+
+
+class Trainer:
+    """One training run in parts (torchtune's recipe shape): the constructor sets up the accelerator, model,
+    optimizer, data and logs (resuming from the run's last checkpoint); :meth:`step` runs one optimizer step
+    and returns its :class:`StepLog`; :meth:`evaluate`, :meth:`save` and :meth:`close` do the rest. The
+    schedule (when to log, evaluate, save and stop) is :func:`train`'s."""
+
+    def __init__(self, recipe: Recipe, *, resume: bool = False, on_warn: Callable[[str], None] | None = None):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        from generalist_cli.features.tokenizer import Tokenizer
+        from generalist_cli.model.upcycle import freeze_experts
+
+        self.recipe, self.t = r, t = recipe, recipe.train
+        cuda = torch.cuda.is_available()
+        if t.mixed_precision == "fp16" and not cuda:
+            raise GenError("train.mixed_precision = fp16 needs a GPU", hint="use bf16 or no on a CPU")
+        self.acc = acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not cuda,
+                                     kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.parts = acc.num_processes * t.grad_accum
+        if t.batch_size < self.parts:
+            raise GenError(f"train.batch_size {t.batch_size} is smaller than processes x grad_accum = {self.parts}")
+        if t.warmup_steps > t.max_steps and on_warn and acc.is_main_process:
+            on_warn(f"warm-up ({t.warmup_steps} steps) is longer than training ({t.max_steps} steps): the learning "
+                    f"rate only reaches {t.max_steps / t.warmup_steps:.0%} of {t.lr:g}")
+        self.run_dir = Path(r.run.out) / r.run.name
+        ckpt = self._checkpoint_to_resume(resume)
+        set_seed(r.run.seed)
+        model, tokenizer_path, n_old = build_model(r, ckpt)
+        origin = ckpt or (tokenizer_path.parent if r.model.init != "scratch" else None)  # the folder it came from
+        if ckpt is not None and acc.is_main_process:  # keep_last may delete the checkpoint this run resumed from
+            tokenizer_path = self._keep_tokenizer(tokenizer_path)
+        self.model = model = model.to(acc.device)
+        c = model.config
+        self.tokenizer = Tokenizer(tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens,
+                                   n_vocab=c.n_vocab)
+        self.tokenizer_path = tokenizer_path
+        freeze_unused(model, r)
+        self.freezer = freeze_experts(model, n_old) if r.model.freeze_old_experts and n_old and c.n_experts > n_old \
+            else None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
+        trainer_state = ckpt_io.load_trainer(ckpt) if ckpt is not None else {}
+        if ckpt is not None:
+            ckpt_io.load_optimizer(ckpt, optimizer)
+        self.start = self.step_no = trainer_state.get("step", 0)
+        self.data = TrainData(r.data.sources, tokenizer=tokenizer_path)
+        self.tasks = sorted(self.data.tasks() | (_tasks_of(origin) if origin is not None else set()))
+        if r.model.output_tokens == "targets" and not c.output_tokens:  # (a checkpoint keeps the set it had)
+            model.config = dataclasses.replace(c, output_tokens=self.data.target_vocabulary(self.tokenizer.eot))
+        self.eval_data = self._eval_data()
+        self.step_module, self.optimizer = acc.prepare(StepModule(model, capacity=r.data.capacity), optimizer)
+        if ckpt is not None:
+            ckpt_io.set_rng_state(trainer_state["rng"])
+        self.writer = self._open_logs(resumed=ckpt is not None)
+        self.state = {"old_experts": n_old}
+        self.clock = TrainClock(trainer_state.get("train_s", 0.0))
+        self.released = any(bool(torch.isfinite(m.logit_bias).all()) for m in _moes(model)) \
+            if c.n_experts > n_old else True
+        self.ttt_layers = [b.ttt for b in model.encoder.layers if getattr(b, "ttt", None) is not None]
+
+    def _checkpoint_to_resume(self, resume: bool) -> Path | None:
+        ckpt = ckpt_io.latest(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            raise GenError(f"{self.run_dir}: no checkpoint to resume from", hint="run without --resume to start")
+        if not resume and ckpt_io.latest(self.run_dir) is not None:
+            raise GenError(f"{self.run_dir}: already holds checkpoints",
+                           hint="pass --resume to continue, or --set run.name=NEW for a new run")
+        return ckpt
+
+    def _keep_tokenizer(self, path: Path) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stable = self.run_dir / "tokenizer.json"
+        shutil.copyfile(path, stable.with_name("tokenizer.json.tmp"))
         os.replace(stable.with_name("tokenizer.json.tmp"), stable)
-        tokenizer_path = stable
-    model = model.to(acc.device)
-    c = model.config
-    tokenizer = Tokenizer(tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
-    freeze_unused(model, r)
-    freezer = freeze_experts(model, n_old) if r.model.freeze_old_experts and n_old and c.n_experts > n_old else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
-    start, trainer_state = 0, {}
-    if ckpt is not None:
-        trainer_state = ckpt_io.load_trainer(ckpt)
-        ckpt_io.load_optimizer(ckpt, optimizer)
-        start = trainer_state["step"]
-    data = TrainData(r.data.sources, tokenizer=tokenizer_path)
-    origin = ckpt or (tokenizer_path.parent if r.model.init != "scratch" else None)  # the folder it came from
-    tasks = sorted(data.tasks() | (_tasks_of(origin) if origin is not None else set()))
-    if r.model.output_tokens == "targets" and not c.output_tokens:  # (a checkpoint keeps the set it had)
-        model.config = c = dataclasses.replace(c, output_tokens=data.target_vocabulary(tokenizer.eot))
-    eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,
-                          tokenizer=tokenizer_path)
-    if r.eval.train_examples:  # the same scores on training examples (memorisation vs generalisation)
-        seen = TrainData(r.data.sources, max_examples=r.eval.train_examples, tokenizer=tokenizer_path)
-        eval_data.sets += seen.sets
-        eval_data.names += [f"{n}/train" for n in seen.names]
-    step_module, optimizer = acc.prepare(StepModule(model, capacity=r.data.capacity), optimizer)
-    if ckpt is not None:
-        ckpt_io.set_rng_state(trainer_state["rng"])
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.resolved.toml").write_text(dump(r))
-    writer = None
-    if acc.is_main_process:
+        return stable
+
+    def _eval_data(self) -> TrainData:
+        r = self.recipe
+        eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,
+                              tokenizer=self.tokenizer_path)
+        if r.eval.train_examples:  # the same scores on training examples (memorisation vs generalisation)
+            seen = TrainData(r.data.sources, max_examples=r.eval.train_examples, tokenizer=self.tokenizer_path)
+            eval_data.sets += seen.sets
+            eval_data.names += [f"{n}/train" for n in seen.names]
+        return eval_data
+
+    def _open_logs(self, *, resumed: bool):
+        if not self.acc.is_main_process:
+            return None
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-    metrics_path = run_dir / "metrics.jsonl"
-    if ckpt is not None and acc.is_main_process:  # rows logged after the checkpoint will be logged again
-        for log in (metrics_path, run_dir / "eval.jsonl"):
-            _truncate_log(log, start)
-    result = TrainResult(run_dir, start, float("nan"))
-    state = {"old_experts": n_old}
-    clock, budget_s = TrainClock(trainer_state.get("train_s", 0.0)), t.max_minutes * 60
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "recipe.resolved.toml").write_text(dump(self.recipe))
+        if resumed:  # rows logged after the checkpoint will be logged again
+            for log in (self.run_dir / "metrics.jsonl", self.run_dir / "eval.jsonl"):
+                _truncate_log(log, self.start)
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    def save(step: int) -> Path | None:
-        acc.wait_for_everyone()
-        path = None
-        state["train_s"] = clock.seconds()
-        if acc.is_main_process:
-            path = ckpt_io.save(run_dir, step=step, model=acc.unwrap_model(step_module).model,
-                                tokenizer=tokenizer_path, optimizer=optimizer, trainer=state, keep_last=t.keep_last,
-                                tasks=tasks)
-        acc.wait_for_everyone()
-        return path
+    def _stop(self, what: str) -> GenError:
+        return GenError(f"{what}; the run stopped",
+                        hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(self.run_dir)}")
 
-    def evaluate(step: int) -> None:
-        if not acc.is_main_process or not eval_data.sets:
-            return
-        row = {"step": step, "train_s": round(clock.seconds(), 1),
-               **run_eval(acc.unwrap_model(step_module).model, tokenizer, eval_data, r)}
-        result.evals.append(row)
-        with open(run_dir / "eval.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        for k, v in _flat(row).items():
-            writer.add_scalar(f"eval/{k}", v, step)
-        if on_eval:
-            on_eval(row)
+    def step(self, *, time_left: float = 1.0, watch_ttt: bool = False) -> StepLog:
+        """One optimizer step over the batch the seed and step number draw. ``time_left``: the share of a
+        wall-clock budget left (the linear decay follows it); ``watch_ttt``: keep the first TTT layer's input
+        for the inner-loss ratio the log reports."""
+        from generalist_cli.model.upcycle import release_new_experts
 
-    capture: dict = {}
-    ttt_layers = [b.ttt for b in model.encoder.layers if getattr(b, "ttt", None) is not None]
-    step = start
-    released = any(bool(torch.isfinite(m.logit_bias).all()) for m in _moes(model)) if c.n_experts > n_old else True
-    window = {"tokens": 0, "examples": 0, "time": clock.seconds(), "loss": 0.0, "n": 0}
-    periodic = bool(r.eval.every or r.eval.every_minutes)
-    eval_gap = r.eval.every_minutes * 60
-    next_eval_s = (math.floor(clock.seconds() / eval_gap) + 1) * eval_gap if eval_gap else math.inf
-    if periodic and start == 0:
-        with clock.paused():
-            evaluate(0)
-    try:
-        while step < t.max_steps and clock.left(budget_s) > 0:
-            if not released and step >= t.release_new_experts_at:
-                release_new_experts(model)
-                released = True
-            pairs = data.draw(seed=r.run.seed, step=step, n=t.batch_size, sampling=t.sampling, capacity=r.data.capacity)
-            batch = collate(data.rows(pairs), tokenizer, max_target_tokens=r.data.max_target_tokens,
-                            phonemes=model.config.tts_input == "phonemes")
-            ex = batch.examples
-            n_tok = max(1, batch.n_target_tokens)
-            n_mel = max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None))
-            n_dur = max(1, sum(len(e.durations) for e in ex if e.durations is not None))
-            logging = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
-            hook = None
-            if logging and ttt_layers:
-                capture["layer"] = ttt_layers[0]
-                hook = ttt_layers[0].register_forward_pre_hook(lambda mod, args: capture.__setitem__("x", args[0].detach()))
-            sums = torch.zeros(6, device=acc.device)  # ce, mel, dur, aux, z, padding
-            per_task: dict[str, list] = {}
-            counts = None
-            for micro in range(t.grad_accum):
-                part = Batch(ex[micro * world + rank :: parts])
-                sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(step_module)
-                with sync:
-                    with acc.autocast():
-                        out = step_module(part)
-                    loss = world * (out["ce_sum"] / n_tok + t.mel_loss_coef * out["mel_sum"] / n_mel
-                                    + t.duration_loss_coef * out["dur_sum"] / n_dur)
-                    if "aux" in out:
-                        loss = loss + (t.aux_loss_coef * out["aux"] + t.z_loss_coef * out["z"]) / t.grad_accum
-                        counts = out["expert_counts"] if counts is None else counts + out["expert_counts"]
-                    if not torch.isfinite(loss):
-                        raise GenError(f"the loss became {float(loss)} at step {step + 1}; the run stopped",
-                                       hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(run_dir)}")
-                    acc.backward(loss)
-                sums += torch.stack([out["ce_sum"].detach().float(), out["mel_sum"].detach().float(),
-                                     out["dur_sum"].detach().float(),
-                                     out.get("aux", torch.zeros(())).detach().float() / parts,
-                                     out.get("z", torch.zeros(())).detach().float() / parts,
-                                     torch.tensor(out["padding"] / parts)]).to(acc.device)
-                for k, (v, n) in out["per_task"].items():
-                    a = per_task.setdefault(k, [0.0, 0])
-                    a[0] += v
-                    a[1] += n
+        r, t, acc = self.recipe, self.t, self.acc
+        if not self.released and self.step_no >= t.release_new_experts_at:
+            release_new_experts(self.model)
+            self.released = True
+        pairs = self.data.draw(seed=r.run.seed, step=self.step_no, n=t.batch_size, sampling=t.sampling,
+                               capacity=r.data.capacity)
+        batch = collate(self.data.rows(pairs), self.tokenizer, max_target_tokens=r.data.max_target_tokens,
+                        phonemes=self.model.config.tts_input == "phonemes")
+        hook = None
+        if watch_ttt and self.ttt_layers:
+            self._capture = {"layer": self.ttt_layers[0]}
+            hook = self.ttt_layers[0].register_forward_pre_hook(
+                lambda mod, args: self._capture.__setitem__("x", args[0].detach()))
+        try:
+            sums, per_task, counts, entropy = self._accumulate(batch)
+        finally:
             if hook is not None:
                 hook.remove()
-            grad_norm = acc.clip_grad_norm_(params, t.clip) if t.clip > 0 else None
-            lr = t.lr * lr_factor(step, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule,
-                                  time_left=clock.left(budget_s))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            try:
-                optimizer.step()
-            except (RuntimeError, OverflowError) as exc:
-                raise GenError(f"the optimizer step failed at step {step + 1} ({exc}); the run stopped",
-                               hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(run_dir)}") from exc
-            optimizer.zero_grad(set_to_none=True)
-            if freezer is not None:
-                freezer.restore()
-            step += 1
-            sums = acc.reduce(sums, reduction="sum")
-            ce = float(sums[0]) / n_tok
-            total = ce + t.mel_loss_coef * float(sums[1]) / n_mel + t.duration_loss_coef * float(sums[2]) / n_dur
-            total_with_aux = total + t.aux_loss_coef * float(sums[3]) + t.z_loss_coef * float(sums[4])
-            if not math.isfinite(total_with_aux):
-                raise GenError(f"the loss became {total_with_aux} at step {step}; the run stopped",
-                               hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(run_dir)}")
-            result.step, result.loss = step, total
-            window["tokens"] += batch.n_target_tokens
-            window["examples"] += len(ex)
-            window["loss"] += total
-            window["n"] += 1
-            last = step == t.max_steps or clock.left(budget_s) == 0
-            logging = logging or last
-            if on_step and acc.is_main_process:
-                on_step(step, total, window["examples"] / max(1e-9, clock.seconds() - window["time"]))
-            if logging and acc.is_main_process:
-                elapsed = max(1e-9, clock.seconds() - window["time"])
-                row = {"step": step, "train_s": round(clock.seconds(), 1), "loss": total, "loss_with_aux": total_with_aux, "ce": ce,
-                       "mel_l1": float(sums[1]) / n_mel if sums[1] else None, "aux": float(sums[3]),
-                       "z": float(sums[4]), "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                       "tokens_per_s": window["tokens"] / elapsed, "examples_per_s": window["examples"] / elapsed,
-                       "padding": float(sums[5]) / world,
-                       "tasks": {k: v / max(1, n) for k, (v, n) in per_task.items()}}
-                if counts is not None:
-                    frac = (counts.float() / counts.sum(-1, keepdim=True).clamp_min(1)).tolist()
-                    row["expert_util"] = [[round(x, 4) for x in layer] for layer in frac]
-                    row["router_entropy"] = out.get("router_entropy")
-                if ttt_layers:
-                    row["ttt_gate"] = float(torch.stack([torch.tanh(b.ttt_gate.detach()).abs().mean()
-                                                        for b in model.encoder.layers]).mean())
-                    row["ttt_inner_loss_ratio"] = _ttt_inner_ratio(model, capture)
-                with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                for k, v in _flat(row).items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                window.update(tokens=0, examples=0, time=clock.seconds(), loss=0.0, n=0)
-            if not last and ((r.eval.every and step % r.eval.every == 0) or clock.seconds() >= next_eval_s):
-                with clock.paused():
-                    evaluate(step)
+        grad_norm = acc.clip_grad_norm_(self.params, t.clip) if t.clip > 0 else None
+        lr = t.lr * lr_factor(self.step_no, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule,
+                              time_left=time_left)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        try:
+            self.optimizer.step()
+        except (RuntimeError, OverflowError) as exc:
+            raise self._stop(f"the optimizer step failed at step {self.step_no + 1} ({exc})") from exc
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.freezer is not None:
+            self.freezer.restore()
+        self.step_no += 1
+        return self._log(batch, acc.reduce(sums, reduction="sum"), per_task, counts, entropy, lr, grad_norm)
+
+    def _counts(self, batch: Batch) -> dict[str, int]:
+        ex = batch.examples
+        return {"n_tok": max(1, batch.n_target_tokens),
+                "n_mel": max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None)),
+                "n_dur": max(1, sum(len(e.durations) for e in ex if e.durations is not None))}
+
+    def _accumulate(self, batch: Batch):
+        """Forward and backward over the ``processes x grad_accum`` parts of ``batch``: (sums of ce, mel, dur,
+        aux, z, padding; per-task CE sums and counts; expert counts; router entropy)."""
+        t, acc, parts = self.t, self.acc, self.parts
+        world, rank = acc.num_processes, acc.process_index
+        ex, counts_of = batch.examples, self._counts(batch)
+        sums = torch.zeros(6, device=acc.device)
+        per_task: dict[str, list] = {}
+        counts = entropy = None
+        for micro in range(t.grad_accum):
+            part = Batch(ex[micro * world + rank :: parts])
+            sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.step_module)
+            with sync:
+                with acc.autocast():
+                    out = self.step_module(part)
+                loss = world * combine_losses(out["ce_sum"], out["mel_sum"], out["dur_sum"], **counts_of, t=t)
+                if "aux" in out:
+                    loss = loss + (t.aux_loss_coef * out["aux"] + t.z_loss_coef * out["z"]) / t.grad_accum
+                    counts = out["expert_counts"] if counts is None else counts + out["expert_counts"]
+                    entropy = out.get("router_entropy")
+                if not torch.isfinite(loss):
+                    raise self._stop(f"the loss became {float(loss)} at step {self.step_no + 1}")
+                acc.backward(loss)
+            sums += torch.stack([out["ce_sum"].detach().float(), out["mel_sum"].detach().float(),
+                                 out["dur_sum"].detach().float(),
+                                 out.get("aux", torch.zeros(())).detach().float() / parts,
+                                 out.get("z", torch.zeros(())).detach().float() / parts,
+                                 torch.tensor(out["padding"] / parts)]).to(acc.device)
+            for k, (v, n) in out["per_task"].items():
+                a = per_task.setdefault(k, [0.0, 0])
+                a[0] += v
+                a[1] += n
+        return sums, per_task, counts, entropy
+
+    def _log(self, batch: Batch, sums, per_task, counts, entropy, lr, grad_norm) -> StepLog:
+        t, c = self.t, self._counts(batch)
+        total = combine_losses(float(sums[0]), float(sums[1]), float(sums[2]), **c, t=t)
+        total_with_aux = total + t.aux_loss_coef * float(sums[3]) + t.z_loss_coef * float(sums[4])
+        if not math.isfinite(total_with_aux):
+            raise self._stop(f"the loss became {total_with_aux} at step {self.step_no}")
+        return StepLog(step=self.step_no, loss=total, loss_with_aux=total_with_aux, ce=float(sums[0]) / c["n_tok"],
+                       mel_l1=float(sums[1]) / c["n_mel"] if sums[1] else None, aux=float(sums[3]),
+                       z=float(sums[4]), lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None,
+                       tokens=batch.n_target_tokens, examples=len(batch.examples),
+                       padding=float(sums[5]) / self.acc.num_processes,
+                       per_task={k: v / max(1, n) for k, (v, n) in per_task.items()}, expert_counts=counts,
+                       router_entropy=entropy)
+
+    def metrics_row(self, log: StepLog, *, seconds: float, tokens: int, examples: int) -> dict:
+        """The metrics.jsonl row of ``log``: rates over the window of steps since the last row."""
+        row = {"step": log.step, "train_s": round(self.clock.seconds(), 1), "loss": log.loss,
+               "loss_with_aux": log.loss_with_aux, "ce": log.ce, "mel_l1": log.mel_l1, "aux": log.aux, "z": log.z,
+               "lr": log.lr, "grad_norm": log.grad_norm, "tokens_per_s": tokens / seconds,
+               "examples_per_s": examples / seconds, "padding": log.padding, "tasks": log.per_task}
+        if log.expert_counts is not None:
+            counts = log.expert_counts
+            frac = (counts.float() / counts.sum(-1, keepdim=True).clamp_min(1)).tolist()
+            row["expert_util"] = [[round(x, 4) for x in layer] for layer in frac]
+            row["router_entropy"] = log.router_entropy
+        if self.ttt_layers:
+            row["ttt_gate"] = float(torch.stack([torch.tanh(b.ttt_gate.detach()).abs().mean()
+                                                for b in self.model.encoder.layers]).mean())
+            row["ttt_inner_loss_ratio"] = _ttt_inner_ratio(self.model, getattr(self, "_capture", {}))
+        return row
+
+    def write_metrics(self, row: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for k, v in _flat(row).items():
+            self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def evaluate(self) -> dict | None:
+        """Scores on the eval splits now (main process; evaluation time is not training time), written to
+        eval.jsonl and TensorBoard; None where there is nothing to score."""
+        if not self.acc.is_main_process or not self.eval_data.sets:
+            return None
+        with self.clock.paused():
+            row = {"step": self.step_no, "train_s": round(self.clock.seconds(), 1),
+                   **run_eval(self.acc.unwrap_model(self.step_module).model, self.tokenizer, self.eval_data,
+                              self.recipe)}
+        with open(self.run_dir / "eval.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for k, v in _flat(row).items():
+            self.writer.add_scalar(f"eval/{k}", v, self.step_no)
+        return row
+
+    def save(self) -> Path | None:
+        """A checkpoint of this step (atomic; model, optimizer, RNG, clock); its path on the main process."""
+        acc = self.acc
+        with self.clock.paused():
+            acc.wait_for_everyone()
+            path = None
+            self.state["train_s"] = self.clock.seconds()
+            if acc.is_main_process:
+                path = ckpt_io.save(self.run_dir, step=self.step_no, model=acc.unwrap_model(self.step_module).model,
+                                    tokenizer=self.tokenizer_path, optimizer=self.optimizer, trainer=self.state,
+                                    keep_last=self.t.keep_last, tasks=self.tasks)
+            acc.wait_for_everyone()
+        return path
+
+    def interrupted(self) -> Interrupted:
+        """Ctrl-C: the step's gradients dropped, a checkpoint saved when this run made progress."""
+        self.optimizer.zero_grad(set_to_none=True)
+        return Interrupted(self.save() if self.step_no > self.start else ckpt_io.latest(self.run_dir))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float, float], None] | None = None,
+          on_warn: Callable[[str], None] | None = None, on_eval: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run ``recipe`` to ``train.max_steps`` or its ``train.max_minutes``: log every ``log_every`` steps,
+    evaluate every ``eval.every`` steps or ``eval.every_minutes`` of training, save every ``save_every``."""
+    trainer = Trainer(recipe, resume=resume, on_warn=on_warn)
+    t, ev, clock, main = recipe.train, recipe.eval, trainer.clock, trainer.acc.is_main_process
+    budget_s, gap = t.max_minutes * 60, ev.every_minutes * 60
+    result = TrainResult(trainer.run_dir, trainer.start, float("nan"))
+    periodic = bool(ev.every or ev.every_minutes)
+    next_eval_s = (math.floor(clock.seconds() / gap) + 1) * gap if gap else math.inf
+    window = {"tokens": 0, "examples": 0, "time": clock.seconds()}
+
+    def evaluate() -> None:
+        row = trainer.evaluate()
+        if row is not None:
+            result.evals.append(row)
+            if on_eval:
+                on_eval(row)
+
+    try:
+        if periodic and trainer.start == 0:
+            evaluate()
+        while trainer.step_no < t.max_steps and clock.left(budget_s) > 0:
+            logging = (trainer.step_no + 1) % t.log_every == 0 or trainer.step_no + 1 == t.max_steps
+            log = trainer.step(time_left=clock.left(budget_s), watch_ttt=logging)
+            result.step, result.loss = log.step, log.loss
+            window["tokens"] += log.tokens
+            window["examples"] += log.examples
+            last = log.step == t.max_steps or clock.left(budget_s) == 0
+            seconds = max(1e-9, clock.seconds() - window["time"])
+            if on_step and main:
+                on_step(log.step, log.loss, window["examples"] / seconds)
+            if (logging or last) and main:
+                trainer.write_metrics(trainer.metrics_row(log, seconds=seconds, tokens=window["tokens"],
+                                                          examples=window["examples"]))
+                window = {"tokens": 0, "examples": 0, "time": clock.seconds()}
+            if not last and ((ev.every and log.step % ev.every == 0) or clock.seconds() >= next_eval_s):
+                evaluate()
                 while next_eval_s <= clock.seconds():
-                    next_eval_s += eval_gap
-            if step % t.save_every == 0 or last:
-                with clock.paused():
-                    result.checkpoint = save(step)
+                    next_eval_s += gap
+            if log.step % t.save_every == 0 or last:
+                result.checkpoint = trainer.save()
         if periodic or not result.evals:
-            evaluate(step)
+            evaluate()
     except KeyboardInterrupt:
-        optimizer.zero_grad(set_to_none=True)
-        raise Interrupted(save(step) if step > start else ckpt_io.latest(run_dir)) from None
+        raise trainer.interrupted() from None
     finally:
-        if writer is not None:
-            writer.close()
+        trainer.close()
     return result
 
 
