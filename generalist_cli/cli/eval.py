@@ -45,10 +45,6 @@ def eval_(
         raise UsageError(f"--script must be auto or any, not {script!r}")
     if engine not in ("auto", "torch", "onnx"):
         raise UsageError(f"--engine must be auto, torch or onnx, not {engine!r}")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     with progress() as bar:
         job = bar.add_task("evaluating", total=None)
         report = evaluate(model, data, split=split, engine=engine, limit=limit, device=device,

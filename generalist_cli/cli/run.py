@@ -135,22 +135,18 @@ def run(
     from generalist_cli.infer.writers import render, render_channels
     from generalist_cli.store.store import open_model
 
-    from generalist_cli.infer.onnx_engine import is_export
-
     state = _process_state()
-    if device == "auto" and not is_export(Path(model).expanduser()):  # an export asks ONNX Runtime instead (and
-        import torch  # runs without torch installed)
-
-        device = str(state.device) if state is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto" and state is not None:  # this process's device (open_model resolves plain "auto")
+        device = str(state.device)
     loaded = open_model(model, device=device, on_pull=lambda m: note(escape(m)))
     debug(f"model {model}: {loaded.path} on {device}; {len(files)} file(s)")
     tok = loaded.tokenizer
-    if language is not None and language not in tok.language_codes:
-        raise UsageError(f"model {model} does not know language {language!r}",
-                         hint="it knows: " + ", ".join(tok.language_codes))
+    from generalist_cli.infer.convert import check_language
+
+    language = check_language(tok, language, model)
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
-    if word_timestamps and is_export(Path(model).expanduser()):
+    if word_timestamps and loaded.kind == "onnx":
         raise UsageError(f"{model}: word timestamps read the PyTorch model's cross-attention",
                          hint="use the checkpoint the export came from for --word-timestamps")
     allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
@@ -220,47 +216,26 @@ def run(
 
 def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt, language, src_lang, options,
              sink: "Sink") -> int:
-    """Every conversion but speech -> text, file by file; returns the number of failed files."""
+    """Every conversion but speech -> text, file by file (the conversion service, infer/convert.py); returns
+    the number of failed files."""
     import json
 
     from generalist_cli.cli.common import print_error
-    from generalist_cli.errors import GenError, UsageError
+    from generalist_cli.errors import GenError
     from generalist_cli.infer import convert
     from generalist_cli.media.audio import encode_audio
 
-    m, tok = loaded.model, loaded.tokenizer
-    for kind in sorted({kinds[f] for f in files}):
-        if (kind, to.value) not in convert.CONVERSION_TASKS:
-            raise UsageError(f"{kind} -> {to.value} is not a conversion gen offers",
-                             hint="text -> speech|text, speech -> text|speech, sign video -> text")
-        convert.require(loaded, convert.CONVERSION_TASKS[(kind, to.value)], model_name)
-    if ("text", "text") in {(kinds[f], to.value) for f in files} and language is None:
-        raise UsageError("text -> text translation needs --lang (the target language)")
+    convert.check_request(loaded, model_name, {kinds[f] for f in files}, to.value, language)
     failed = 0
     for f in files:
-        kind = kinds[f]
         try:
-            if to.value == "speech":
-                speak_lang = language or "en"
-                if kind == "text":
-                    text = convert.read_text(f)
-                else:  # speech -> text -> speech through the same model
-                    from generalist_cli.infer.files import transcribe_files
-
-                    [res] = list(transcribe_files(m, tok, [f], options))
-                    if res.error is not None:
-                        raise res.error
-                    text = res.transcript.text
-                    speak_lang = language or res.transcript.language or "en"
-                encode_audio(sink.target(f), convert.text_to_speech(m, tok, text, lang=speak_lang))
-                continue
-            if kind == "text":
-                result = {"file": str(f), "text": convert.text_to_text(m, tok, convert.read_text(f), lang=language,
-                                                                         src_lang=src_lang or "en")}
+            result = convert.convert(loaded, f, kinds[f], to.value, language=language, src_lang=src_lang,
+                                     options=options)
+            if result.audio is not None:
+                encode_audio(sink.target(f), result.audio)
             else:
-                d = convert.video_to_text(m, tok, f)
-                result = {"file": str(f), "text": d.text, "label": d.text, "probability": d.probability}
-            sink.emit(json.dumps(result, ensure_ascii=False) + "\n" if fmt.value == "json" else result["text"] + "\n", f)
+                sink.emit(json.dumps(result.as_json(str(f)), ensure_ascii=False) + "\n" if fmt.value == "json"
+                          else result.text + "\n", f)
         except GenError as exc:
             failed += 1
             print_error(exc)

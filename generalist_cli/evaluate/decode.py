@@ -22,7 +22,7 @@ def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = F
     from generalist_cli.train.step import StepModule
 
     whisper = not model.config.generalist
-    source = e.source.to(next(model.parameters()).device if hasattr(model, "parameters") else "cpu")  # or an export
+    source = e.source.to(model.device)
     if e.modality == "audio":  # source: (n_mels, frames)
         enc = model.encode_audio((pad_or_trim(source) if whisper or always_pad else source)[None].float())
     else:

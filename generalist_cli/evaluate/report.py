@@ -52,17 +52,15 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
     import torch
 
     from generalist_cli.evaluate.decode import greedy_tokens
-    from generalist_cli.infer.onnx_engine import is_export
     from generalist_cli.store.store import open_model
     from generalist_cli.train.batches import collate, read_rows
 
-    path = Path(model).expanduser()
-    exported = is_export(path)
+    loaded = open_model(model, device=device)
+    exported = loaded.kind == "onnx"
     if engine == "onnx" and not exported:
         raise UsageError(f"{model}: --engine onnx needs an export folder", hint=f"make one: gen export {model} --out DIR")
     if engine == "torch" and exported:
         raise UsageError(f"{model}: is an ONNX export; use --engine onnx (or auto)")
-    loaded = open_model(model, device=device)
     m, tok, c = loaded.model, loaded.tokenizer, loaded.config
     try:
         dd = datasets.load_from_disk(str(data))

@@ -1,6 +1,9 @@
-"""The conversions of ``gen run`` besides speech -> text: text -> speech, text -> text, sign video -> text,
-speech -> speech. Inputs are featurised exactly as ``gen prepare`` featurises training examples, so a
-checkpoint sees at inference what it saw in training.
+"""The conversion service of ``gen run`` and ``gen serve`` for everything but speech -> text (which the
+batched transcriber owns): text -> speech, text -> text, sign video -> text, speech -> speech. Both front
+ends check a request with :func:`check_request` / :func:`check_language` and run it with :func:`convert`;
+``gen run`` writes the :class:`Converted` result, ``gen serve`` returns it (a ``GenError`` becomes HTTP 400).
+Inputs are featurised exactly as ``gen prepare`` featurises training examples, so a checkpoint sees at
+inference what it saw in training.
 
 A checkpoint records the tasks it was trained on (``meta.json`` ``tasks``, written by ``gen train``); a
 conversion whose task is not among them is refused with the recipe that trains it, instead of decoding
@@ -62,22 +65,14 @@ def detect_modality(path: Path, *, sign: bool = False) -> str:
 
 def trained_tasks(loaded) -> set[str] | None:
     """Tasks the model was trained on (a ``gen train`` checkpoint), or None when unknown (a plain Whisper)."""
-    import json
-
-    meta = Path(loaded.path) / "meta.json"
-    try:
-        tasks = json.loads(meta.read_text()).get("tasks")
-    except (OSError, ValueError):
-        return None
+    tasks = loaded.meta.get("tasks")
     return set(tasks) if tasks is not None else None
 
 
 def require(loaded, task: str, model_name: str) -> None:
     """Refuse a conversion the model was not trained for, naming the recipe that trains it; an ONNX export
     (speech -> text only) names the checkpoint instead."""
-    from generalist_cli.infer.onnx_engine import OnnxModel
-
-    if isinstance(loaded.model, OnnxModel):
+    if loaded.kind == "onnx":
         raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
                          hint="use the checkpoint it was exported from for other conversions")
     tasks = trained_tasks(loaded)
@@ -87,6 +82,72 @@ def require(loaded, task: str, model_name: str) -> None:
             "trained on " + ", ".join(sorted(tasks)) if tasks else "not trained by gen train")
         raise UsageError(f"model {model_name} cannot do {TASK_NAMES[task]} ({trained})",
                          hint=f"train a checkpoint for it: {TASK_RECIPES[task]}")
+
+
+@dataclass
+class Converted:
+    """One conversion's result: ``text`` (also the words spoken for ``--to speech``), and 16-kHz ``audio``
+    for speech outputs; a sign's ``probability``."""
+
+    text: str
+    audio: np.ndarray | None = None
+    probability: float | None = None
+
+    def as_json(self, file: str) -> dict:
+        out = {"file": file, "text": self.text}
+        return out | ({"label": self.text, "probability": self.probability} if self.probability is not None else {})
+
+
+def check_language(tok, language: str | None, model_name: str) -> str | None:
+    """The language code of ``language`` (a code or name), refused when the model does not know it."""
+    if not language:
+        return None
+    from generalist_cli.languages import resolve_language
+
+    code = resolve_language(language)
+    if code not in tok.language_codes:
+        raise UsageError(f"model {model_name} does not know language {code!r}",
+                         hint="it knows: " + ", ".join(tok.language_codes))
+    return code
+
+
+def check_request(loaded, model_name: str, kinds: set[str], to: str, language: str | None) -> None:
+    """Refuse, before any work, what cannot be done: a pair of modalities gen does not convert, a task the
+    model was not trained for, text -> text without a target language. Speech -> text always passes."""
+    pairs = [(kind, to) for kind in sorted(kinds) if (kind, to) != ("audio", "text")]
+    for pair in pairs:
+        if pair not in CONVERSION_TASKS:
+            raise UsageError(f"{pair[0]} -> {to} is not a conversion gen offers",
+                             hint="text -> speech|text, speech -> text|speech, sign video -> text")
+    if ("text", "text") in pairs and language is None:
+        raise UsageError("text -> text translation needs lang, the target language (gen run: --lang)")
+    for pair in pairs:
+        require(loaded, CONVERSION_TASKS[pair], model_name)
+
+
+def convert(loaded, source: Path | str, kind: str, to: str, *, language: str | None, src_lang: str | None,
+            options) -> Converted:
+    """Convert one input (a file, or the text itself for ``kind == "text"``) checked by
+    :func:`check_request`. Speech -> speech transcribes with ``options`` (the caller's VAD, packing, ...)
+    and speaks the transcript in its language."""
+    m, tok = loaded.model, loaded.tokenizer
+    text = (source if isinstance(source, str) else read_text(source)) if kind == "text" else None
+    if to == "speech":
+        speak = language or "en"
+        if kind == "audio":
+            from generalist_cli.infer.files import transcribe_files
+
+            [res] = list(transcribe_files(m, tok, [Path(source)], options))
+            if res.error is not None:
+                raise res.error
+            text, speak = res.transcript.text, language or res.transcript.language or "en"
+        return Converted(text, audio=text_to_speech(m, tok, text, lang=speak))
+    if kind == "text":
+        return Converted(text_to_text(m, tok, text, lang=language, src_lang=src_lang or "en"))
+    if kind == "video":
+        d = video_to_text(m, tok, Path(source))
+        return Converted(d.text, probability=d.probability)
+    raise UsageError(f"{kind} -> {to} goes through the transcriber, not convert()")
 
 
 def read_text(path: Path) -> str:

@@ -88,7 +88,12 @@ class OnnxCache:
 
 
 class OnnxModel:
-    """A ``gen export`` folder run with ONNX Runtime."""
+    """A ``gen export`` folder run with ONNX Runtime (the engine interface, infer/engine.py: numpy in and out,
+    fixed 30-s windows)."""
+
+    kind = "onnx"
+    can_pack = False
+    device = "cpu"  # where inputs are prepared (ONNX Runtime copies them to its provider)
 
     def __init__(self, path: Path, *, threads: int | None = None, device: str = "auto") -> None:
         from generalist_cli.model.config import ModelConfig
@@ -119,6 +124,9 @@ class OnnxModel:
         mel = np.ascontiguousarray(np.asarray(mel), dtype=np.float32)
         cross_k, cross_v = self.encoder_session.run(None, {"mel": mel})
         return cross_k, cross_v
+
+    def encode_mels(self, mels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.encode_audio(mels)
 
     def new_cache(self, features: tuple[np.ndarray, np.ndarray]) -> OnnxCache:
         cross_k, cross_v = features

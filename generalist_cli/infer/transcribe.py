@@ -136,7 +136,7 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
         regions = speech[i] if speech is not None else ((0.0, frames / per_second),)
         files.append(_File(mel, frames, Transcript(options.language or "", None, len(audio) / SAMPLE_RATE),
                            tuple((round(a * per_second), round(b * per_second)) for a, b in regions)))
-    pack = options.pack and not options.word_timestamps and hasattr(model, "encode_audio_packed")
+    pack = options.pack and not options.word_timestamps and model.can_pack
     # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack)
     suppress = list(cfg.suppress_tokens)
@@ -294,14 +294,14 @@ def packs_by_default(loaded) -> bool:
     from generalist_cli.infer.convert import trained_tasks
 
     speech = {"transcribe", "translate"} & (trained_tasks(loaded) or set())
-    return hasattr(loaded.model, "encode_audio_packed") and bool(speech)
+    return loaded.model.can_pack and bool(speech)
 
 
 def pack_setting(loaded, model_name: str, requested: bool | None) -> bool:
     """``--pack/--no-pack`` as given (None: :func:`packs_by_default`); packing an export is refused."""
     from generalist_cli.errors import UsageError
 
-    if requested and not hasattr(loaded.model, "encode_audio_packed"):
+    if requested and not loaded.model.can_pack:
         raise UsageError(f"{model_name}: an ONNX export encodes fixed 30-s windows and cannot pack",
                          hint="use the checkpoint it was exported from, or drop --pack")
     return packs_by_default(loaded) if requested is None else requested
@@ -315,14 +315,11 @@ def _encode(model, windows: list[np.ndarray], *, pack: bool):
     ``gen train`` trains: a 5-s utterance then costs 250 encoder positions instead of 1,500. A plain Whisper
     must not be packed: without the padding it loops (measured: whisper-tiny.en WER 0.15 -> 5.9 on 12
     sentences), so gen run and gen serve pack by default only checkpoints trained by gen train."""
-    if not hasattr(model, "parameters"):  # an ONNX export: numpy in, fixed 30-s windows
-        return model.new_cache(model.encode_audio(np.stack([pad_or_trim(w) for w in windows])))
+    if not pack:  # any engine: fixed 30-s windows
+        return model.new_cache(model.encode_mels(np.stack([pad_or_trim(w) for w in windows])))
     import torch
 
     p = next(model.parameters())
-    if not pack:
-        x = torch.from_numpy(np.stack([pad_or_trim(w) for w in windows]))
-        return model.new_cache(model.encode_audio(x.to(device=p.device, dtype=p.dtype)))
     mels = [torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
             for w in windows]  # an even number of frames: the stem halves it
     return model.new_cache(*model.encode_audio_packed(mels))

@@ -9,6 +9,7 @@ Shapes: B batch/rows, S encoder positions, T decoder tokens, D width, V vocabula
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +22,9 @@ from generalist_cli.model.whisper import AudioEncoder, BlockOptions, KVCache, Te
 
 
 class Generalist(nn.Module):
+    kind = "torch"  # the engine interface (infer/engine.py)
+    can_pack = True
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = self.config = config
@@ -88,6 +92,15 @@ class Generalist(nn.Module):
     def encode_audio(self, mel: Tensor) -> Tensor:
         """Whisper's encoder on ``mel`` (B, n_mels, 2S) -> (B, S, D)."""
         return self.encode(self.embed_audio(mel))[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_mels(self, mels) -> Tensor:
+        """Numpy log-mel windows (B, n_mels, 3000) -> encoder states, on the model's device and dtype."""
+        p = next(self.parameters())
+        return self.encode_audio(torch.from_numpy(np.ascontiguousarray(mels)).to(device=p.device, dtype=p.dtype))
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Tied projection to the vocabulary: (B, T, D) -> (B, T, V). With a restricted output vocabulary

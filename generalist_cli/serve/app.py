@@ -54,13 +54,8 @@ def create_app(config: ServeConfig, loaded=None):
     from generalist_cli.serve.metrics import Metrics
 
     if loaded is None:
-        from generalist_cli.infer.onnx_engine import is_export
         from generalist_cli.store.store import open_model
 
-        if config.threads and not is_export(Path(config.model).expanduser()):  # an export runs without torch
-            import torch
-
-            torch.set_num_threads(config.threads)
         loaded = open_model(config.model, device=config.device, threads=config.threads or None)
     model, tok = loaded.model, loaded.tokenizer
     pack = pack_setting(loaded, config.model, config.pack)
@@ -125,17 +120,12 @@ def create_app(config: ServeConfig, loaded=None):
         return audio
 
     def language_of(language: str | None) -> str | None:
-        if not language:
-            return None
-        from generalist_cli.languages import resolve_language
+        from generalist_cli.infer.convert import check_language
 
         try:
-            code = resolve_language(language)
+            return check_language(tok, language, config.model)
         except GenError as exc:
             raise ApiError(400, exc.message) from None
-        if code not in tok.language_codes:
-            raise ApiError(400, f"model {config.model} does not know language {code!r}")
-        return code
 
     async def speech_to_text(file: UploadFile, *, task: str, language: str | None, prompt: str,
                              response_format: str):
@@ -212,30 +202,21 @@ def create_app(config: ServeConfig, loaded=None):
                 await file.seek(0)
                 return await speech_to_text(file, task="transcribe", language=lang or None, prompt="",
                                             response_format="json")
-            if (kind, to) not in conv.CONVERSION_TASKS:
-                raise ApiError(400, f"{kind} -> {to} is not a conversion gen offers")
-            if (kind, to) == ("text", "text") and language is None:
-                raise ApiError(400, "text -> text translation needs lang (the target language)")
+            source = text if kind == "text" else path
+            options = TranscribeOptions(language=language, batch_size=max(8, config.max_batch), pack=pack)
 
-            def work():
-                conv.require(loaded, conv.CONVERSION_TASKS[(kind, to)], config.model)
+            def work():  # the conversion service of gen run (infer/convert.py), one request at a time
+                conv.check_request(loaded, config.model, {kind}, to, language)
                 with lock:
-                    if to == "speech":
-                        from generalist_cli.media.audio import encode_audio
+                    result = conv.convert(loaded, source, kind, to, language=language,
+                                          src_lang=language_of(src_lang), options=options)
+                if result.audio is None:
+                    return {k: v for k, v in result.as_json("").items() if k != "file"}
+                from generalist_cli.media.audio import encode_audio
 
-                        words = text
-                        speak = language or "en"
-                        if kind == "audio":
-                            [t] = transcribe(model, tok, [decode_audio(path)], TranscribeOptions())
-                            words, speak = t.text, language or t.language or "en"
-                        out = Path(tmp) / f"speech.{audio_format}"
-                        encode_audio(out, conv.text_to_speech(model, tok, words, lang=speak))
-                        return Response(out.read_bytes(), media_type=AUDIO_FORMATS[audio_format])
-                    if kind == "text":
-                        return {"text": conv.text_to_text(model, tok, text, lang=language,
-                                                          src_lang=language_of(src_lang) or "en")}
-                    d = conv.video_to_text(model, tok, path)
-                    return {"text": d.text, "label": d.text, "probability": d.probability}
+                out = Path(tmp) / f"speech.{audio_format}"
+                encode_audio(out, result.audio)
+                return Response(out.read_bytes(), media_type=AUDIO_FORMATS[audio_format])
 
             try:
                 return await asyncio.to_thread(work)

@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from generalist_cli.errors import ModelError
 from generalist_cli.features.tokenizer import Tokenizer
 from generalist_cli.model.config import ModelConfig
 
+if TYPE_CHECKING:
+    from generalist_cli.infer.engine import Engine
+
 
 @dataclass
 class Loaded:
-    model: "object"  # Generalist, in eval mode
+    model: "Engine"  # the Generalist in eval mode, or an ONNX export (infer/engine.py)
     tokenizer: Tokenizer
     config: ModelConfig
     path: Path
+    meta: dict = field(default_factory=dict)  # meta.json (a store entry or checkpoint) or export.json, read once
+
+    @property
+    def kind(self) -> str:
+        """"torch" or "onnx": which engine runs the model."""
+        return self.model.kind
+
+
+def read_meta(path: Path, name: str = "meta.json") -> dict:
+    try:
+        meta = json.loads((path / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def check_version(path: Path, stamp: str) -> None:
@@ -61,7 +79,7 @@ def load_export(path: Path, *, device: str = "auto", threads: int | None = None)
     model = OnnxModel(path, threads=threads, device=device)
     c = model.config
     tok = Tokenizer(path / "tokenizer.json", multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
-    return Loaded(model, tok, c, path)
+    return Loaded(model, tok, c, path, read_meta(path, "export.json"))
 
 
 def load_pulled(pulled, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
@@ -84,4 +102,4 @@ def _build(config: ModelConfig, state: dict, tokenizer: Path, path: Path, *, dev
         raise ModelError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     tok = Tokenizer(tokenizer, multilingual=config.multilingual, extra_tokens=config.extra_tokens, n_vocab=config.n_vocab)
-    return Loaded(model, tok, config, path)
+    return Loaded(model, tok, config, path, read_meta(path))

@@ -176,14 +176,21 @@ def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
 
 
 def open_model(model: str, *, device: str = "cpu", on_pull=None, threads: int | None = None):
-    """Load ``model`` ready to run: from the store, pulling it there on first use; when the store cannot be
-    written (read-only home, full disk) the model is loaded straight from its source instead. ``threads``: an
-    ONNX export's session threads (a PyTorch model uses torch's setting)."""
+    """Load ``model`` ready to run (the one place that tells an ONNX export from a checkpoint): from the
+    store, pulling it there on first use; when the store cannot be written (read-only home, full disk) the
+    model is loaded straight from its source instead. ``device="auto"``: CUDA when there is one (for an export,
+    ONNX Runtime's CUDA provider when installed). ``threads``: CPU threads (torch's, or the export's sessions)."""
     from generalist_cli.infer.onnx_engine import is_export
     from generalist_cli.store.load import load_export, load_model, load_pulled
 
-    if is_export(Path(model).expanduser()):
+    if is_export(Path(model).expanduser()):  # ONNX Runtime only: torch is not imported for it
         return load_export(Path(model).expanduser(), device=device, threads=threads)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         return load_model(resolve(model, on_pull=on_pull), device=device)
     except StoreWriteError as exc:

@@ -85,7 +85,6 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
     """Packing (gen serve's default for gen train checkpoints): utterances encoded unpadded in one encoder row
     equal each encoded alone; a packed, batched transcription (cross-attention masked to each row's length)
     equals transcribing each file alone. Greedy and beam search. Which models pack by default."""
-    import json
     from types import SimpleNamespace
 
     import torch
@@ -112,8 +111,8 @@ def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
         for audio, t in zip(audios, together):
             assert t.text == transcribe(m, tok, [audio], opts)[0].text
     assert not packs_by_default(tiny_en)  # a plain Whisper loops without its 30-s padding: not packed by default
-    (tmp_path / "meta.json").write_text(json.dumps({"tasks": ["transcribe", "sign"]}))
-    assert packs_by_default(SimpleNamespace(model=m, path=tmp_path))  # a gen train checkpoint trained on speech
+    trained = SimpleNamespace(model=m, path=tmp_path, meta={"tasks": ["transcribe", "sign"]})
+    assert packs_by_default(trained)  # a gen train checkpoint trained on speech
 
 
 def test_beam_search(tiny_en, speech):
@@ -158,3 +157,21 @@ def test_writers_formats(tiny_en):
     assert srt.startswith("1\n00:00:0") and " --> " in srt
     vtt = render(t, "vtt", file="x.m4a")
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "." in vtt.split("\n")[2]
+
+
+def test_both_engines_implement_the_engine_interface(tiny_en):
+    """The one boundary (infer/engine.py): the PyTorch model and the ONNX engine answer the same members,
+    and the model's loaded metadata is read once into ``Loaded.meta``."""
+    import torch
+
+    from generalist_cli.infer.engine import Engine
+    from generalist_cli.infer.onnx_engine import OnnxModel
+
+    assert isinstance(tiny_en.model, Engine) and tiny_en.kind == "torch" and tiny_en.model.can_pack
+    for member in ("kind", "can_pack", "device", "encode_mels", "new_cache", "decode_step", "logits"):
+        assert hasattr(OnnxModel, member), member
+    assert OnnxModel.kind == "onnx" and not OnnxModel.can_pack
+    assert isinstance(tiny_en.meta, dict) and tiny_en.meta.get("source")  # the store entry's meta.json
+    mel = np.zeros((1, tiny_en.config.n_mels, 3000), np.float32)
+    with torch.inference_mode():
+        assert torch.equal(tiny_en.model.encode_mels(mel), tiny_en.model.encode_audio(torch.from_numpy(mel)))
