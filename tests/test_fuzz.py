@@ -90,7 +90,7 @@ def test_doctor_reports_versions_models_and_the_hub(monkeypatch):
 
 @pytest.mark.parametrize("args", [["doctor", "--json", "--no-hub"]])
 def test_doctor_cli_json(args):
-    from tests.cli.test_run import gen
+    from tests.conftest import gen
 
     r = gen(*args)
     assert r.returncode == 0, r.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.test_run import gen
+from tests.conftest import gen
 from tests.conftest import EXAMPLE
 
 

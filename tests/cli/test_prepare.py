@@ -6,7 +6,7 @@ import json
 
 from generalist_cli.media.audio import encode_audio
 from generalist_cli.media.espeak import synthesize_16k
-from tests.cli.test_run import gen
+from tests.conftest import gen
 
 
 def test_manifest_prepare_reports_rejections_and_exits_0(tmp_path):

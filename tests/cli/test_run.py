@@ -10,12 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import EXAMPLE, EXAMPLE_TEXT, wer
-
-
-def gen(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generalist_cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from tests.conftest import EXAMPLE, EXAMPLE_TEXT, gen, wer
 
 
 def test_help_is_fast_and_imports_no_torch():
@@ -60,7 +55,7 @@ def test_json_and_files(tmp_path):
 
 def test_bad_inputs_are_one_line_each_and_the_rest_still_runs(tmp_path):
     from generalist_cli.media.audio import encode_audio
-    from tests.media.test_audio import _write_av, tone
+    from tests.conftest import tone, write_av
 
     empty = tmp_path / "empty.m4a"
     empty.write_bytes(b"")
@@ -70,7 +65,7 @@ def test_bad_inputs_are_one_line_each_and_the_rest_still_runs(tmp_path):
     cut = tmp_path / "cut.m4a"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     video = tmp_path / "video_only.mp4"
-    _write_av(video, rate=16_000, channels=1, video=True, audio=False)
+    write_av(video, rate=16_000, channels=1, video=True, audio=False)
     silence = encode_audio(tmp_path / "silence.wav", np.zeros(32_000, np.float32))
     missing = tmp_path / "missing.m4a"
     bad = [missing, empty, text, cut, video, silence]

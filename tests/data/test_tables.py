@@ -126,7 +126,8 @@ def test_wiki_translate_accounts_for_every_hostile_row(tmp_path, tokenizer):
 
 
 def test_manifest_rows_are_taken_or_rejected_with_their_line(tmp_path, tokenizer):
-    from tests.data.test_prepare import encode_audio, synthesize_16k
+    from generalist_cli.media.audio import encode_audio
+    from generalist_cli.media.espeak import synthesize_16k
 
     encode_audio(tmp_path / "a.m4a", synthesize_16k("hello there", voice="en", rate=160))
     (tmp_path / "m.tsv").write_text('path\ttext\na.m4a\t"hello" there\n\tno path\nmissing.m4a\tgone\nx.m4a\n',
@@ -155,7 +156,7 @@ def test_real_translations_every_pair_prepared_byte_for_byte_after_nfc(path, tmp
 
 
 def test_gen_prepare_prints_the_accounting(tmp_path):
-    from tests.cli.test_run import gen
+    from tests.conftest import gen
 
     r = gen("prepare", "wiki-translate", "--local", str(FLORES_DEV), "--split", "test", "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr

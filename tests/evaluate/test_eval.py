@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from generalist_cli.evaluate.report import speed, text_scores
-from tests.cli.test_run import gen
+from tests.conftest import gen
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,7 +133,7 @@ def test_speech_output_scores(speak_en):
     from generalist_cli.model.generalist import Generalist
     from generalist_cli.store.sources import PACKAGES
     from generalist_cli.train.batches import collate, read_rows
-    from tests.model.test_generalist import SMALL
+    from tests.conftest import SMALL
 
     import datasets
 

@@ -17,9 +17,9 @@ from generalist_cli.export import build
 from generalist_cli.export.onnx import export_graphs
 from generalist_cli.export.prune import drop_experts, magnitude_prune, prunable
 from generalist_cli.infer.onnx_engine import OnnxModel
-from tests.cli.test_run import gen
+from tests.conftest import gen
 from tests.conftest import EXAMPLE, EXAMPLE_TEXT, NO_TORCH, wer
-from tests.model.test_generalist import dense, generalist
+from tests.conftest import dense, generalist
 
 
 def _export(model, tokenizer_dir, tmp_path, n_frames=3000):
@@ -96,7 +96,7 @@ def test_int8_export_cli_runs_the_example(tiny_int8):
 def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
     """What the CPU container runs: ONNX Runtime and numpy, ``import torch`` failing. ``gen run`` (greedy,
     beam search) and ``gen serve``'s transcription endpoint give the text the PyTorch model gives."""
-    from tests.serve.test_serve import HELLO, Server
+    from tests.conftest import EXAMPLE as HELLO, Server
 
     out, _ = tiny_int8
     for beam in ("1", "5"):

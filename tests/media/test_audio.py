@@ -7,13 +7,8 @@ import pytest
 
 from generalist_cli.errors import MediaError
 from generalist_cli.media.audio import decode_audio, encode_audio, is_silent
+from tests.conftest import RATE, tone, write_av
 
-RATE = 16_000
-
-
-def tone(seconds: float = 1.0, rate: int = RATE, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".m4a", ".mp3", ".flac", ".ogg", ".opus"])
@@ -25,39 +20,9 @@ def test_containers_decode_to_16k_mono(tmp_path, suffix):
     assert 0.3 < np.abs(audio).max() < 0.5
 
 
-def _write_av(path, *, rate: int, channels: int, video: bool, audio: bool = True, seconds: float = 1.0):
-    """A stereo or mono file at ``rate``, optionally with a video track (mov/mp4)."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        if video:
-            vs = c.add_stream("mpeg4", rate=10)
-            vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
-        if audio:
-            layout = "stereo" if channels == 2 else "mono"
-            a = c.add_stream("aac", rate=rate, layout=layout)
-            left = tone(seconds, rate, 440.0)
-            right = -left if channels == 2 else None  # opposite phase: a correct down-mix cancels to silence
-            data = np.stack([left, right]) if channels == 2 else left[None]
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=layout)
-            frame.sample_rate = rate
-            for f in av.AudioResampler(format=a.format.name, layout=layout, rate=rate).resample(frame):
-                for p in a.encode(f):
-                    c.mux(p)
-            for p in a.encode(None):
-                c.mux(p)
-        if video:
-            for i in range(int(seconds * 10)):
-                img = np.full((48, 64, 3), i * 20 % 255, np.uint8)
-                for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    c.mux(p)
-            for p in vs.encode(None):
-                c.mux(p)
-
-
 def test_mov_audio_track_stereo_44k_is_downmixed_and_resampled(tmp_path):
     path = tmp_path / "clip.mov"
-    _write_av(path, rate=44_100, channels=2, video=True)
+    write_av(path, rate=44_100, channels=2, video=True)
     audio = decode_audio(path)
     assert abs(len(audio) / RATE - 1.0) < 0.1
     assert np.abs(audio).max() < 0.05  # left and right are in opposite phase: the mono mix cancels
@@ -65,7 +30,7 @@ def test_mov_audio_track_stereo_44k_is_downmixed_and_resampled(tmp_path):
 
 def test_mp4_mono_48k_resampled(tmp_path):
     path = tmp_path / "clip.mp4"
-    _write_av(path, rate=48_000, channels=1, video=True)
+    write_av(path, rate=48_000, channels=1, video=True)
     audio = decode_audio(path)
     assert abs(len(audio) / RATE - 1.0) < 0.1 and np.abs(audio).max() > 0.3
     # the resampled tone keeps its pitch: 440 Hz peak in the spectrum
@@ -106,7 +71,7 @@ def test_truncated(tmp_path, suffix):
 
 def test_no_audio_track(tmp_path):
     path = tmp_path / "silent_video.mp4"
-    _write_av(path, rate=16_000, channels=1, video=True, audio=False)
+    write_av(path, rate=16_000, channels=1, video=True, audio=False)
     with pytest.raises(MediaError, match="no audio track"):
         decode_audio(path)
 

@@ -6,38 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generalist_cli.model.config import ModelConfig
 from generalist_cli.model.generalist import Generalist
 from generalist_cli.model.moe import load_balancing_loss, router_z_loss
 from generalist_cli.model.packing import pack, plan_rows, unpack
 from generalist_cli.model.upcycle import add_experts, freeze_experts, release_new_experts, upcycle
-
-SMALL = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=4, n_audio_layer=2, n_vocab=51865,
-             n_text_ctx=448, n_text_state=32, n_text_head=4, n_text_layer=2, n_audio_ffn=64, n_text_ffn=64,
-             video_patch=(2, 8, 8), video_max=(8, 4, 4), n_speech_mels=20)
-
-
-def dense(seed=0) -> Generalist:
-    torch.manual_seed(seed)
-    m = Generalist(ModelConfig(**SMALL)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return m
-
-
-def generalist(seed=0, *, live=True) -> Generalist:
-    """An upcycled model whose TTT gates and modality embeddings are non-zero (every path contributes)."""
-    g = upcycle(dense(seed), n_experts=4, top_k=2, ttt="mlp", seed=seed).eval()
-    if live:
-        with torch.no_grad():
-            for name, p in g.named_parameters():
-                if "ttt_gate" in name or "modality_embedding" in name:
-                    p.normal_(0, 0.5)
-                if "moe.fc" in name:  # break the copies' symmetry so routing matters
-                    p.add_(torch.randn_like(p) * 0.02)
-    return g
-
+from tests.conftest import dense, generalist
 
 def test_upcycled_equals_dense_at_init():
     d = dense()

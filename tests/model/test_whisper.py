@@ -7,23 +7,7 @@ import torch
 
 from generalist_cli.model.config import ModelConfig
 from generalist_cli.model.generalist import Generalist as Whisper
-
-
-def tiny_config(**kw) -> ModelConfig:
-    dims = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4, n_audio_layer=2, n_vocab=51865,
-                n_text_ctx=448, n_text_state=64, n_text_head=4, n_text_layer=2, n_audio_ffn=128, n_text_ffn=128)
-    return ModelConfig(**{**dims, **kw})
-
-
-def hf_twin(model: Whisper):
-    """transformers' Whisper with the same config and weights (our names + ``model.``)."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    hf = WhisperForConditionalGeneration(WhisperConfig(**model.config.to_hf())).eval()
-    missing, unexpected = hf.load_state_dict({"model." + k: v for k, v in model.state_dict().items()}, strict=False)
-    assert not unexpected and set(missing) <= {"proj_out.weight"}
-    hf.tie_weights()
-    return hf
+from tests.conftest import hf_twin, tiny_config
 
 
 @pytest.mark.parametrize("frames", [3000, 800])

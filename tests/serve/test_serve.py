@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,44 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import EXAMPLE as HELLO, Server
+
 ROOT = Path(__file__).resolve().parents[2]
-HELLO = ROOT / "examples" / "hello.m4a"
 HELLO_TEXT = "hello and welcome this voice was made by a computer and the model turns it back into text"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model: str, *args: str, tmp: Path, python: tuple[str, ...] = ("-m", "generalist_cli")) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.tmp = tmp
-        env = {**os.environ, "TMPDIR": str(tmp)}
-        self.proc = subprocess.Popen([sys.executable, *python, "serve", model, "--port",
-                                      str(self.port), "--threads", "1", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise AssertionError("server did not start")
-
-    def post(self, path: str, files=None, data=None, timeout: float = 120) -> httpx.Response:
-        return httpx.post(self.url + path, files=files, data=data, timeout=timeout)
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
-        return err
 
 
 def words(text: str) -> str:

@@ -12,7 +12,7 @@ import torch
 from generalist_cli.errors import ModelError
 from generalist_cli.store import store
 from generalist_cli.store.ct2 import load_ct2_dir, read_model_bin
-from tests.model.test_whisper import hf_twin, tiny_config
+from tests.conftest import hf_twin, tiny_config
 
 
 @pytest.fixture(scope="module")
