@@ -28,8 +28,16 @@ import time
 from pathlib import Path
 
 SENTENCES = (Path(__file__).resolve().parents[1] / "examples" / "sentences_en.txt").read_text().splitlines()
-ENGINES = ("torch", "torch-batched", "onnx-fp32", "onnx-fp32-batched", "onnx-int8", "onnx-int8-batched",
-           "faster-whisper-float32", "faster-whisper-int8")
+ENGINES = (
+    "torch",
+    "torch-batched",
+    "onnx-fp32",
+    "onnx-fp32-batched",
+    "onnx-int8",
+    "onnx-int8-batched",
+    "faster-whisper-float32",
+    "faster-whisper-int8",
+)
 
 
 def normalise(text: str) -> str:
@@ -80,10 +88,12 @@ def one(engine: str, threads: int, work: Path) -> dict:
         def run_all(batch: list):
             out = []
             for a in batch:
-                segs, _ = fw.transcribe(a, language="en", beam_size=1, temperature=0.0, vad_filter=False,
-                                        condition_on_previous_text=False)
+                segs, _ = fw.transcribe(
+                    a, language="en", beam_size=1, temperature=0.0, vad_filter=False, condition_on_previous_text=False
+                )
                 out.append("".join(s.text for s in segs))
             return out
+
         size = _size(work / "faster-whisper-base")
     else:
         from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
@@ -151,30 +161,50 @@ def main() -> None:
             export_model("whisper-base", work / "onnx-int8", quantize="int8")
         for engine in engines:
             print(f"running {engine} ...", file=sys.stderr, flush=True)
-            r = subprocess.run([sys.executable, __file__, "--one", engine, "--threads", str(args.threads),
-                                "--work", str(work)], capture_output=True, text=True, check=True)
+            r = subprocess.run(
+                [sys.executable, __file__, "--one", engine, "--threads", str(args.threads), "--work", str(work)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append((engine, json.loads(r.stdout.strip().splitlines()[-1])))
 
     results = []
-    print(f"{len(SENTENCES)} eSpeak NG English sentences, {seconds:.1f} s of audio, whisper-base, greedy, "
-          f"{args.threads} threads, torch {torch.__version__}\n")
+    print(
+        f"{len(SENTENCES)} eSpeak NG English sentences, {seconds:.1f} s of audio, whisper-base, greedy, "
+        f"{args.threads} threads, torch {torch.__version__}\n"
+    )
     print("| engine | WER | CER | seconds | RTF | peak RSS MB | model MB |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows:
         w, c = scores(SENTENCES, r["hyps"])
-        results.append({"engine": name, "wer": w, "cer": c, "seconds": r["seconds"], "rtf": r["seconds"] / seconds,
-                        "peak_rss_mb": r["peak_rss_mb"], "model_mb": r["model_mb"]})
-        print(f"| {name} | {w:.3f} | {c:.3f} | {r['seconds']:.2f} | {r['seconds'] / seconds:.3f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['model_mb']:.1f} |")
+        results.append(
+            {
+                "engine": name,
+                "wer": w,
+                "cer": c,
+                "seconds": r["seconds"],
+                "rtf": r["seconds"] / seconds,
+                "peak_rss_mb": r["peak_rss_mb"],
+                "model_mb": r["model_mb"],
+            }
+        )
+        print(
+            f"| {name} | {w:.3f} | {c:.3f} | {r['seconds']:.2f} | {r['seconds'] / seconds:.3f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['model_mb']:.1f} |"
+        )
     by = {r["engine"]: r for r in results}
     if "onnx-int8" in by and "faster-whisper-int8" in by:
         a, b = by["onnx-int8"], by["faster-whisper-int8"]
-        print(f"\ngen ONNX INT8 / faster-whisper int8: RTF ratio {a['rtf'] / b['rtf']:.2f} (target <= 1.0), "
-              f"WER {a['wer']:.3f} vs {b['wer']:.3f} (target: within 0.01 or better)")
+        print(
+            f"\ngen ONNX INT8 / faster-whisper int8: RTF ratio {a['rtf'] / b['rtf']:.2f} (target <= 1.0), "
+            f"WER {a['wer']:.3f} vs {b['wer']:.3f} (target: within 0.01 or better)"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"audio_seconds": seconds, "threads": args.threads, "results": results},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"audio_seconds": seconds, "threads": args.threads, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

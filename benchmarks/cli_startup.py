@@ -13,8 +13,12 @@ import time
 
 def timed(args: list[str], env: dict | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "generalist_cli", *args], capture_output=True,
-                   env={**os.environ, **(env or {})}, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "generalist_cli", *args],
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     return time.perf_counter() - t
 
 

@@ -49,6 +49,7 @@ def main() -> None:
         def f(mod, inputs, out):
             arr = counts.setdefault(key["task"], np.zeros((len(layers), c.n_experts)))
             arr[i] += out[1].counts.detach().cpu().double().numpy()
+
         return f
 
     hooks = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
@@ -62,19 +63,30 @@ def main() -> None:
     with torch.inference_mode():
         for task, rows in sorted(by_task.items()):
             key["task"] = task
-            batch = collate(rows[: args.per_task], tok, max_target_tokens=recipe.data.max_target_tokens,
-                            phonemes=c.tts_input == "phonemes")
+            batch = collate(
+                rows[: args.per_task],
+                tok,
+                max_target_tokens=recipe.data.max_target_tokens,
+                phonemes=c.tts_input == "phonemes",
+            )
             for e in batch.examples:  # one example at a time: no packing across tasks
                 step.forward(type(batch)([e]))
     for h in hooks:
         h.remove()
     tasks = sorted(counts)
     share = {t: counts[t] / counts[t].sum(1, keepdims=True).clip(min=1) for t in tasks}
-    tv = [float(np.mean([0.5 * np.abs(share[a][i] - share[b][i]).sum() for a, b in itertools.combinations(tasks, 2)]))
-          for i in range(len(layers))]
-    result = {"checkpoint": args.checkpoint, "tasks": tasks, "examples_per_task": args.per_task, "layers": label,
-              "share": {t: np.round(share[t], 4).tolist() for t in tasks},
-              "task_distance": dict(zip(label, np.round(tv, 3).tolist()))}
+    tv = [
+        float(np.mean([0.5 * np.abs(share[a][i] - share[b][i]).sum() for a, b in itertools.combinations(tasks, 2)]))
+        for i in range(len(layers))
+    ]
+    result = {
+        "checkpoint": args.checkpoint,
+        "tasks": tasks,
+        "examples_per_task": args.per_task,
+        "layers": label,
+        "share": {t: np.round(share[t], 4).tolist() for t in tasks},
+        "task_distance": dict(zip(label, np.round(tv, 3).tolist())),
+    }
     print(json.dumps({"tasks": tasks, "task_distance": result["task_distance"]}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

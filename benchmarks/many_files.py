@@ -12,27 +12,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-WORDS = ["good morning", "thank you", "see you soon", "the library is open", "please sit down", "hello there",
-         "it is raining", "one two three", "where is the station", "my name is Ram"]
+WORDS = [
+    "good morning",
+    "thank you",
+    "see you soon",
+    "the library is open",
+    "please sit down",
+    "hello there",
+    "it is raining",
+    "one two three",
+    "where is the station",
+    "my name is Ram",
+]
 
 
 def measure(files: list[Path], model: str, threads: int) -> dict:
     """Run gen run on ``files`` in a child of a fresh process (so the max RSS is this run's alone)."""
-    code = ("import resource, subprocess, sys, json, time\n"
-            "t = time.perf_counter()\n"
-            "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
-            "print(json.dumps({'rc': r.returncode, 'seconds': time.perf_counter() - t, 'err': r.stderr[-500:],\n"
-            "                  'max_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n")
+    code = (
+        "import resource, subprocess, sys, json, time\n"
+        "t = time.perf_counter()\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "print(json.dumps({'rc': r.returncode, 'seconds': time.perf_counter() - t, 'err': r.stderr[-500:],\n"
+        "                  'max_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
+    )
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-c", code, sys.executable, "-m", "generalist_cli", "run", *map(str, files),
-               "-m", model, "--out", out, "-q"]
+        cmd = [
+            sys.executable,
+            "-c",
+            code,
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            *map(str, files),
+            "-m",
+            model,
+            "--out",
+            out,
+            "-q",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         res = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
         res["outputs"] = len(os.listdir(out))
@@ -64,11 +87,17 @@ def main() -> None:
         for n in counts:
             r = measure(files[:n], a.model, a.threads)
             rows.append(r)
-            print(f"{n:>6} files: peak RSS {r['max_rss_mb']:.0f} MB, {r['seconds']:.1f} s, {r['files_per_s']:.1f} files/s, "
-                  f"{r['outputs']} outputs, rc {r['rc']}", flush=True)
+            print(
+                f"{n:>6} files: peak RSS {r['max_rss_mb']:.0f} MB, {r['seconds']:.1f} s, "
+                f"{r['files_per_s']:.1f} files/s, "
+                f"{r['outputs']} outputs, rc {r['rc']}",
+                flush=True,
+            )
     if len(rows) > 1:
-        print(f"peak RSS ratio {rows[-1]['files']}/{rows[0]['files']} files: "
-              f"{rows[-1]['max_rss_mb'] / rows[0]['max_rss_mb']:.2f}")
+        print(
+            f"peak RSS ratio {rows[-1]['files']}/{rows[0]['files']} files: "
+            f"{rows[-1]['max_rss_mb'] / rows[0]['max_rss_mb']:.2f}"
+        )
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

@@ -65,11 +65,15 @@ def main() -> None:
         ordered = timeit(lambda: moe(x))
         loop = timeit(lambda: eager_loop(moe, x))
         rows.append(("dense FFN, 4096 tokens", dense, "1.00x"))
-        rows.append(("MoE 8 experts top-2, sorted + grouped_mm (GPU default)", grouped, f"{grouped / dense:.2f}x dense"))
-        rows.append(("MoE 8 experts top-2, sorted + per-expert blocks (CPU default)", ordered,
-                     f"{ordered / dense:.2f}x dense"))
-        rows.append(("MoE 8 experts top-2, HF eager loop (one-hot mask, where, index_add)", loop,
-                     f"{loop / dense:.2f}x dense"))
+        rows.append(
+            ("MoE 8 experts top-2, sorted + grouped_mm (GPU default)", grouped, f"{grouped / dense:.2f}x dense")
+        )
+        rows.append(
+            ("MoE 8 experts top-2, sorted + per-expert blocks (CPU default)", ordered, f"{ordered / dense:.2f}x dense")
+        )
+        rows.append(
+            ("MoE 8 experts top-2, HF eager loop (one-hot mask, where, index_add)", loop, f"{loop / dense:.2f}x dense")
+        )
 
         ttt = TTTMLP(512, 8)
         xs = torch.randn(1, 256, 512)
@@ -107,8 +111,13 @@ def main() -> None:
         t_pack = timeit(packed, repeat=2)
         fraction = packed().padding_fraction
         rows.append((f"whisper-base encoder, {u} x 5 s padded to 30 s", t_pad, f"{u / t_pad:.1f} utt/s"))
-        rows.append((f"whisper-base encoder, {u} x 5 s packed in 2048 rows", t_pack,
-                     f"{u / t_pack:.1f} utt/s ({t_pad / t_pack:.1f}x; padding {fraction:.1%})"))
+        rows.append(
+            (
+                f"whisper-base encoder, {u} x 5 s packed in 2048 rows",
+                t_pack,
+                f"{u / t_pack:.1f} utt/s ({t_pad / t_pack:.1f}x; padding {fraction:.1%})",
+            )
+        )
 
     print(f"torch {torch.__version__}, {args.threads} threads\n")
     print("| measurement | seconds | relative |")

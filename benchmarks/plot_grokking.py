@@ -37,13 +37,21 @@ def main() -> None:
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
     for run, color in zip(a.runs, ("tab:blue", "tab:red", "tab:green")):
         c = curves(run)
-        wd = next((line.split("=")[1].strip() for line in (run / "recipe.resolved.toml").read_text().splitlines()
-                   if line.startswith("weight_decay")), "?")
+        wd = next(
+            (
+                line.split("=")[1].strip()
+                for line in (run / "recipe.resolved.toml").read_text().splitlines()
+                if line.startswith("weight_decay")
+            ),
+            "?",
+        )
         acc.plot(c["step"], c["train"], "--", color=color, label=f"{run.name} train (wd {wd})")
         acc.plot(c["step"], c["valid"], "-", color=color, label=f"{run.name} held-out (wd {wd})")
         loss.plot(c["step"], c["valid_loss"], "-", color=color, label=f"{run.name} held-out loss")
-        print(f"{run.name}: last step {c['step'][-1]}, train acc {c['train'][-1]:.3f}, held-out acc "
-              f"{c['valid'][-1]:.3f}, best held-out acc {max(c['valid']):.3f}")
+        print(
+            f"{run.name}: last step {c['step'][-1]}, train acc {c['train'][-1]:.3f}, held-out acc "
+            f"{c['valid'][-1]:.3f}, best held-out acc {max(c['valid']):.3f}"
+        )
     acc.set_xlabel("step (full batch: one epoch)")
     acc.set_ylabel("answer accuracy")
     acc.set_ylim(-0.02, 1.02)

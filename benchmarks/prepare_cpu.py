@@ -36,8 +36,15 @@ def main() -> None:
         (tmp / "lines.txt").write_text("\n".join(lines) + "\n")
         for procs in (1, 2):
             t = time.perf_counter()
-            r = prepare(speak.items(text_file=tmp / "lines.txt", lang="en"), out=tmp / f"speak{procs}",
-                        source="speak", options={}, tokenizer=tok, num_proc=procs, shard_size=25)
+            r = prepare(
+                speak.items(text_file=tmp / "lines.txt", lang="en"),
+                out=tmp / f"speak{procs}",
+                source="speak",
+                options={},
+                tokenizer=tok,
+                num_proc=procs,
+                shard_size=25,
+            )
             rows.append((f"speak ({args.n} lines -> ASR + TTS pairs)", procs, r.examples, time.perf_counter() - t))
         (tmp / "wav").mkdir()
         for i, line in enumerate(lines):
@@ -45,8 +52,15 @@ def main() -> None:
         (tmp / "m.tsv").write_text("path\ttext\n" + "".join(f"wav/{i:05d}.wav\t{x}\n" for i, x in enumerate(lines)))
         for procs in (1, 2):
             t = time.perf_counter()
-            r = prepare(manifest.items(manifest=tmp / "m.tsv"), out=tmp / f"manifest{procs}", source="manifest",
-                        options={}, tokenizer=tok, num_proc=procs, shard_size=25)
+            r = prepare(
+                manifest.items(manifest=tmp / "m.tsv"),
+                out=tmp / f"manifest{procs}",
+                source="manifest",
+                options={},
+                tokenizer=tok,
+                num_proc=procs,
+                shard_size=25,
+            )
             rows.append((f"manifest ({args.n} WAV files)", procs, r.examples, time.perf_counter() - t))
     print("| source | processes | examples | seconds | examples/s |")
     print("|---|---|---|---|---|")

@@ -35,8 +35,10 @@ def corpus(name: str, n: int) -> tuple[list[Path], list[str], str]:
     if name == "en":
         files = sorted(p for p in MEDIA.glob("*.*") if p.suffix in (".wav", ".flac") and "stereo" not in p.name)
         return files, [p.with_suffix(".txt").read_text().strip() for p in files], "en"
-    text = dict(line.rstrip("\n").split("\t", 1)
-                for line in (HINDI / "transcription_n2w.txt").read_text(encoding="utf-8").splitlines())
+    text = dict(
+        line.rstrip("\n").split("\t", 1)
+        for line in (HINDI / "transcription_n2w.txt").read_text(encoding="utf-8").splitlines()
+    )
     files = sorted(HINDI.glob("*.m4a"))[:n]
     return files, [text[p.stem] for p in files], "hi"
 
@@ -74,8 +76,11 @@ def one(engine: str, files: list[Path], lang: str, threads: int, work: Path) -> 
         run(audio[0])
         t = time.perf_counter()
         hyps = [run(a) for a in audio]
-    return {"seconds": time.perf_counter() - t, "hyps": hyps,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": time.perf_counter() - t,
+        "hyps": hyps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def vad_table(files: list[Path]) -> list[dict]:
@@ -117,16 +122,42 @@ def main() -> None:
             for engine in ENGINES:
                 if engine == "gen-script-any" and name == "en":
                     continue
-                r = subprocess.run([sys.executable, __file__, "--one", engine, name, tmp, "--hindi", str(a.hindi),
-                                    "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        engine,
+                        name,
+                        tmp,
+                        "--hindi",
+                        str(a.hindi),
+                        "--threads",
+                        str(a.threads),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 out = json.loads(r.stdout.splitlines()[-1])
                 s = text_scores(refs, out["hyps"], lang=lang, task="transcribe")
-                audio = sum(__import__("generalist_cli.media.audio", fromlist=["x"]).decode_audio(p).size
-                            for p in files) / 16000
-                row = {"set": name, "engine": engine, "files": len(files), "audio_s": round(audio, 1),
-                       "wer": round(s["wer"], 3), "cer": round(s["cer"], 3), "script": round(s.get("script", 0), 3),
-                       "seconds": round(out["seconds"], 2), "rtf": round(out["seconds"] / audio, 3),
-                       "peak_rss_mb": round(out["peak_rss_mb"]), "sample": out["hyps"][0][:80]}
+                audio = (
+                    sum(__import__("generalist_cli.media.audio", fromlist=["x"]).decode_audio(p).size for p in files)
+                    / 16000
+                )
+                row = {
+                    "set": name,
+                    "engine": engine,
+                    "files": len(files),
+                    "audio_s": round(audio, 1),
+                    "wer": round(s["wer"], 3),
+                    "cer": round(s["cer"], 3),
+                    "script": round(s.get("script", 0), 3),
+                    "seconds": round(out["seconds"], 2),
+                    "rtf": round(out["seconds"] / audio, 3),
+                    "peak_rss_mb": round(out["peak_rss_mb"]),
+                    "sample": out["hyps"][0][:80],
+                }
                 results["asr"].append(row)
                 print(json.dumps(row, ensure_ascii=False), flush=True)
     for row in results["vad"]:

@@ -16,16 +16,24 @@ import argparse
 import concurrent.futures
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-SENTENCES = ["Good morning.", "Thank you very much.", "See you soon.", "The library is open.", "Please sit down.",
-             "It is raining today.", "Where is the station?", "My name is Ram.", "The tea is hot.",
-             "We will meet at nine."]
+SENTENCES = [
+    "Good morning.",
+    "Thank you very much.",
+    "See you soon.",
+    "The library is open.",
+    "Please sit down.",
+    "It is raining today.",
+    "Where is the station?",
+    "My name is Ram.",
+    "The tea is hot.",
+    "We will meet at nine.",
+]
 
 
 def clips() -> list[tuple[str, bytes]]:
@@ -56,10 +64,27 @@ def start(model: str, max_batch: int, threads: int, pack: bool) -> tuple[subproc
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "serve", model, "--port", str(port),
-                             "--max-batch", str(max_batch), "--threads", str(threads), "--queue-size", "256", "-q",
-                             "--pack" if pack else "--no-pack"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "serve",
+            model,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--threads",
+            str(threads),
+            "--queue-size",
+            "256",
+            "-q",
+            "--pack" if pack else "--no-pack",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if proc.poll() is not None:
@@ -79,8 +104,12 @@ def level(url: str, data: list[tuple[str, bytes]], clients: int, requests: int) 
     def one(i: int):
         text, wav = data[i % len(data)]
         t = time.perf_counter()
-        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("clip.wav", wav, "audio/wav")},
-                       data={"language": "en"}, timeout=600)
+        r = httpx.post(
+            url + "/v1/audio/transcriptions",
+            files={"file": ("clip.wav", wav, "audio/wav")},
+            data={"language": "en"},
+            timeout=600,
+        )
         return time.perf_counter() - t, r.status_code, text, r.json().get("text", "") if r.status_code == 200 else ""
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
@@ -94,10 +123,16 @@ def level(url: str, data: list[tuple[str, bytes]], clients: int, requests: int) 
     def norm(s: str) -> str:
         return " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())
 
-    return {"clients": clients, "requests": requests, "ok": len(ok), "seconds": round(wall, 2),
-            "requests_per_s": round(requests / wall, 2), "p50_s": round(lat[len(lat) // 2], 3),
-            "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3),
-            "wer": round(jiwer.wer([norm(r[2]) for r in ok], [norm(r[3]) for r in ok]), 3) if ok else None}
+    return {
+        "clients": clients,
+        "requests": requests,
+        "ok": len(ok),
+        "seconds": round(wall, 2),
+        "requests_per_s": round(requests / wall, 2),
+        "p50_s": round(lat[len(lat) // 2], 3),
+        "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3),
+        "wer": round(jiwer.wer([norm(r[2]) for r in ok], [norm(r[3]) for r in ok]), 3) if ok else None,
+    }
 
 
 def main() -> None:

@@ -60,8 +60,10 @@ def main() -> None:
     norm = lambda x: " ".join(re.sub(r"[^\w\s']", " ", x.lower()).split())  # noqa: E731
     lat = np.asarray(latencies)
     print(f"{seconds:.1f} s of speech, {len(words)} words confirmed, processing RTF {busy / seconds:.2f}")
-    print(f"word latency (end of the word -> final text): median {np.median(lat):.2f} s, p90 "
-          f"{np.percentile(lat, 90):.2f} s, max {lat.max():.2f} s")
+    print(
+        f"word latency (end of the word -> final text): median {np.median(lat):.2f} s, p90 "
+        f"{np.percentile(lat, 90):.2f} s, max {lat.max():.2f} s"
+    )
     print(f"WER of the confirmed text: {jiwer.wer(norm(' '.join(texts)), norm(''.join(w.word for w in words))):.3f}")
 
 

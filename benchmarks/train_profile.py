@@ -33,9 +33,11 @@ VARIANTS = {
     "MoE + TTT-MLP, encoder frozen": ["model.train_encoder=false"],
 }
 FAMILIES = {  # operator -> part of the model it comes from (self CPU time)
-    "aten::bmm": "batched matmuls (TTT inner loop; per-example attention)", "aten::baddbmm": "TTT state update",
+    "aten::bmm": "batched matmuls (TTT inner loop; per-example attention)",
+    "aten::baddbmm": "TTT state update",
     "aten::gelu_backward": "TTT inner loop (GELU derivative)",
-    "aten::mm": "linear layers and experts (matmuls)", "aten::addmm": "linear layers and experts (matmuls)",
+    "aten::mm": "linear layers and experts (matmuls)",
+    "aten::addmm": "linear layers and experts (matmuls)",
     "aten::_grouped_mm": "linear layers and experts (matmuls)",
 }
 
@@ -61,8 +63,9 @@ def _setup(overrides: list[str], threads: int):
     opt = torch.optim.AdamW(params, lr=r.train.lr, betas=r.train.betas, eps=r.train.eps)
 
     def batch(step: int):
-        pairs = data.draw(seed=r.run.seed, step=step, n=r.train.batch_size, sampling=r.train.sampling,
-                          capacity=r.data.capacity)
+        pairs = data.draw(
+            seed=r.run.seed, step=step, n=r.train.batch_size, sampling=r.train.sampling, capacity=r.data.capacity
+        )
         return collate(data.rows(pairs), tok, max_target_tokens=r.data.max_target_tokens)
 
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=r.train.mixed_precision == "bf16")  # noqa: E731
@@ -84,15 +87,24 @@ def run_variant(overrides: list[str], steps: int, threads: int) -> dict:
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
         audio = sum(e.source.shape[-1] for e in b.examples) / 100
-        rows.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "examples": len(b.examples),
-                     "audio_s": audio})
+        rows.append(
+            {
+                "forward": t1 - t0,
+                "backward": t2 - t1,
+                "optimizer": t3 - t2,
+                "examples": len(b.examples),
+                "audio_s": audio,
+            }
+        )
     timed = rows[1:]
     total = sum(r["forward"] + r["backward"] + r["optimizer"] for r in timed)
-    return {"examples_per_s": sum(r["examples"] for r in timed) / total,
-            "audio_s_per_s": sum(r["audio_s"] for r in timed) / total,
-            **{k: sum(r[k] for r in timed) / len(timed) for k in ("forward", "backward", "optimizer")},
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-            "trainable_params_m": trainable / 1e6}
+    return {
+        "examples_per_s": sum(r["examples"] for r in timed) / total,
+        "audio_s_per_s": sum(r["audio_s"] for r in timed) / total,
+        **{k: sum(r[k] for r in timed) / len(timed) for k in ("forward", "backward", "optimizer")},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "trainable_params_m": trainable / 1e6,
+    }
 
 
 def profile(threads: int) -> dict:
@@ -132,23 +144,33 @@ def main() -> None:
         print(json.dumps(result))
         return
     if not (ROOT / "data" / "kathbath-hi").exists():
-        sys.exit("data/kathbath-hi is missing: gen prepare kathbath --lang hi --local "
-                 "../shared/data/air-hindi-1h --out data/kathbath-hi")
+        sys.exit(
+            "data/kathbath-hi is missing: gen prepare kathbath --lang hi --local "
+            "../shared/data/air-hindi-1h --out data/kathbath-hi"
+        )
     results = {}
     for name, sets in [*VARIANTS.items(), ("profile", None)]:
         child = json.dumps(["profile"] if sets is None else ["run", *sets])
-        done = subprocess.run([sys.executable, __file__, "--child", child, "--steps", str(args.steps),
-                               "--threads", str(args.threads)], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", child, "--steps", str(args.steps), "--threads", str(args.threads)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             sys.exit(f"{name}: {done.stderr.strip().splitlines()[-1]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(name, results[name], flush=True)
-    print(f"\n| variant (batch 8 real utterances, {args.threads} threads) | examples/s | audio s/s | forward s | "
-          "backward s | optimizer s | peak RSS GB | trainable M |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n| variant (batch 8 real utterances, {args.threads} threads) | examples/s | audio s/s | forward s | "
+        "backward s | optimizer s | peak RSS GB | trainable M |\n|---|---|---|---|---|---|---|---|"
+    )
     for name in VARIANTS:
         r = results[name]
-        print(f"| {name} | {r['examples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['forward']:.2f} | "
-              f"{r['backward']:.2f} | {r['optimizer']:.2f} | {r['peak_rss_gb']:.1f} | {r['trainable_params_m']:.0f} |")
+        print(
+            f"| {name} | {r['examples_per_s']:.2f} | {r['audio_s_per_s']:.1f} | {r['forward']:.2f} | "
+            f"{r['backward']:.2f} | {r['optimizer']:.2f} | {r['peak_rss_gb']:.1f} | {r['trainable_params_m']:.0f} |"
+        )
     total = sum(v for k, v in results["profile"].items() if not k.startswith("("))
     print("\n| part (one step of the recipe, self CPU time) | seconds | share |\n|---|---|---|")
     for part, secs in results["profile"].items():

@@ -43,8 +43,9 @@ def main() -> None:
     ds = datasets.load_from_disk(str(args.data))[args.split].with_format("numpy")
     rows = [r for r in read_rows([ds], [(0, i) for i in range(len(ds))]) if r["task"] == "tts"]
     refs = [str(r["text"]) for r in rows]
-    examples = collate(rows, model.tokenizer, max_target_tokens=200,
-                       phonemes=model.model.config.tts_input == "phonemes").examples
+    examples = collate(
+        rows, model.tokenizer, max_target_tokens=200, phonemes=model.model.config.tts_input == "phonemes"
+    ).examples
     t = time.perf_counter()
     generated = tts_scores(model.model, examples, rows, False, asr_model=args.asr_model)
     gen_seconds = time.perf_counter() - t
@@ -57,10 +58,16 @@ def main() -> None:
 
     espeak = wer_of([synthesize_16k(r, voice=args.voice) for r in refs])
     true_mel = wer_of([mel_to_audio(np.asarray(r["tgt_mel"], dtype=np.float32).T) for r in rows])
-    result = {"sentences": len(rows), "round_trip_wer": generated["round_trip_wer"], "espeak_wer": espeak,
-              "true_mel_vocoded_wer": true_mel, "mel_l1": generated["mel_l1"],
-              "ratio_to_true_mel_bound": generated["round_trip_wer"] / max(true_mel, 1e-9),
-              "generation_seconds": gen_seconds, "sample": generated.get("sample")}
+    result = {
+        "sentences": len(rows),
+        "round_trip_wer": generated["round_trip_wer"],
+        "espeak_wer": espeak,
+        "true_mel_vocoded_wer": true_mel,
+        "mel_l1": generated["mel_l1"],
+        "ratio_to_true_mel_bound": generated["round_trip_wer"] / max(true_mel, 1e-9),
+        "generation_seconds": gen_seconds,
+        "sample": generated.get("sample"),
+    }
     print(json.dumps(result, indent=2, ensure_ascii=False))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -51,14 +51,18 @@ def main() -> None:
     t = time.perf_counter()
     speech_s = sum(b - a_ for a_, b in speech_regions(audio)) / 16000
     vad_s = time.perf_counter() - t
-    print(f"{seconds:.1f} s of audio, {speech_s:.1f} s of it speech by the VAD ({vad_s * 1000:.0f} ms for the VAD pass)")
+    print(
+        f"{seconds:.1f} s of audio, {speech_s:.1f} s of it speech by the VAD ({vad_s * 1000:.0f} ms for the VAD pass)"
+    )
     for vad in (True, False):
         t = time.perf_counter()
         [tr] = transcribe(loaded.model, loaded.tokenizer, [audio], TranscribeOptions(language="en", vad=vad))
         dt = time.perf_counter() - t
         print(f"vad={vad!s:5}: {dt:6.1f} s, RTF {dt / seconds:.3f}, WER {jiwer.wer(ref, norm(tr.text)):.3f}")
-    for name, x in (("60 s silence", np.zeros(60 * 16000, np.float32)),
-                    ("60 s white noise", rng.normal(0, 0.05, 60 * 16000).astype(np.float32))):
+    for name, x in (
+        ("60 s silence", np.zeros(60 * 16000, np.float32)),
+        ("60 s white noise", rng.normal(0, 0.05, 60 * 16000).astype(np.float32)),
+    ):
         for vad in (True, False):
             [tr] = transcribe(loaded.model, loaded.tokenizer, [x], TranscribeOptions(language="en", vad=vad))
             print(f"{name}, vad={vad!s:5}: {tr.text!r}")

@@ -26,15 +26,25 @@ from pathlib import Path
 def configs(width: int, ffn: int, layers: int, vocab: int) -> dict:
     from generalist_cli.model.config import ModelConfig
 
-    base = dict(n_audio_state=width, n_text_state=width, n_audio_head=4, n_text_head=4, n_audio_layer=layers,
-                n_text_layer=layers, n_vocab=vocab, generalist=True)
+    base = dict(
+        n_audio_state=width,
+        n_text_state=width,
+        n_audio_head=4,
+        n_text_head=4,
+        n_audio_layer=layers,
+        n_text_layer=layers,
+        n_vocab=vocab,
+        generalist=True,
+    )
     return {
         "dense": ModelConfig(**base, n_audio_ffn=ffn, n_text_ffn=ffn),
         "mixtral 8x top-2": ModelConfig(**base, n_audio_ffn=ffn // 2, n_text_ffn=ffn // 2, n_experts=8, top_k=2),
-        "fine-grained 3x8 top-1 + shared": ModelConfig(**base, n_audio_ffn=ffn, n_text_ffn=ffn, n_experts=8, top_k=1,
-                                                       moe_segments=4, moe_shared=1),
-        "PEER 128^2, 4 heads": ModelConfig(**base, n_audio_ffn=ffn // 2, n_text_ffn=ffn // 2, peer_experts=128 * 128,
-                                           peer_heads=4, peer_top_k=ffn // 8),
+        "fine-grained 3x8 top-1 + shared": ModelConfig(
+            **base, n_audio_ffn=ffn, n_text_ffn=ffn, n_experts=8, top_k=1, moe_segments=4, moe_shared=1
+        ),
+        "PEER 128^2, 4 heads": ModelConfig(
+            **base, n_audio_ffn=ffn // 2, n_text_ffn=ffn // 2, peer_experts=128 * 128, peer_heads=4, peer_top_k=ffn // 8
+        ),
     }
 
 
@@ -80,9 +90,14 @@ def train_loss(cfg, data, tokenizer, *, steps: int, batch: int, lr: float, seed:
         opt.step()
         losses.append(float(ce.detach()))
     total, active = parameter_counts(model)
-    return {"params_total": total, "params_active": active, "first_ce": losses[0],
-            "ce_last10": sum(losses[-10:]) / min(10, len(losses)), "seconds": time.perf_counter() - start,
-            "curve": [round(x, 4) for x in losses]}
+    return {
+        "params_total": total,
+        "params_active": active,
+        "first_ce": losses[0],
+        "ce_last10": sum(losses[-10:]) / min(10, len(losses)),
+        "seconds": time.perf_counter() - start,
+        "curve": [round(x, 4) for x in losses],
+    }
 
 
 def layer_speed(cfg, tokens: int, repeats: int) -> dict:
@@ -124,14 +139,24 @@ def peer_million(tokens: int) -> dict:
         layer.up.weight.normal_(0, 0.02)
     x = torch.randn(tokens, 512)
     fwd = forward_seconds(layer, x)
-    dense_fwd = forward_seconds(torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(),
-                                                    torch.nn.Linear(2048, 512)), x)
+    dense_fwd = forward_seconds(
+        torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 512)), x
+    )
     params = sum(p.numel() for p in layer.parameters())
-    return {"experts": 1024 * 1024, "d_model": 512, "heads": 8, "top_k": 16, "params": params,
-            "params_active_per_token": layer.active_parameters(), "weights_mb": params * 4 / 2**20,
-            "peak_rss_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before,
-            "init_seconds": build_s, "tokens": tokens, "forward_ms": fwd * 1000,
-            "dense_ffn_2048_forward_ms": dense_fwd * 1000}
+    return {
+        "experts": 1024 * 1024,
+        "d_model": 512,
+        "heads": 8,
+        "top_k": 16,
+        "params": params,
+        "params_active_per_token": layer.active_parameters(),
+        "weights_mb": params * 4 / 2**20,
+        "peak_rss_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before,
+        "init_seconds": build_s,
+        "tokens": tokens,
+        "forward_ms": fwd * 1000,
+        "dense_ffn_2048_forward_ms": dense_fwd * 1000,
+    }
 
 
 def main() -> None:
@@ -162,17 +187,32 @@ def main() -> None:
     data = TrainData([DataSource(path=args.data, tasks=("transcribe",))], tokenizer=tok_path)
     rows = []
     for name, cfg in configs(args.width, args.ffn, args.layers, 51864).items():
-        row = {"variant": name, **train_loss(cfg, data, tokenizer, steps=args.steps, batch=args.batch, lr=args.lr,
-                                             seed=args.seed), **layer_speed(cfg, 2048, 10)}
+        row = {
+            "variant": name,
+            **train_loss(cfg, data, tokenizer, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed),
+            **layer_speed(cfg, 2048, 10),
+        }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
-    result = {"steps": args.steps, "batch": args.batch, "width": args.width, "ffn": args.ffn, "layers": args.layers,
-              "threads": args.threads, "variants": rows}
-    print(f"\n| variant | params total | params active | CE step 0 | CE last 10 of {args.steps} | FFN fwd+bwd ms (2,048 pos.) |")
+    result = {
+        "steps": args.steps,
+        "batch": args.batch,
+        "width": args.width,
+        "ffn": args.ffn,
+        "layers": args.layers,
+        "threads": args.threads,
+        "variants": rows,
+    }
+    print(
+        f"\n| variant | params total | params active | CE step 0 | CE last 10 of {args.steps} "
+        "| FFN fwd+bwd ms (2,048 pos.) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['params_total']:,} | {r['params_active']:,} | {r['first_ce']:.3f} | "
-              f"{r['ce_last10']:.3f} | {r['ffn_fwd_bwd_ms']:.1f} |")
+        print(
+            f"| {r['variant']} | {r['params_total']:,} | {r['params_active']:,} | {r['first_ce']:.3f} | "
+            f"{r['ce_last10']:.3f} | {r['ffn_fwd_bwd_ms']:.1f} |"
+        )
     if args.peer_million:
         result["peer_million"] = peer_million(1024)
         print(json.dumps(result["peer_million"]))

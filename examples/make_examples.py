@@ -1,6 +1,6 @@
 """Regenerate the bundled example recordings with eSpeak NG (run once; the outputs are committed).
 
-    python examples/make_examples.py
+python examples/make_examples.py
 """
 
 from pathlib import Path
@@ -10,8 +10,11 @@ from generalist_cli.media.espeak import synthesize_16k
 
 HERE = Path(__file__).parent
 EXAMPLES = {
-    "hello.m4a": ("Hello, and welcome. This voice was made by a computer, and the model turns it back into text.",
-                  "en-us", 140),
+    "hello.m4a": (
+        "Hello, and welcome. This voice was made by a computer, and the model turns it back into text.",
+        "en-us",
+        140,
+    ),
 }
 
 if __name__ == "__main__":

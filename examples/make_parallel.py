@@ -15,23 +15,56 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-TIMES = [("", ""), ("Today", "आज"), ("Every day", "हर दिन"), ("In the morning", "सुबह"),
-         ("In the evening", "शाम को"), ("On Sunday", "रविवार को"), ("At night", "रात को")]
+TIMES = [
+    ("", ""),
+    ("Today", "आज"),
+    ("Every day", "हर दिन"),
+    ("In the morning", "सुबह"),
+    ("In the evening", "शाम को"),
+    ("On Sunday", "रविवार को"),
+    ("At night", "रात को"),
+]
 # (English, Hindi, gender/number: m, f or p)
-SUBJECTS = [("Ram", "राम", "m"), ("Sita", "सीता", "f"), ("the farmer", "किसान", "m"), ("my sister", "मेरी बहन", "f"),
-            ("my brother", "मेरा भाई", "m"), ("the boy", "लड़का", "m"), ("the girl", "लड़की", "f"),
-            ("my mother", "मेरी माँ", "f"), ("the old man", "बूढ़ा आदमी", "m"), ("the woman", "औरत", "f"),
-            ("the children", "बच्चे", "p"), ("my friends", "मेरे दोस्त", "p")]
-PLACES = [("", ""), ("in Delhi", "दिल्ली में"), ("in the village", "गाँव में"), ("in the city", "शहर में"),
-          ("at home", "घर पर"), ("in Mumbai", "मुंबई में"), ("near the river", "नदी के पास"),
-          ("at school", "स्कूल में"), ("in the market", "बाज़ार में")]
+SUBJECTS = [
+    ("Ram", "राम", "m"),
+    ("Sita", "सीता", "f"),
+    ("the farmer", "किसान", "m"),
+    ("my sister", "मेरी बहन", "f"),
+    ("my brother", "मेरा भाई", "m"),
+    ("the boy", "लड़का", "m"),
+    ("the girl", "लड़की", "f"),
+    ("my mother", "मेरी माँ", "f"),
+    ("the old man", "बूढ़ा आदमी", "m"),
+    ("the woman", "औरत", "f"),
+    ("the children", "बच्चे", "p"),
+    ("my friends", "मेरे दोस्त", "p"),
+]
+PLACES = [
+    ("", ""),
+    ("in Delhi", "दिल्ली में"),
+    ("in the village", "गाँव में"),
+    ("in the city", "शहर में"),
+    ("at home", "घर पर"),
+    ("in Mumbai", "मुंबई में"),
+    ("near the river", "नदी के पास"),
+    ("at school", "स्कूल में"),
+    ("in the market", "बाज़ार में"),
+]
 # (English third person singular, English base form, Hindi object, Hindi verb stem)
-ACTIVITIES = [("reads a book", "read a book", "किताब", "पढ़"), ("drinks tea", "drink tea", "चाय", "पी"),
-              ("eats rice", "eat rice", "चावल", "खा"), ("writes a letter", "write a letter", "चिट्ठी", "लिख"),
-              ("plays cricket", "play cricket", "क्रिकेट", "खेल"), ("sings a song", "sing a song", "गाना", "गा"),
-              ("works", "work", "काम", "कर"), ("cooks food", "cook food", "खाना", "बना"), ("sleeps", "sleep", "", "सो"),
-              ("buys vegetables", "buy vegetables", "सब्ज़ी", "खरीद"), ("drinks milk", "drink milk", "दूध", "पी"),
-              ("learns English", "learn English", "अंग्रेज़ी", "सीख")]
+ACTIVITIES = [
+    ("reads a book", "read a book", "किताब", "पढ़"),
+    ("drinks tea", "drink tea", "चाय", "पी"),
+    ("eats rice", "eat rice", "चावल", "खा"),
+    ("writes a letter", "write a letter", "चिट्ठी", "लिख"),
+    ("plays cricket", "play cricket", "क्रिकेट", "खेल"),
+    ("sings a song", "sing a song", "गाना", "गा"),
+    ("works", "work", "काम", "कर"),
+    ("cooks food", "cook food", "खाना", "बना"),
+    ("sleeps", "sleep", "", "सो"),
+    ("buys vegetables", "buy vegetables", "सब्ज़ी", "खरीद"),
+    ("drinks milk", "drink milk", "दूध", "पी"),
+    ("learns English", "learn English", "अंग्रेज़ी", "सीख"),
+]
 
 
 def pair(time, subject, place, activity, negated: bool) -> tuple[str, str]:
@@ -54,8 +87,9 @@ def corpus(n_train: int = 2000, n_test: int = 100, seed: int = 0) -> tuple[list,
     seen: set[str] = set()
     out = []
     while len(out) < n_train + n_test:
-        en, hi = pair(rng.choice(TIMES), rng.choice(SUBJECTS), rng.choice(PLACES), rng.choice(ACTIVITIES),
-                      rng.random() < 0.2)
+        en, hi = pair(
+            rng.choice(TIMES), rng.choice(SUBJECTS), rng.choice(PLACES), rng.choice(ACTIVITIES), rng.random() < 0.2
+        )
         if en not in seen:
             seen.add(en)
             out.append((en, hi))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from generalist_cli.errors import GenError
 

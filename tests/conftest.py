@@ -17,15 +17,22 @@ EXAMPLE = ROOT / "examples" / "hello.m4a"
 EXAMPLE_TEXT = (ROOT / "examples" / "hello.txt").read_text().strip()
 
 # ``gen ARGS`` in a Python where ``import torch`` fails: what an image with ONNX Runtime and no torch runs
-NO_TORCH = ["-c", "import sys; sys.modules['torch'] = None; sys.argv[0] = 'gen'; "
-                  "from generalist_cli.cli import main; main()"]
+NO_TORCH = [
+    "-c",
+    "import sys; sys.modules['torch'] = None; sys.argv[0] = 'gen'; from generalist_cli.cli import main; main()",
+]
 SENTENCES = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()  # also the benchmark's
 
 
 def gen(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``gen ARGS`` in a fresh Python (the installed CLI as a user runs it), this session's store."""
-    return subprocess.run([sys.executable, "-m", "generalist_cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "generalist_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,9 +127,23 @@ def write_av(path, *, rate: int, channels: int, video: bool, audio: bool = True,
                 c.mux(p)
 
 
-SMALL = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=4, n_audio_layer=2, n_vocab=51865,
-             n_text_ctx=448, n_text_state=32, n_text_head=4, n_text_layer=2, n_audio_ffn=64, n_text_ffn=64,
-             video_patch=(2, 8, 8), video_max=(8, 4, 4), n_speech_mels=20)
+SMALL = dict(
+    n_mels=80,
+    n_audio_ctx=1500,
+    n_audio_state=32,
+    n_audio_head=4,
+    n_audio_layer=2,
+    n_vocab=51865,
+    n_text_ctx=448,
+    n_text_state=32,
+    n_text_head=4,
+    n_text_layer=2,
+    n_audio_ffn=64,
+    n_text_ffn=64,
+    video_patch=(2, 8, 8),
+    video_max=(8, 4, 4),
+    n_speech_mels=20,
+)
 
 
 def dense(seed=0):
@@ -160,8 +181,20 @@ def generalist(seed=0, *, live=True):
 def tiny_config(**kw):
     from generalist_cli.model.config import ModelConfig
 
-    dims = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4, n_audio_layer=2, n_vocab=51865,
-                n_text_ctx=448, n_text_state=64, n_text_head=4, n_text_layer=2, n_audio_ffn=128, n_text_ffn=128)
+    dims = dict(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=4,
+        n_audio_layer=2,
+        n_vocab=51865,
+        n_text_ctx=448,
+        n_text_state=64,
+        n_text_head=4,
+        n_text_layer=2,
+        n_audio_ffn=128,
+        n_text_ffn=128,
+    )
     return ModelConfig(**{**dims, **kw})
 
 
@@ -193,9 +226,13 @@ class Server:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         env = {**os.environ, "TMPDIR": str(tmp)}
-        self.proc = subprocess.Popen([sys.executable, *python, "serve", model, "--port",
-                                      str(self.port), "--threads", "1", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, *python, "serve", model, "--port", str(self.port), "--threads", "1", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read()
@@ -215,5 +252,3 @@ class Server:
         self.proc.terminate()
         _, err = self.proc.communicate(timeout=30)
         return err
-
-

@@ -28,8 +28,9 @@ def test_command_pages_are_current():
     pages = generate.pages()
     for name, text in pages.items():
         path = ROOT / "docs" / "commands" / name
-        assert path.exists() and path.read_text(encoding="utf-8") == text, \
+        assert path.exists() and path.read_text(encoding="utf-8") == text, (
             f"{path} is out of date: run python docs/commands/generate.py"
+        )
     stale = {p.name for p in (ROOT / "docs" / "commands").glob("*.md")} - set(pages)
     assert not stale, f"pages of commands that no longer exist: {stale}"
 

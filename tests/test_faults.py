@@ -27,9 +27,14 @@ def gen(*args: str, limit_bytes: int | None = None, timeout: int = 300) -> subpr
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "generalist_cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          preexec_fn=limit if limit_bytes is not None else None)
+    return subprocess.run(
+        [sys.executable, "-m", "generalist_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=limit if limit_bytes is not None else None,
+    )
 
 
 def one_clear_line(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -45,10 +50,28 @@ def test_kill_9_during_prepare_then_rerun_finishes_without_redoing_or_duplicatin
     text = tmp_path / "en.txt"
     text.write_text((ROOT / "examples" / "sentences_en_lifelong.txt").read_text())
     n = len(text.read_text().splitlines())
-    args = ["prepare", "speak", str(text), "--lang", "en", "--tasks", "transcribe", "--shard-size", "4",
-            "--model", "whisper-tiny.en", "--out", str(tmp_path / "out"), "--json"]
-    p = subprocess.Popen([sys.executable, "-m", "generalist_cli", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    args = [
+        "prepare",
+        "speak",
+        str(text),
+        "--lang",
+        "en",
+        "--tasks",
+        "transcribe",
+        "--shard-size",
+        "4",
+        "--model",
+        "whisper-tiny.en",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    ]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "generalist_cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     work = tmp_path / "out" / ".work"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(work.glob("*/shard-*/done"))) < 3:
@@ -80,8 +103,18 @@ def test_full_disk_keeps_the_existing_output_of_gen_run(tmp_path):
 def test_full_disk_during_prepare_is_one_clear_error(tmp_path):
     text = tmp_path / "en.txt"
     text.write_text("Good morning.\nSee you soon.\n")
-    r = gen("prepare", "speak", str(text), "--lang", "en", "--model", "whisper-tiny.en", "--out",
-            str(tmp_path / "out"), limit_bytes=2048)
+    r = gen(
+        "prepare",
+        "speak",
+        str(text),
+        "--lang",
+        "en",
+        "--model",
+        "whisper-tiny.en",
+        "--out",
+        str(tmp_path / "out"),
+        limit_bytes=2048,
+    )
     one_clear_line(r, "cannot write", "File too large")
 
 
@@ -96,13 +129,30 @@ def _unwritable() -> None:
 
 def test_unwritable_output_folders(tmp_path):
     _unwritable()
-    one_clear_line(gen("run", str(EXAMPLE), "-m", "whisper-tiny.en", "--out", str(UNWRITABLE / "hello.txt")),
-                   "cannot write")
-    one_clear_line(gen("run", str(EXAMPLE), str(EXAMPLE), "-m", "whisper-tiny.en", "--out", str(UNWRITABLE / "t/")),
-                   "cannot create the output folder")
+    one_clear_line(
+        gen("run", str(EXAMPLE), "-m", "whisper-tiny.en", "--out", str(UNWRITABLE / "hello.txt")), "cannot write"
+    )
+    one_clear_line(
+        gen("run", str(EXAMPLE), str(EXAMPLE), "-m", "whisper-tiny.en", "--out", str(UNWRITABLE / "t/")),
+        "cannot create the output folder",
+    )
     text = tmp_path / "en.txt"
     text.write_text("Good morning.\n")
-    one_clear_line(gen("prepare", "speak", str(text), "--lang", "en", "--model", "whisper-tiny.en", "--out",
-                       str(UNWRITABLE / "data")), "cannot write")
-    one_clear_line(gen("export", "whisper-tiny.en", "--out", str(UNWRITABLE / "export"), "--quantize", "none"),
-                   str(UNWRITABLE / "export"))
+    one_clear_line(
+        gen(
+            "prepare",
+            "speak",
+            str(text),
+            "--lang",
+            "en",
+            "--model",
+            "whisper-tiny.en",
+            "--out",
+            str(UNWRITABLE / "data"),
+        ),
+        "cannot write",
+    )
+    one_clear_line(
+        gen("export", "whisper-tiny.en", "--out", str(UNWRITABLE / "export"), "--quantize", "none"),
+        str(UNWRITABLE / "export"),
+    )

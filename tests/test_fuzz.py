@@ -16,24 +16,54 @@ from generalist_cli.errors import GenError
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 toml_value = st.recursive(
-    st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False, width=32), st.booleans(),
-              st.text(string.printable, max_size=12)),
-    lambda inner: st.lists(inner, max_size=3), max_leaves=6)
-keys = st.sampled_from(["lr", "batch_size", "max_steps", "init", "experts", "ttt", "path", "weight", "every",
-                        "sampling", "output_tokens", "name", "seed", "betas", "capacity", "bogus"])
+    st.one_of(
+        st.integers(-(10**6), 10**6),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+        st.booleans(),
+        st.text(string.printable, max_size=12),
+    ),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+keys = st.sampled_from(
+    [
+        "lr",
+        "batch_size",
+        "max_steps",
+        "init",
+        "experts",
+        "ttt",
+        "path",
+        "weight",
+        "every",
+        "sampling",
+        "output_tokens",
+        "name",
+        "seed",
+        "betas",
+        "capacity",
+        "bogus",
+    ]
+)
 
 
 @FAST
-@given(st.dictionaries(st.sampled_from(["run", "model", "train", "eval", "data", "extra"]),
-                       st.dictionaries(keys, toml_value, max_size=5), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(["run", "model", "train", "eval", "data", "extra"]),
+        st.dictionaries(keys, toml_value, max_size=5),
+        max_size=5,
+    )
+)
 def test_random_recipes_load_or_fail_cleanly(tmp_path_factory, table):
     from generalist_cli.recipe import load
 
     def value(v):
         return json.dumps(v) if not isinstance(v, list) else "[" + ", ".join(value(x) for x in v) + "]"
 
-    text = "\n".join(f"[{section}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in body.items())
-                     for section, body in table.items())
+    text = "\n".join(
+        f"[{section}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in body.items()) for section, body in table.items()
+    )
     path = tmp_path_factory.mktemp("fuzz") / "r.toml"
     path.write_text(text)
     try:
@@ -55,9 +85,16 @@ def test_random_bytes_are_not_media(data):
 
 
 @FAST
-@given(st.lists(st.lists(st.text(string.printable.replace("\t", "").replace("\n", "").replace("\r", "") + '"।॥\u200d',
-                                 max_size=20),
-                         min_size=1, max_size=5), max_size=6))
+@given(
+    st.lists(
+        st.lists(
+            st.text(string.printable.replace("\t", "").replace("\n", "").replace("\r", "") + '"।॥\u200d', max_size=20),
+            min_size=1,
+            max_size=5,
+        ),
+        max_size=6,
+    )
+)
 def test_random_tsv_tables_give_every_line_as_a_row_or_a_reason(tmp_path_factory, table):
     from generalist_cli.data.tables import read_table as rows
 

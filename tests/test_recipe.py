@@ -50,8 +50,10 @@ def test_errors_name_the_file_and_key(tmp_path):
 
 
 def test_overrides_and_round_trip(tmp_path):
-    r = load(_write(tmp_path, "[train]\nlr = 1e-3\n"), ["train.lr=2e-4", "run.name=x", "model.ttt=none",
-                                                         "train.betas=[0.8, 0.9]"])
+    r = load(
+        _write(tmp_path, "[train]\nlr = 1e-3\n"),
+        ["train.lr=2e-4", "run.name=x", "model.ttt=none", "train.betas=[0.8, 0.9]"],
+    )
     assert (r.train.lr, r.run.name, r.model.ttt, r.train.betas) == (2e-4, "x", "none", (0.8, 0.9))
     with pytest.raises(RecipeError, match="train.max_steps: expected an integer"):
         load(_write(tmp_path, ""), ["train.max_steps=lots"])

@@ -38,7 +38,9 @@ def write_atomic(path: Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise GenError(f"{path}: cannot write ({exc.strerror})", hint="check the folder exists and is writable") from exc
+        raise GenError(
+            f"{path}: cannot write ({exc.strerror})", hint="check the folder exists and is writable"
+        ) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -11,7 +11,8 @@ from generalist_cli.cli import app
 
 @app.command(
     "doctor",
-    epilog="[bold]Examples:[/]\n\n  gen doctor\n\n  gen doctor --json\n\n  gen doctor --no-hub   (skip the network check)",
+    epilog="[bold]Examples:[/]\n\n  gen doctor\n\n  gen doctor --json\n\n"
+    "  gen doctor --no-hub   (skip the network check)",
 )
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -52,23 +53,44 @@ def collect(*, hub: bool = True) -> dict:
         except md.PackageNotFoundError:
             return None
 
-    packages = {d: version(d) for d in ("torch", "onnxruntime", "onnxruntime-gpu", "av", "transformers",
-                                        "accelerate", "datasets", "ctranslate2", "faster-whisper")}
+    packages = {
+        d: version(d)
+        for d in (
+            "torch",
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "av",
+            "transformers",
+            "accelerate",
+            "datasets",
+            "ctranslate2",
+            "faster-whisper",
+        )
+    }
     cuda: dict = {"available": False, "devices": []}
     if packages["torch"]:
         import torch
 
         if torch.cuda.is_available():
-            cuda = {"available": True, "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+            cuda = {
+                "available": True,
+                "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            }
     providers: list[str] = []
     if packages["onnxruntime"] or packages["onnxruntime-gpu"]:
         import onnxruntime
 
         providers = list(onnxruntime.get_available_providers())
-    return {"gen": generalist_cli.__version__, "python": platform.python_version(), "packages": packages,
-            "cuda": cuda, "onnxruntime_providers": providers, "store": str(models_dir()),
-            "models": [{"name": m["name"], "where": m["where"]} for m in list_models()],
-            "hub": _hub() if hub else "not checked"}
+    return {
+        "gen": generalist_cli.__version__,
+        "python": platform.python_version(),
+        "packages": packages,
+        "cuda": cuda,
+        "onnxruntime_providers": providers,
+        "store": str(models_dir()),
+        "models": [{"name": m["name"], "where": m["where"]} for m in list_models()],
+        "hub": _hub() if hub else "not checked",
+    }
 
 
 def _hub() -> str:

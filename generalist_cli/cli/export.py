@@ -24,9 +24,15 @@ def export(
     quantize: Annotated[str, typer.Option(help="int8 (ONNX Runtime quantisation) or none (fp32).")] = "int8",
     prune: Annotated[float, typer.Option(help="Global magnitude pruning: fraction of weights set to zero.")] = 0.0,
     prune_experts: Annotated[int, typer.Option(help="Drop this many least-used experts per MoE layer.")] = 0,
-    calibration: Annotated[Optional[Path], typer.Option(
-        help="Audio file, folder of audio (+ .txt transcripts) or prepared dataset; default examples/hello.m4a.")] = None,
-    static: Annotated[bool, typer.Option("--static", help="Static INT8 with activation ranges from calibration.")] = False,
+    calibration: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Audio file, folder of audio (+ .txt transcripts) or prepared dataset; default examples/hello.m4a."
+        ),
+    ] = None,
+    static: Annotated[
+        bool, typer.Option("--static", help="Static INT8 with activation ranges from calibration.")
+    ] = False,
     max_wer_change: Annotated[float, typer.Option(help="Fail when the export's calibration WER rises more.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
 ) -> None:
@@ -37,24 +43,39 @@ def export(
 
     from rich.markup import escape
 
-    from generalist_cli.console import note, out as stdout
+    from generalist_cli.console import note
+    from generalist_cli.console import out as stdout
     from generalist_cli.export.build import export_model
 
-    report = export_model(model, out, quantize=quantize, prune=prune, prune_experts=prune_experts,
-                          calibration=calibration, static=static, max_wer_change=max_wer_change,
-                          on_step=lambda s: note(escape(s)))
+    report = export_model(
+        model,
+        out,
+        quantize=quantize,
+        prune=prune,
+        prune_experts=prune_experts,
+        calibration=calibration,
+        static=static,
+        max_wer_change=max_wer_change,
+        on_step=lambda s: note(escape(s)),
+    )
     if as_json:
         stdout.print(json.dumps({"path": str(out), **report}), markup=False)
         return
     p = report["parity"]
     mb = report["bytes"]["total"] / 1e6
-    lines = [f"{out}: {mb:.1f} MB ({report['quantize']})",
-             f"  fp32 parity: max |logit diff| {p['fp32_max_abs_logit_diff']:.2e} (limit {p['limit']:g})"]
+    lines = [
+        f"{out}: {mb:.1f} MB ({report['quantize']})",
+        f"  fp32 parity: max |logit diff| {p['fp32_max_abs_logit_diff']:.2e} (limit {p['limit']:g})",
+    ]
     if p.get("wer_change") is not None:
-        lines.append(f"  calibration WER: PyTorch {p['calibration_wer_pytorch']:.3f}, export "
-                     f"{p['calibration_wer_export']:.3f} ({p['wer_change']:+.3f})")
+        lines.append(
+            f"  calibration WER: PyTorch {p['calibration_wer_pytorch']:.3f}, export "
+            f"{p['calibration_wer_export']:.3f} ({p['wer_change']:+.3f})"
+        )
     else:
-        lines.append(f"  calibration WER of the export against PyTorch's transcripts: {p['calibration_wer_export']:.3f}")
+        lines.append(
+            f"  calibration WER of the export against PyTorch's transcripts: {p['calibration_wer_export']:.3f}"
+        )
     if "magnitude_pruning" in report:
         lines.append(f"  sparsity: {report['magnitude_pruning']['sparsity']:.3f}")
     if "expert_pruning" in report:

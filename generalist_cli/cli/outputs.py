@@ -16,8 +16,9 @@ class Sink:
     ``x-2.txt``), so processes sharing the files never pick the same name. Text for stdout or one output
     file is held when ``gather`` (several processes) or a single file is written, and put in input order."""
 
-    def __init__(self, out: Optional[Path], out_dir: Optional[Path], files: list[Path], ext_of, *,
-                 gather: bool = False) -> None:
+    def __init__(
+        self, out: Optional[Path], out_dir: Optional[Path], files: list[Path], ext_of, *, gather: bool = False
+    ) -> None:
         from collections import defaultdict, deque
 
         self.out, self.out_dir, self.gather = out, out_dir, gather
@@ -102,8 +103,15 @@ def relaunch(n: int) -> int:
     cpu = torch.cuda.device_count() < n
     procs = []
     for rank in range(n):
-        env = {**os.environ, "WORLD_SIZE": str(n), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = {
+            **os.environ,
+            "WORLD_SIZE": str(n),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(n),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
         if cpu:  # CPU processes share the cores
             env["ACCELERATE_USE_CPU"] = "true"
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))

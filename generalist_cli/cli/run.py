@@ -70,48 +70,93 @@ class Format(str, Enum):
   gen run sign.mov --to text --format json --model runs/isl/checkpoints/last""",
 )
 def run(
-    files: Annotated[list[Path], typer.Argument(help="Media files (m4a, wav, mp3, flac, ogg/opus, mov/mp4 ...).",
-                                                 show_default=False)],
+    files: Annotated[
+        list[Path], typer.Argument(help="Media files (m4a, wav, mp3, flac, ogg/opus, mov/mp4 ...).", show_default=False)
+    ],
     to: Annotated[To, typer.Option("--to", help="Output modality.")] = To.text,
-    from_: Annotated[From, typer.Option("--from", help="Input modality; auto: from the file's name and content.")]
-    = From.auto,
+    from_: Annotated[
+        From, typer.Option("--from", help="Input modality; auto: from the file's name and content.")
+    ] = From.auto,
     src_lang: Annotated[Optional[str], typer.Option(help="Language of text inputs (text -> text translation).")] = None,
-    lang: Annotated[Optional[str], typer.Option("--lang", "-l", help="Spoken language: hi, hin or hindi; absent = detect.")] = None,
-    task: Annotated[Task, typer.Option(help="transcribe (same language) or translate (into English).")] = Task.transcribe,
+    lang: Annotated[
+        Optional[str], typer.Option("--lang", "-l", help="Spoken language: hi, hin or hindi; absent = detect.")
+    ] = None,
+    task: Annotated[
+        Task, typer.Option(help="transcribe (same language) or translate (into English).")
+    ] = Task.transcribe,
     model: Annotated[str, typer.Option("--model", "-m", help="Store name, hub id, or model folder.")] = DEFAULT_MODEL,
     beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam width; 1 = greedy.")] = 1,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.txt,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... or auto.")] = "auto",
-    langs: Annotated[Optional[str], typer.Option("--langs", help="Without --lang: detect among these only, window "
-                                                                 "by window (e.g. hi,en for Hindi/English).")] = None,
-    prompt: Annotated[str, typer.Option(help="Initial prompt: text the speech continues (names, spelling, "
-                                             "style).")] = "",
-    hotwords: Annotated[str, typer.Option(help="Comma-separated names or terms to prefer, e.g. "
-                                               "'Kathbath,AI4Bharat'.")] = "",
-    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Per-word start/end (json words; srt/vtt "
-                                                                              "get one cue per word).")] = False,
-    stream: Annotated[bool, typer.Option("--stream", help="Live: read 16 kHz PCM (raw s16le or WAV) from stdin "
-                                                          "(FILES = -) or a file, print confirmed words as they "
-                                                          "become stable, partial text on stderr.")] = False,
-    vad: Annotated[Vad, typer.Option("--vad", help="Voice-activity detection: decode only the speech regions "
-                                                   "(silence and noise give empty text, not invented sentences); "
-                                                   "silero (Silero VAD), energy, or off.")] = Vad.silero,
+    langs: Annotated[
+        Optional[str],
+        typer.Option(
+            "--langs", help="Without --lang: detect among these only, window by window (e.g. hi,en for Hindi/English)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option(help="Initial prompt: text the speech continues (names, spelling, style).")
+    ] = "",
+    hotwords: Annotated[
+        str, typer.Option(help="Comma-separated names or terms to prefer, e.g. 'Kathbath,AI4Bharat'.")
+    ] = "",
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps", help="Per-word start/end (json words; srt/vtt get one cue per word).")
+    ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Live: read 16 kHz PCM (raw s16le or WAV) from stdin "
+            "(FILES = -) or a file, print confirmed words as they "
+            "become stable, partial text on stderr.",
+        ),
+    ] = False,
+    vad: Annotated[
+        Vad,
+        typer.Option(
+            "--vad",
+            help="Voice-activity detection: decode only the speech regions "
+            "(silence and noise give empty text, not invented sentences); "
+            "silero (Silero VAD), energy, or off.",
+        ),
+    ] = Vad.silero,
     no_vad: Annotated[bool, typer.Option("--no-vad", help="Same as --vad off.", hidden=True)] = False,
-    script: Annotated[Script, typer.Option("--script", help="auto: text keeps to the language's own script "
-                                                           "(Devanagari for hi; Latin words stay allowed once it "
-                                                           "has begun); any: no rule.")] = Script.auto,
-    channels: Annotated[Channels, typer.Option("--channels", help="mix: down-mix to mono; split: transcribe each "
-                                                                 "channel on its own (json 'channel').")]
-    = Channels.mix,
-    pack: Annotated[Optional[bool], typer.Option(
-        "--pack/--no-pack", help="Encode speech windows unpadded, several to an encoder row (default: on for "
-                                 "checkpoints gen train trained on speech, off for plain Whisper and exports).",
-        show_default=False)] = None,
-    num_processes: Annotated[int, typer.Option("--num-processes", "-n", min=1,
-                                               help="Share the files among N processes (one per GPU, or CPU "
-                                                    "processes); outputs keep the input order.")] = 1,
+    script: Annotated[
+        Script,
+        typer.Option(
+            "--script",
+            help="auto: text keeps to the language's own script "
+            "(Devanagari for hi; Latin words stay allowed once it "
+            "has begun); any: no rule.",
+        ),
+    ] = Script.auto,
+    channels: Annotated[
+        Channels,
+        typer.Option(
+            "--channels", help="mix: down-mix to mono; split: transcribe each channel on its own (json 'channel')."
+        ),
+    ] = Channels.mix,
+    pack: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--pack/--no-pack",
+            help="Encode speech windows unpadded, several to an encoder row (default: on for "
+            "checkpoints gen train trained on speech, off for plain Whisper and exports).",
+            show_default=False,
+        ),
+    ] = None,
+    num_processes: Annotated[
+        int,
+        typer.Option(
+            "--num-processes",
+            "-n",
+            min=1,
+            help="Share the files among N processes (one per GPU, or CPU processes); outputs keep the input order.",
+        ),
+    ] = 1,
 ) -> None:
     """Convert FILES with the generalist model: speech -> text (transcribe or translate to English), and, with a
     checkpoint trained for them, text -> speech, text -> text, sign video -> text, speech -> speech.
@@ -121,7 +166,8 @@ def run(
     --num-processes), each process converts its share of the files and the outputs are merged in input order.
     """
     from generalist_cli.cli.common import print_error, warn
-    from generalist_cli.cli.outputs import Sink, out_dir as find_out_dir, process_state, relaunch
+    from generalist_cli.cli.outputs import Sink, process_state, relaunch
+    from generalist_cli.cli.outputs import out_dir as find_out_dir
     from generalist_cli.errors import GenError, UsageError
     from generalist_cli.languages import resolve_language
 
@@ -151,16 +197,27 @@ def run(
     if task is Task.translate and not tok.multilingual:
         raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
     if word_timestamps and loaded.kind == "onnx":
-        raise UsageError(f"{model}: word timestamps read the PyTorch model's cross-attention",
-                         hint="use the checkpoint the export came from for --word-timestamps")
+        raise UsageError(
+            f"{model}: word timestamps read the PyTorch model's cross-attention",
+            hint="use the checkpoint the export came from for --word-timestamps",
+        )
     allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
     unknown = [c for c in allowed if c not in tok.language_codes]
     if unknown:
         raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
-    options = TranscribeOptions(language=language, languages=allowed, task=task.value, beam_size=beam_size, batch_size=batch_size,
-                                vad="off" if no_vad else vad.value, script=script.value,
-                                word_timestamps=word_timestamps, prompt=prompt, hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
-                                pack=pack_setting(loaded, model, pack))
+    options = TranscribeOptions(
+        language=language,
+        languages=allowed,
+        task=task.value,
+        beam_size=beam_size,
+        batch_size=batch_size,
+        vad="off" if no_vad else vad.value,
+        script=script.value,
+        word_timestamps=word_timestamps,
+        prompt=prompt,
+        hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
+        pack=pack_setting(loaded, model, pack),
+    )
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))
     from generalist_cli.infer.convert import detect_modality, trained_tasks
@@ -184,8 +241,18 @@ def run(
 
     failed = 0
     if others:
-        failed += _convert(loaded, model, others, kinds, to=to, fmt=fmt, language=language,
-                           src_lang=source_language, options=options, sink=sink)
+        failed += _convert(
+            loaded,
+            model,
+            others,
+            kinds,
+            to=to,
+            fmt=fmt,
+            language=language,
+            src_lang=source_language,
+            options=options,
+            sink=sink,
+        )
     files = speech_in
     with progress(disable=not files or (state is not None and not state.is_main_process)) as bar:
         job = bar.add_task("transcribing", total=0)
@@ -193,15 +260,24 @@ def run(
         def add_total(seconds: float) -> None:
             bar.update(job, total=(bar.tasks[0].total or 0) + round(seconds, 2))
 
-        for result in transcribe_files(loaded.model, tok, files, options,
-                                       on_progress=lambda s: bar.advance(job, round(s, 2)),
-                                       on_duration=add_total, channels=channels.value):
+        for result in transcribe_files(
+            loaded.model,
+            tok,
+            files,
+            options,
+            on_progress=lambda s: bar.advance(job, round(s, 2)),
+            on_duration=add_total,
+            channels=channels.value,
+        ):
             if result.error is not None:
                 failed += 1
                 print_error(result.error)
                 continue
-            text = (render_channels(result.channels, fmt.value, file=str(result.path)) if result.channels else
-                    render(result.transcript, fmt.value, file=str(result.path)))
+            text = (
+                render_channels(result.channels, fmt.value, file=str(result.path))
+                if result.channels
+                else render(result.transcript, fmt.value, file=str(result.path))
+            )
             try:
                 sink.emit(text, result.path)
             except GenError as exc:
@@ -218,8 +294,9 @@ def run(
         raise typer.Exit(1)
 
 
-def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt, language, src_lang, options,
-             sink: "Sink") -> int:
+def _convert(
+    loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt, language, src_lang, options, sink: "Sink"
+) -> int:
     """Every conversion but speech -> text, file by file (the conversion service, infer/convert.py); returns
     the number of failed files."""
     import json
@@ -233,13 +310,18 @@ def _convert(loaded, model_name: str, files: list[Path], kinds: dict, *, to, fmt
     failed = 0
     for f in files:
         try:
-            result = convert.convert(loaded, f, kinds[f], to.value, language=language, src_lang=src_lang,
-                                     options=options)
+            result = convert.convert(
+                loaded, f, kinds[f], to.value, language=language, src_lang=src_lang, options=options
+            )
             if result.audio is not None:
                 encode_audio(sink.target(f), result.audio)
             else:
-                sink.emit(json.dumps(result.as_json(str(f)), ensure_ascii=False) + "\n" if fmt.value == "json"
-                          else result.text + "\n", f)
+                sink.emit(
+                    json.dumps(result.as_json(str(f)), ensure_ascii=False) + "\n"
+                    if fmt.value == "json"
+                    else result.text + "\n",
+                    f,
+                )
         except GenError as exc:
             failed += 1
             print_error(exc)
@@ -264,10 +346,18 @@ def _stream(loaded, files: list[Path], options, fmt) -> int:
     def emit(update) -> None:
         if update.final:
             if fmt.value == "json":
-                print(json.dumps({"start": update.final[0].start, "end": update.final[-1].end,
-                                  "text": "".join(w.word for w in update.final).strip(),
-                                  "words": [{"start": w.start, "end": w.end, "word": w.word.strip()}
-                                            for w in update.final]}, ensure_ascii=False), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "start": update.final[0].start,
+                            "end": update.final[-1].end,
+                            "text": "".join(w.word for w in update.final).strip(),
+                            "words": [{"start": w.start, "end": w.end, "word": w.word.strip()} for w in update.final],
+                        },
+                        ensure_ascii=False,
+                    ),
+                    flush=True,
+                )
             else:
                 print("".join(w.word for w in update.final), end="", flush=True)
         if show_partial:

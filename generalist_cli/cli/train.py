@@ -10,30 +10,37 @@ import typer
 from generalist_cli.cli import app
 
 
-@app.command(epilog="""[bold]Examples:[/]\n
+@app.command(
+    epilog="""[bold]Examples:[/]\n
   gen train recipes/tiny.toml\n
   gen train recipes/asr-hi.toml --set train.max_steps=300 --set run.name=asr-hi-300\n
   gen train recipes/asr-hi.toml --resume\n
   accelerate launch --num_processes 2 -m generalist_cli train recipes/multitask.toml   (DDP)\n
-  accelerate launch --config_file recipes/fsdp.yaml -m generalist_cli train recipes/multitask.toml   (FSDP)""")
+  accelerate launch --config_file recipes/fsdp.yaml -m generalist_cli train recipes/multitask.toml   (FSDP)"""
+)
 def train(
     recipe: Annotated[Path, typer.Argument(help="A TOML recipe (see recipes/).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override: section.key=value (repeatable).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result (run folder, step, loss, checkpoint, "
-                                                        "last evaluation) as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result (run folder, step, loss, checkpoint, last evaluation) as JSON."),
+    ] = False,
 ) -> None:
     """Train from RECIPE into runs/<name>/: recipe.resolved.toml, metrics.jsonl, eval.jsonl, TensorBoard
     events and checkpoints/step_N (each loadable by gen run / gen eval), checkpoints/last -> newest."""
+    import signal
+
     from rich.markup import escape
 
-    from generalist_cli.cli.common import warn
     from generalist_cli import console
+    from generalist_cli.cli.common import warn
     from generalist_cli.console import err, out
     from generalist_cli.recipe import load
-    from generalist_cli.train.loop import Interrupted, train as run_training
-
-    import signal
+    from generalist_cli.train.loop import Interrupted
+    from generalist_cli.train.loop import train as run_training
 
     r = load(recipe, set_ or [])
     terminated = []
@@ -47,9 +54,15 @@ def train(
         signal.signal(signal.SIGINT, signal.default_int_handler)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} ex/s"), TimeRemainingColumn(),
-                   console=err, disable=console.verbosity < 0 or not err.is_terminal)
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} ex/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=console.verbosity < 0 or not err.is_terminal,
+    )
 
     def on_eval(row: dict) -> None:
         parts = []
@@ -76,15 +89,27 @@ def train(
             result = run_training(r, resume=resume, on_step=on_step, on_warn=warn, on_eval=on_eval)
         except Interrupted as exc:
             bar.stop()
-            err.print(f"{'terminated' if terminated else 'interrupted'}: checkpoint {exc.checkpoint}; "
-                      "continue with --resume")
+            err.print(
+                f"{'terminated' if terminated else 'interrupted'}: checkpoint {exc.checkpoint}; continue with --resume"
+            )
             raise typer.Exit(143 if terminated else 130) from None
     if as_json:
         import json
 
-        out.print(json.dumps({"run_dir": str(result.run_dir), "step": result.step, "loss": result.loss,
-                              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                              "eval": result.evals[-1] if result.evals else None}), markup=False)
+        out.print(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "step": result.step,
+                    "loss": result.loss,
+                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                    "eval": result.evals[-1] if result.evals else None,
+                }
+            ),
+            markup=False,
+        )
     else:
-        out.print(f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
-                  markup=False)
+        out.print(
+            f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
+            markup=False,
+        )

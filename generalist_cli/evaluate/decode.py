@@ -9,8 +9,9 @@ from generalist_cli.infer.decoding import DecodeOptions, decode
 
 
 @torch.inference_mode()
-def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = False, max_new_tokens: int = 200,
-                  script: str = "auto") -> list[int]:
+def greedy_tokens(
+    model, tokenizer, e, *, lang: str = "en", always_pad: bool = False, max_new_tokens: int = 200, script: str = "auto"
+) -> list[int]:
     """Greedy text tokens for one prepared example (a :class:`~generalist_cli.train.batches.Example`).
 
     A plain Whisper hears a 30 s window and decodes with timestamps, as it was trained (without them
@@ -40,12 +41,13 @@ def greedy_tokens(model, tokenizer, e, *, lang: str = "en", always_pad: bool = F
     return [t for t in res.tokens if t < tokenizer.timestamp_begin]
 
 
-def greedy_texts(model, tokenizer, examples, *, langs: list[str] | None = None, max_new_tokens: int = 200
-                 ) -> list[str]:
+def greedy_texts(model, tokenizer, examples, *, langs: list[str] | None = None, max_new_tokens: int = 200) -> list[str]:
     """:func:`greedy_tokens` of each example, decoded to text."""
     langs = langs or ["en"] * len(examples)
-    return [tokenizer.decode(greedy_tokens(model, tokenizer, e, lang=lang, max_new_tokens=max_new_tokens)).strip()
-            for e, lang in zip(examples, langs)]
+    return [
+        tokenizer.decode(greedy_tokens(model, tokenizer, e, lang=lang, max_new_tokens=max_new_tokens)).strip()
+        for e, lang in zip(examples, langs)
+    ]
 
 
 @torch.inference_mode()
@@ -67,5 +69,9 @@ def token_loss(model, examples, *, batch_size: int = 32, capacity: int = 2048) -
             correct += out["correct_tokens"]
             exact += out["exact_examples"]
             n += len(part)
-    return {"loss": total / max(1, count), "tokens": count, "token_accuracy": correct / max(1, count),
-            "accuracy": exact / max(1, n)}
+    return {
+        "loss": total / max(1, count),
+        "tokens": count,
+        "token_accuracy": correct / max(1, count),
+        "accuracy": exact / max(1, n),
+    }

@@ -33,8 +33,12 @@ TEXT_TASKS = ("transcribe", "translate", "text_translate", "sign")
 def speed(latencies: list[float], *, tokens: int, audio_seconds: float) -> dict:
     lat = np.asarray(latencies)
     total = float(lat.sum())
-    out = {"latency_p50_s": float(np.percentile(lat, 50)), "latency_p95_s": float(np.percentile(lat, 95)),
-           "examples_per_s": len(lat) / total if total else None, "tokens_per_s": tokens / total if total else None}
+    out = {
+        "latency_p50_s": float(np.percentile(lat, 50)),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+        "examples_per_s": len(lat) / total if total else None,
+        "tokens_per_s": tokens / total if total else None,
+    }
     if audio_seconds:
         out["rtf"] = total / audio_seconds
     return out
@@ -45,9 +49,18 @@ def model_size(path: Path) -> int:
     return sum(p.stat().st_size for p in files)
 
 
-def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto", limit: int | None = None,
-             device: str = "cpu", asr_model: str | None = "whisper-base", script: str = "auto",
-             on_progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate(
+    model: str,
+    data: Path,
+    *,
+    split: str = "test",
+    engine: str = "auto",
+    limit: int | None = None,
+    device: str = "cpu",
+    asr_model: str | None = "whisper-base",
+    script: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
     import datasets
     import torch
 
@@ -58,7 +71,9 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
     loaded = open_model(model, device=device)
     exported = loaded.kind == "onnx"
     if engine == "onnx" and not exported:
-        raise UsageError(f"{model}: --engine onnx needs an export folder", hint=f"make one: gen export {model} --out DIR")
+        raise UsageError(
+            f"{model}: --engine onnx needs an export folder", hint=f"make one: gen export {model} --out DIR"
+        )
     if engine == "torch" and exported:
         raise UsageError(f"{model}: is an ONNX export; use --engine onnx (or auto)")
     m, tok, c = loaded.model, loaded.tokenizer, loaded.config
@@ -82,16 +97,23 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
     by_task: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_task.setdefault(str(r["task"]), []).append(i)
-    report: dict = {"model": model, "engine": "onnx" if exported else "torch", "data": str(data), "split": split,
-                    "examples": len(rows), "tasks": {}}
+    report: dict = {
+        "model": model,
+        "engine": "onnx" if exported else "torch",
+        "data": str(data),
+        "split": split,
+        "examples": len(rows),
+        "tasks": {},
+    }
     done = 0
     try:
         for task, idx in by_task.items():
             entry: dict = {"examples": len(idx)}
             current["key"] = (task, str(rows[idx[0]]["lang"]))
             if task == "tts":
-                entry.update(tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported,
-                                         asr_model=asr_model))
+                entry.update(
+                    tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported, asr_model=asr_model)
+                )
                 report["tasks"][task] = entry
                 done += len(idx)
                 if on_progress:
@@ -132,8 +154,9 @@ def evaluate(model: str, data: Path, *, split: str = "test", engine: str = "auto
             h.remove()
     report["model_info"] = _model_info(m, c, loaded.path, exported)
     if counts:
-        report["expert_utilisation"] = {f"{t}/{lang}": (v / v.sum()).tolist() for (t, lang), v in counts.items()
-                                        if float(v.sum()) > 0}
+        report["expert_utilisation"] = {
+            f"{t}/{lang}": (v / v.sum()).tolist() for (t, lang), v in counts.items() if float(v.sum()) > 0
+        }
     return report
 
 
@@ -187,8 +210,13 @@ def tts_scores(model, examples, rows, exported: bool, *, asr_model: str | None) 
         hyps = [t.text for t in transcribe(asr.model, asr.tokenizer, audios, opts)]
         refs = [str(r["text"]) for r in rows]
         scores = text_scores(refs, hyps, lang=lang, task="tts")
-        out.update(round_trip_wer=scores.get("wer"), round_trip_cer=scores.get("cer"), asr_model=asr_model,
-                   sample={"ref": refs[0], "hyp": hyps[0]}, **speed(lat, tokens=0, audio_seconds=0.0))
+        out.update(
+            round_trip_wer=scores.get("wer"),
+            round_trip_cer=scores.get("cer"),
+            asr_model=asr_model,
+            sample={"ref": refs[0], "hyp": hyps[0]},
+            **speed(lat, tokens=0, audio_seconds=0.0),
+        )
         out.pop("tokens_per_s", None)
     return out
 
@@ -199,8 +227,7 @@ def _model_info(model, config, path: Path, exported: bool) -> dict:
     from generalist_cli.model.generalist import Generalist
     from generalist_cli.model.info import flops_per_audio_second, parameter_counts
 
-    out = {"bytes_on_disk": model_size(path), "n_experts": config.n_experts, "top_k": config.top_k,
-           "ttt": config.ttt}
+    out = {"bytes_on_disk": model_size(path), "n_experts": config.n_experts, "top_k": config.top_k, "ttt": config.ttt}
     if exported:
         with torch.device("meta"):
             shape_only = Generalist(config)

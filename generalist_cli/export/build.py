@@ -82,9 +82,18 @@ def _calibration_from_dataset(path: Path, *, n_mels: int, limit: int) -> Calibra
     return cal
 
 
-def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float = 0.0, prune_experts: int = 0,
-                 calibration: Path | None = None, static: bool = False, max_wer_change: float = 0.05,
-                 on_step: Callable[[str], None] | None = None) -> dict:
+def export_model(
+    model: str,
+    out: Path,
+    *,
+    quantize: str = "int8",
+    prune: float = 0.0,
+    prune_experts: int = 0,
+    calibration: Path | None = None,
+    static: bool = False,
+    max_wer_change: float = 0.05,
+    on_step: Callable[[str], None] | None = None,
+) -> dict:
     import generalist_cli
     from generalist_cli.export import prune as pruning
     from generalist_cli.export.onnx import export_graphs
@@ -103,8 +112,10 @@ def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float 
     cal = load_calibration(calibration, n_mels=torch_model.config.n_mels)
     tokenizer_file = loaded.path / "tokenizer.json"
     if not tokenizer_file.exists():
-        raise GenError(f"{loaded.path}: has no tokenizer.json to ship with the export",
-                       hint=f"pull the model into the store first: gen models pull {model}")
+        raise GenError(
+            f"{loaded.path}: has no tokenizer.json to ship with the export",
+            hint=f"pull the model into the store first: gen models pull {model}",
+        )
     report: dict = {"model": model, "quantize": quantize, "calibration_examples": len(cal.mels)}
     original = torch_model
     if prune_experts:
@@ -134,8 +145,10 @@ def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float 
             diff = logit_difference(torch_model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
             report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
             if not diff <= PARITY_LIMIT:
-                raise GenError(f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
-                               f"(limit {PARITY_LIMIT:g}); nothing was written")
+                raise GenError(
+                    f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
+                    f"(limit {PARITY_LIMIT:g}); nothing was written"
+                )
             if quantize == "int8":
                 step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
                 # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
@@ -150,12 +163,18 @@ def export_model(model: str, out: Path, *, quantize: str = "int8", prune: float 
                     shutil.move(str(fp32 / name), final / name)
             step("measuring WER on the calibration audio")
             ref_wer, export_wer = calibration_wer(original, load_export(final, device="cpu").model, tok, cal)
-            report["parity"].update(calibration_wer_pytorch=ref_wer, calibration_wer_export=export_wer,
-                                    wer_change=None if ref_wer is None else export_wer - ref_wer)
+            report["parity"].update(
+                calibration_wer_pytorch=ref_wer,
+                calibration_wer_export=export_wer,
+                wer_change=None if ref_wer is None else export_wer - ref_wer,
+            )
             if ref_wer is not None and export_wer - ref_wer > max_wer_change:
-                raise GenError(f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
-                               f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
-                               "nothing was written", hint="prune less, or export with --quantize none")
+                raise GenError(
+                    f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
+                    f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
+                    "nothing was written",
+                    hint="prune less, or export with --quantize none",
+                )
             sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
             report["bytes"] = sizes | {"total": sum(sizes.values())}
             report["gen_version"] = generalist_cli.__version__
@@ -236,8 +255,14 @@ def _dataset_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float 
         with torch.inference_mode():
             for mel in cal.mels:
                 cache = m.new_cache(m.encode_audio(mel[None]))
-                [res] = decode(m, tok, cache, [prompt], DecodeOptions(timestamps=False, max_new_tokens=200),
-                               list(m.config.suppress_tokens))
+                [res] = decode(
+                    m,
+                    tok,
+                    cache,
+                    [prompt],
+                    DecodeOptions(timestamps=False, max_new_tokens=200),
+                    list(m.config.suppress_tokens),
+                )
                 texts.append(tok.decode(res.tokens).strip())
         hyps[name] = texts
     return wer(cal.texts, hyps["torch"]), wer(cal.texts, hyps["onnx"])

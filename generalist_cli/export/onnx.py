@@ -111,8 +111,13 @@ class DecoderGraph(nn.Module):
         x = table[:, tokens].permute(1, 2, 0) + dec.embed_positions(pos)
         keys = torch.arange(t, device=tokens.device)[None, :] + torch.zeros_like(pos)[:, None]
         # query i (absolute n_past + i) sees keys 0 .. n_past + i
-        mask = torch.cat([torch.ones(t, n_past, dtype=torch.bool, device=tokens.device),
-                          keys <= torch.arange(t, device=tokens.device)[:, None]], dim=1)
+        mask = torch.cat(
+            [
+                torch.ones(t, n_past, dtype=torch.bool, device=tokens.device),
+                keys <= torch.arange(t, device=tokens.device)[:, None],
+            ],
+            dim=1,
+        )
         new_k, new_v = [], []
         for i, block in enumerate(dec.layers):
             h = block.self_attn_layer_norm(x)
@@ -175,18 +180,30 @@ def _export_graphs(model, out, n_frames: int) -> dict:
     enc = EncoderGraph(model)
     with torch.no_grad():
         cross_k, cross_v = enc(mel)
-    _export(enc, (mel,), out / "encoder.onnx", ["mel"], ["cross_k", "cross_v"],
-            {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}})
+    _export(
+        enc,
+        (mel,),
+        out / "encoder.onnx",
+        ["mel"],
+        ["cross_k", "cross_v"],
+        {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}},
+    )
     heads, hd = c.n_text_head, c.n_text_state // c.n_text_head
     past = torch.zeros(c.n_text_layer, 1, heads, 3, hd)
     shapes = ttt_state_shapes(model, 1)
     tokens = torch.tensor([[50258]]) if shapes else torch.tensor([[50258, 50259, 50359]])
     args = [tokens, past, past, cross_k, cross_v]
     inputs, outputs = ["tokens", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"]
-    axes = {"tokens": {0: "batch", 1: "n_tokens"}, "past_k": {1: "batch", 3: "n_past"},
-            "past_v": {1: "batch", 3: "n_past"}, "cross_k": {1: "batch", 3: "n_audio"},
-            "cross_v": {1: "batch", 3: "n_audio"}, "logits": {0: "batch", 1: "n_tokens"},
-            "present_k": {1: "batch", 3: "n_total"}, "present_v": {1: "batch", 3: "n_total"}}
+    axes = {
+        "tokens": {0: "batch", 1: "n_tokens"},
+        "past_k": {1: "batch", 3: "n_past"},
+        "past_v": {1: "batch", 3: "n_past"},
+        "cross_k": {1: "batch", 3: "n_audio"},
+        "cross_v": {1: "batch", 3: "n_audio"},
+        "logits": {0: "batch", 1: "n_tokens"},
+        "present_k": {1: "batch", 3: "n_total"},
+        "present_v": {1: "batch", 3: "n_total"},
+    }
     if shapes:  # TTT in the decoder: its state in and out, one token per call
         for name, shape in shapes.items():
             args.append(torch.randn(shape) * 0.01)
@@ -205,5 +222,14 @@ def _export(module, args, path, inputs, outputs, axes) -> None:
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )

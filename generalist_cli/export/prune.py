@@ -48,8 +48,9 @@ def magnitude_prune(model: nn.Module, sparsity: float) -> dict:
 
 
 @torch.no_grad()
-def expert_usage(model, mels: list[torch.Tensor], tokenizer, *, language: str = "en",
-                 max_new_tokens: int = 64) -> list[torch.Tensor]:
+def expert_usage(
+    model, mels: list[torch.Tensor], tokenizer, *, language: str = "en", max_new_tokens: int = 64
+) -> list[torch.Tensor]:
     """Per MoE layer, how many (token, slot) assignments each expert got on ``mels`` (each (n_mels, 3000)):
     the encoder on the audio and the decoder on its own greedy transcript."""
     from generalist_cli.infer.decoding import DecodeOptions, decode
@@ -57,15 +58,23 @@ def expert_usage(model, mels: list[torch.Tensor], tokenizer, *, language: str = 
 
     layers = moe_layers(model)
     counts = [torch.zeros(m.n_experts, dtype=torch.long) for m in layers]
-    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: counts[i].add_(out[1].counts.cpu()))
-             for i, m in enumerate(layers)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, i=i: counts[i].add_(out[1].counts.cpu()))
+        for i, m in enumerate(layers)
+    ]
     try:
         for mel in mels:
             feats = model.encode_audio(mel[None])
             cache = model.new_cache(feats)
             prompt = tokenizer.sot_sequence(language=language if tokenizer.multilingual else None, timestamps=False)
-            decode(model, tokenizer, cache, [prompt], DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens),
-                   list(model.config.suppress_tokens))
+            decode(
+                model,
+                tokenizer,
+                cache,
+                [prompt],
+                DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens),
+                list(model.config.suppress_tokens),
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -84,8 +93,10 @@ def drop_experts(model, n_drop: int, usage: list[torch.Tensor]):
     if c.n_experts <= 1:
         raise UsageError("--prune-experts needs a mixture-of-experts model (this one is dense)")
     if c.moe_segments > 1:
-        raise UsageError("--prune-experts prunes Mixtral-style layers; this model has fine-grained experts",
-                         hint="use --prune (magnitude pruning) instead")
+        raise UsageError(
+            "--prune-experts prunes Mixtral-style layers; this model has fine-grained experts",
+            hint="use --prune (magnitude pruning) instead",
+        )
     if not 0 < n_drop < c.n_experts:
         raise UsageError(f"--prune-experts must be between 1 and {c.n_experts - 1} for {c.n_experts} experts")
     keep_n = c.n_experts - n_drop
@@ -110,5 +121,9 @@ def drop_experts(model, n_drop: int, usage: list[torch.Tensor]):
             state[f"{name}.{key}"] = state[f"{name}.{key}"][idx]
         state[f"{name}.router.weight"] = state[f"{name}.router.weight"][idx]
     new.load_state_dict(state)
-    return new.eval(), {"experts_before": c.n_experts, "experts_after": keep_n, "top_k": config.top_k,
-                        "kept": dict(zip(names, kept))}
+    return new.eval(), {
+        "experts_before": c.n_experts,
+        "experts_after": keep_n,
+        "top_k": config.top_k,
+        "kept": dict(zip(names, kept)),
+    }

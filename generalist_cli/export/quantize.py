@@ -30,7 +30,8 @@ def _quiet():
 
 
 def quantize_dynamic(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     with _quiet():
         ort_quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=OP_TYPES)
@@ -51,7 +52,15 @@ def quantize_static(src: Path, dst: Path, feeds: Iterable[dict]) -> None:
     from onnxruntime.quantization import CalibrationMethod
 
     with _quiet():
-        ort_quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"], per_channel=True,
-                            calibrate_method=CalibrationMethod.Percentile,
-                            extra_options={"CalibPercentile": 99.99})
+        ort_quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": 99.99},
+        )

@@ -16,8 +16,9 @@ from generalist_cli.languages import CODES
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path, *, multilingual: bool, extra_tokens: tuple[str, ...] = (),
-                 n_vocab: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, multilingual: bool, extra_tokens: tuple[str, ...] = (), n_vocab: int | None = None
+    ) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
         try:
@@ -46,9 +47,15 @@ class Tokenizer:
         base = n_vocab if n_vocab is not None else self.timestamp_begin + 1501
         self.extra: dict[str, int] = {name: base + i for i, name in enumerate(extra_tokens)}
         # language tokens sit between <|startoftranscript|> and <|translate|>, in Whisper's order
-        self.language_codes: tuple[str, ...] = tuple(
-            code for code in CODES[: self.translate - self.sot - 1] if self._tk.token_to_id(f"<|{code}|>") is not None
-        ) if multilingual else ("en",)
+        self.language_codes: tuple[str, ...] = (
+            tuple(
+                code
+                for code in CODES[: self.translate - self.sot - 1]
+                if self._tk.token_to_id(f"<|{code}|>") is not None
+            )
+            if multilingual
+            else ("en",)
+        )
 
     def language_token(self, code: str) -> int:
         return self.sot + 1 + CODES.index(code)
@@ -104,8 +111,9 @@ class Tokenizer:
         """The UTF-8 bytes each text token (id below end of text) writes; a token may hold part of a character."""
         if "_token_bytes" not in self.__dict__:
             decoder = _byte_decoder()
-            self._token_bytes = [bytes(decoder.get(c, 0) for c in (self._tk.id_to_token(i) or ""))
-                                 for i in range(self.eot)]
+            self._token_bytes = [
+                bytes(decoder.get(c, 0) for c in (self._tk.id_to_token(i) or "")) for i in range(self.eot)
+            ]
         return self._token_bytes
 
     def non_speech_begin(self) -> list[int]:

@@ -7,13 +7,13 @@ through ONNX Runtime on numpy (its "sequence" graph: one call per 16 s block, no
 one core. A frame is speech above ``threshold``; once in speech, it stays until the probability falls below
 ``threshold - 0.15`` (Silero's own hysteresis).
 
-``energy`` is the hand-written detector it replaced, kept for comparison (``--vad energy``). Per 20 ms frame (10 ms hop): log energy and spectral flatness (geometric / arithmetic mean of the power
-spectrum), both over 100 Hz - 4 kHz. A frame is speech-like when its energy is at least ``margin_db`` above the
-file's noise floor (its 10th-percentile frame energy, never below ``floor_db`` dBFS) *and* its spectrum is
-not flat (flatness below ``max_flatness``: voiced speech is harmonic, hiss and hum are flat or a single line).
-Decisions are smoothed: speech runs shorter than ``min_speech`` are dropped, gaps shorter than
-``min_silence`` are bridged, and each region is padded by ``pad`` on both sides. Pure numpy, about 1,000x
-real time on one core.
+``energy`` is the hand-written detector it replaced, kept for comparison (``--vad energy``). Per 20 ms frame (10
+ms hop): log energy and spectral flatness (geometric / arithmetic mean of the power spectrum), both over 100 Hz
+- 4 kHz. A frame is speech-like when its energy is at least ``margin_db`` above the file's noise floor (its
+10th-percentile frame energy, never below ``floor_db`` dBFS) *and* its spectrum is not flat (flatness below
+``max_flatness``: voiced speech is harmonic, hiss and hum are flat or a single line). Decisions are smoothed:
+speech runs shorter than ``min_speech`` are dropped, gaps shorter than ``min_silence`` are bridged, and each
+region is padded by ``pad`` on both sides. Pure numpy, about 1,000x real time on one core.
 
 :func:`compact` cuts the speech regions out and joins them (with short silences), returning the shorter
 waveform and a :class:`TimeMap` that maps times in it back to the original file.
@@ -62,14 +62,16 @@ def frame_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return energy, flatness
 
 
-def speech_regions(audio: np.ndarray, options: VadOptions = VadOptions(), *, method: str = "silero"
-                   ) -> list[tuple[int, int]]:
+def speech_regions(
+    audio: np.ndarray, options: VadOptions = VadOptions(), *, method: str = "silero"
+) -> list[tuple[int, int]]:
     """Sample ranges ``[start, end)`` that hold speech, in order, non-overlapping (``method``: silero|energy)."""
     if len(audio) == 0:
         return []
     if method == "silero":
-        return _smooth(_hysteresis(silero_probs(audio), options.threshold), SILERO_FRAME, SILERO_FRAME, len(audio),
-                       options)
+        return _smooth(
+            _hysteresis(silero_probs(audio), options.threshold), SILERO_FRAME, SILERO_FRAME, len(audio), options
+        )
     energy, flatness = frame_features(audio)
     floor = max(float(np.percentile(energy, 10)), options.floor_db)
     speech = (energy > floor + options.margin_db) & (flatness < options.max_flatness)
@@ -106,8 +108,10 @@ def _silero_session():
     spec = importlib.util.find_spec("silero_vad")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad_16k_sequence.onnx" if spec else None
     if path is None or not path.is_file():
-        raise ModelError("Silero VAD is not installed (its model ships in the silero-vad package)",
-                         hint="pip install silero-vad, or use --vad energy")
+        raise ModelError(
+            "Silero VAD is not installed (its model ships in the silero-vad package)",
+            hint="pip install silero-vad, or use --vad energy",
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -27,8 +27,9 @@ def mel_to_audio(log_mel, *, n_iter: int = 48, momentum: float = 0.99, seed: int
     previous = torch.zeros_like(angles)
     for _ in range(n_iter):
         audio = torch.istft(mag * angles, N_FFT, HOP_LENGTH, window=window, center=True, length=length)
-        rebuilt = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect",
-                             return_complex=True)
+        rebuilt = torch.stft(
+            audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True
+        )
         angles = rebuilt - (momentum / (1 + momentum)) * previous
         angles = angles / angles.abs().clamp_min(1e-8)
         previous = rebuilt

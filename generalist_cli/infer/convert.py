@@ -20,16 +20,37 @@ import numpy as np
 from generalist_cli.errors import MediaError, UsageError
 
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
-TASK_RECIPES = {"tts": "gen train recipes/tts.toml", "text_translate": "gen train recipes/translate.toml",
-                "sign": "gen train recipes/isl.toml"}
+TASK_RECIPES = {
+    "tts": "gen train recipes/tts.toml",
+    "text_translate": "gen train recipes/translate.toml",
+    "sign": "gen train recipes/isl.toml",
+}
 TASK_NAMES = {"tts": "text -> speech", "text_translate": "text -> text translation", "sign": "sign video -> text"}
 # (input modality, output) -> the training task a checkpoint needs for it (speech -> text needs none)
-CONVERSION_TASKS = {("text", "speech"): "tts", ("audio", "speech"): "tts", ("text", "text"): "text_translate",
-                    ("video", "text"): "sign"}
+CONVERSION_TASKS = {
+    ("text", "speech"): "tts",
+    ("audio", "speech"): "tts",
+    ("text", "text"): "text_translate",
+    ("video", "text"): "sign",
+}
 
 
-MEDIA_SUFFIXES = {".m4a", ".wav", ".mp3", ".flac", ".ogg", ".opus", ".aac", ".wma", ".mov", ".mp4", ".mkv",
-                  ".webm", ".avi", ".m4v"}
+MEDIA_SUFFIXES = {
+    ".m4a",
+    ".wav",
+    ".mp3",
+    ".flac",
+    ".ogg",
+    ".opus",
+    ".aac",
+    ".wma",
+    ".mov",
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".m4v",
+}
 
 
 def detect_modality(path: Path, *, sign: bool = False) -> str:
@@ -73,15 +94,22 @@ def require(loaded, task: str, model_name: str) -> None:
     """Refuse a conversion the model was not trained for, naming the recipe that trains it; an ONNX export
     (speech -> text only) names the checkpoint instead."""
     if loaded.kind == "onnx":
-        raise UsageError(f"{model_name}: an ONNX export runs speech -> text only",
-                         hint="use the checkpoint it was exported from for other conversions")
+        raise UsageError(
+            f"{model_name}: an ONNX export runs speech -> text only",
+            hint="use the checkpoint it was exported from for other conversions",
+        )
     tasks = trained_tasks(loaded)
     generalist = loaded.config.generalist
     if not generalist or tasks is None or task not in tasks:
-        trained = "a plain Whisper" if not generalist else (
-            "trained on " + ", ".join(sorted(tasks)) if tasks else "not trained by gen train")
-        raise UsageError(f"model {model_name} cannot do {TASK_NAMES[task]} ({trained})",
-                         hint=f"train a checkpoint for it: {TASK_RECIPES[task]}")
+        trained = (
+            "a plain Whisper"
+            if not generalist
+            else ("trained on " + ", ".join(sorted(tasks)) if tasks else "not trained by gen train")
+        )
+        raise UsageError(
+            f"model {model_name} cannot do {TASK_NAMES[task]} ({trained})",
+            hint=f"train a checkpoint for it: {TASK_RECIPES[task]}",
+        )
 
 
 @dataclass
@@ -106,8 +134,9 @@ def check_language(tok, language: str | None, model_name: str) -> str | None:
 
     code = resolve_language(language)
     if code not in tok.language_codes:
-        raise UsageError(f"model {model_name} does not know language {code!r}",
-                         hint="it knows: " + ", ".join(tok.language_codes))
+        raise UsageError(
+            f"model {model_name} does not know language {code!r}", hint="it knows: " + ", ".join(tok.language_codes)
+        )
     return code
 
 
@@ -117,16 +146,19 @@ def check_request(loaded, model_name: str, kinds: set[str], to: str, language: s
     pairs = [(kind, to) for kind in sorted(kinds) if (kind, to) != ("audio", "text")]
     for pair in pairs:
         if pair not in CONVERSION_TASKS:
-            raise UsageError(f"{pair[0]} -> {to} is not a conversion gen offers",
-                             hint="text -> speech|text, speech -> text|speech, sign video -> text")
+            raise UsageError(
+                f"{pair[0]} -> {to} is not a conversion gen offers",
+                hint="text -> speech|text, speech -> text|speech, sign video -> text",
+            )
     if ("text", "text") in pairs and language is None:
         raise UsageError("text -> text translation needs lang, the target language (gen run: --lang)")
     for pair in pairs:
         require(loaded, CONVERSION_TASKS[pair], model_name)
 
 
-def convert(loaded, source: Path | str, kind: str, to: str, *, language: str | None, src_lang: str | None,
-            options) -> Converted:
+def convert(
+    loaded, source: Path | str, kind: str, to: str, *, language: str | None, src_lang: str | None, options
+) -> Converted:
     """Convert one input (a file, or the text itself for ``kind == "text"``) checked by
     :func:`check_request`. Speech -> speech transcribes with ``options`` (the caller's VAD, packing, ...)
     and speaks the transcript in its language."""
@@ -210,8 +242,14 @@ def _decode(model, tok, enc, prompt: list[int], max_new_tokens: int = 200) -> De
 
     with torch.inference_mode():
         cache = model.new_cache(enc)
-        [res] = decode(model, tok, cache, [prompt], DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens),
-                       list(model.config.suppress_tokens))
+        [res] = decode(
+            model,
+            tok,
+            cache,
+            [prompt],
+            DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens),
+            list(model.config.suppress_tokens),
+        )
     return Decoded(tok.decode(res.tokens).strip(), math.exp(res.avg_logprob * (len(res.tokens) + 1)))
 
 

@@ -98,8 +98,16 @@ class Decoded:
 class LogitRules:
     """Whisper's logit filters for rows that all share ``sample_begin`` (the prompt length)."""
 
-    def __init__(self, tokenizer: Tokenizer, suppress: list[int], options: DecodeOptions, sample_begin: int,
-                 vocab: int, *, blank_start: bool = False) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        suppress: list[int],
+        options: DecodeOptions,
+        sample_begin: int,
+        vocab: int,
+        *,
+        blank_start: bool = False,
+    ) -> None:
         tk = tokenizer
         self.tk = tokenizer
         self.vocab = vocab
@@ -136,8 +144,9 @@ class LogitRules:
         return self._arrays[key]
 
     def _script(self, logits, seqs: list[list[int]]) -> None:
-        """The script rule (features/script.py) for a non-Latin script, per row by what its text is so far: nothing
-        but the language's own letters until it has one (and no end before some text); then Latin only while it has at least three of its own letters per Latin one.
+        """The script rule (features/script.py) for a non-Latin script, per row by what its text is so far:
+        nothing but the language's own letters until it has one (and no end before some text); then Latin only
+        while it has at least three of its own letters per Latin one.
         Byte-level tokens make whole characters: a token that begins inside a character comes only after one
         left open, and after an open one only a token that finishes it in an allowed script."""
         from generalist_cli.features.script import completions, text_state
@@ -203,8 +212,9 @@ class LogitRules:
         return logits
 
 
-def detect_language(model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str, ...] | None = None,
-                    top: int = 1, cross_mask=None) -> list:
+def detect_language(
+    model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str, ...] | None = None, top: int = 1, cross_mask=None
+) -> list:
     """Most likely language of each audio row from the first decoder step: ``[(code, probability)]``, or with
     ``top > 1`` the ``top`` best per row, best first: ``[[(code, probability), ...]]``."""
     with no_grad():
@@ -223,8 +233,9 @@ def detect_language(model, tokenizer: Tokenizer, cross_kv, *, allowed: tuple[str
     return [(codes[i], float(probs[r, i])) for r, i in enumerate(best)]
 
 
-def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions,
-           suppress: list[int]) -> list[Decoded]:
+def decode(
+    model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions, suppress: list[int]
+) -> list[Decoded]:
     """Decode every row of ``cache`` (one audio window each) from its prompt; prompts share one length P.
 
     ``cache`` is ``model.new_cache(audio_features)`` for B rows; beam search widens it to B*K rows.
@@ -233,13 +244,15 @@ def decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options
         return _decode(model, tokenizer, cache, prompts, options, suppress)
 
 
-def _decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions,
-            suppress: list[int]) -> list[Decoded]:
+def _decode(
+    model, tokenizer: Tokenizer, cache, prompts: list[list[int]], options: DecodeOptions, suppress: list[int]
+) -> list[Decoded]:
     p = len(prompts[0])
     k = max(1, options.beam_size)
     vocab = model.config.n_vocab
-    rules = LogitRules(tokenizer, suppress, options, p, vocab,
-                       blank_start=bool(getattr(model.config, "generalist", False)))
+    rules = LogitRules(
+        tokenizer, suppress, options, p, vocab, blank_start=bool(getattr(model.config, "generalist", False))
+    )
     max_new = min(options.max_new_tokens, model.config.n_text_ctx - p)
     prompt = array(prompts, cache.cross_kv[0][0])
 
@@ -256,8 +269,7 @@ def _decode(model, tokenizer: Tokenizer, cache, prompts: list[list[int]], option
     return [Decoded(t, lp, ns) for (t, lp), ns in zip(tokens, no_speech)]
 
 
-def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int
-            ) -> list[tuple[list[int], float]]:
+def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int) -> list[tuple[list[int], float]]:
     n = logits.shape[0]
     seqs: list[list[int]] = [[] for _ in range(n)]
     sum_lp = [0.0] * n
@@ -281,8 +293,9 @@ def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: 
     return [(s, lp / (len(s) + 1)) for s, lp in zip(seqs, sum_lp)]
 
 
-def _beam(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int, k: int
-          ) -> list[tuple[list[int], float]]:
+def _beam(
+    model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int, k: int
+) -> list[tuple[list[int], float]]:
     """Beam search with ``k`` beams per audio row; the best finished hypothesis by mean log-probability."""
     b = logits.shape[0]
     rows = array([a for a in range(b) for _ in range(k)], logits)

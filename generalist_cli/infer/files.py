@@ -20,10 +20,16 @@ class FileResult:
     channels: tuple[Transcript, ...] = ()  # channels="split": one transcript per channel, in order
 
 
-def transcribe_files(model, tokenizer, paths: list[Path], options: TranscribeOptions, *,
-                     on_progress: Callable[[float], None] | None = None,
-                     on_duration: Callable[[float], None] | None = None,
-                     channels: str = "mix") -> Iterator[FileResult]:
+def transcribe_files(
+    model,
+    tokenizer,
+    paths: list[Path],
+    options: TranscribeOptions,
+    *,
+    on_progress: Callable[[float], None] | None = None,
+    on_duration: Callable[[float], None] | None = None,
+    channels: str = "mix",
+) -> Iterator[FileResult]:
     """Yield one :class:`FileResult` per path, in order. A bad file yields its error; the others go on.
 
     ``channels``: ``mix`` down-mixes each file to mono; ``split`` transcribes each channel on its own (a call
@@ -39,8 +45,9 @@ def transcribe_files(model, tokenizer, paths: list[Path], options: TranscribeOpt
             try:
                 decoded = decode_audio(path, mono=channels == "mix")
                 if is_silent(decoded) and options.vad == "off":  # with VAD, silence is simply no speech: empty text
-                    raise MediaError(path, f"contains only silence ({decoded.shape[-1] / SAMPLE_RATE:.1f} s), "
-                                           "nothing to transcribe")
+                    raise MediaError(
+                        path, f"contains only silence ({decoded.shape[-1] / SAMPLE_RATE:.1f} s), nothing to transcribe"
+                    )
                 for c, audio in enumerate([decoded] if decoded.ndim == 1 else list(decoded)):
                     audios[(i, c)] = audio
                 if on_duration is not None:
@@ -56,7 +63,9 @@ def transcribe_files(model, tokenizer, paths: list[Path], options: TranscribeOpt
                 on_progress(seconds - done)
             done = seconds
 
-        results = transcribe(model, tokenizer, [audios[i] for i in order], options, on_progress=progress) if order else []
+        results = (
+            transcribe(model, tokenizer, [audios[i] for i in order], options, on_progress=progress) if order else []
+        )
         by_index: dict[int, list[Transcript]] = {}
         for (i, c), t in zip(order, results):
             if channels == "split":

@@ -43,8 +43,10 @@ def providers(device: str = "auto") -> list[str]:
     if (device == "auto" or device.startswith("cuda")) and "CUDAExecutionProvider" in have:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device.startswith("cuda"):
-        raise ModelError("the CUDA provider of ONNX Runtime is not installed",
-                         hint="pip install 'generalist-cli[gpu]' (onnxruntime-gpu)")
+        raise ModelError(
+            "the CUDA provider of ONNX Runtime is not installed",
+            hint="pip install 'generalist-cli[gpu]' (onnxruntime-gpu)",
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -65,8 +67,14 @@ def session(path: Path, *, threads: int | None = None, device: str = "auto"):
 
 
 class OnnxCache:
-    def __init__(self, cross_k: np.ndarray, cross_v: np.ndarray, past_k: np.ndarray, past_v: np.ndarray,
-                 ttt: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        cross_k: np.ndarray,
+        cross_v: np.ndarray,
+        past_k: np.ndarray,
+        past_v: np.ndarray,
+        ttt: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.cross_k, self.cross_v, self.past_k, self.past_v = cross_k, cross_v, past_k, past_v
         self.ttt = ttt or {}  # decoder TTT state: "ttt_w1" ... (n_ttt_layers, B, ...) and "ttt_i" (1,)
 
@@ -100,8 +108,10 @@ class OnnxModel:
 
         missing = [f for f in EXPORT_FILES if not (path / f).exists()]
         if missing:
-            raise ModelError(f"{path}: not a complete export (missing {', '.join(missing)})",
-                             hint="make one with gen export MODEL --out DIR")
+            raise ModelError(
+                f"{path}: not a complete export (missing {', '.join(missing)})",
+                hint="make one with gen export MODEL --out DIR",
+            )
         try:
             self.config = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
         except (OSError, ValueError) as exc:
@@ -156,8 +166,14 @@ class OnnxModel:
             return logits, pk, pv, {}
         parts = []
         for t in range(toks.shape[1]):
-            feeds = {"tokens": toks[:, t : t + 1], "past_k": past_k, "past_v": past_v, "cross_k": cross_k,
-                     "cross_v": cross_v, **ttt}
+            feeds = {
+                "tokens": toks[:, t : t + 1],
+                "past_k": past_k,
+                "past_v": past_v,
+                "cross_k": cross_k,
+                "cross_v": cross_v,
+                **ttt,
+            }
             res = dict(zip(self._outputs, self.decoder_session.run(None, feeds)))
             parts.append(res["logits"])
             past_k, past_v = res["present_k"], res["present_v"]
@@ -181,6 +197,7 @@ class OnnxModel:
         return hidden  # the decoder graph's output already is logits
 
     def decode_step(self, tokens: np.ndarray, cache: OnnxCache, offset: int) -> np.ndarray:
-        logits, cache.past_k, cache.past_v, cache.ttt = self._run(tokens, cache.past_k, cache.past_v, cache.cross_k,
-                                                                  cache.cross_v, cache.ttt)
+        logits, cache.past_k, cache.past_v, cache.ttt = self._run(
+            tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v, cache.ttt
+        )
         return logits[:, -1]

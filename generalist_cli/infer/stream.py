@@ -49,8 +49,11 @@ class Streamer:
         prompt = " ".join(w.word.strip() for w in before[-30:])
         opts = replace(self.options, prompt=(self.options.prompt + " " + prompt).strip())
         [t] = transcribe(self.model, self.tokenizer, [self.buffer], opts)
-        words = [replace(w, start=round(w.start + self.offset, 3), end=round(w.end + self.offset, 3))
-                 for s in t.segments for w in s.words]
+        words = [
+            replace(w, start=round(w.start + self.offset, 3), end=round(w.end + self.offset, 3))
+            for s in t.segments
+            for w in s.words
+        ]
         if self.options.language is None and t.language:  # keep the first detected language
             self.options = replace(self.options, language=t.language)
         return self._unseen(words)
@@ -59,7 +62,7 @@ class Streamer:
         """The part of a hypothesis past the confirmed words. The buffer holds exactly the words confirmed
         since it was last cut, so the hypothesis' first that-many words are skipped (by count: a word's
         time moves between hypotheses, so times cannot tell which words are new)."""
-        return words[len(self.in_buffer):]
+        return words[len(self.in_buffer) :]
 
     def feed(self, audio: np.ndarray) -> Update:
         """Add 16 kHz samples; returns the words confirmed by this chunk and the partial text."""
@@ -68,8 +71,7 @@ class Streamer:
             return Update()
         hyp = self._hypothesis()
         agreed = 0
-        while (agreed < min(len(hyp), len(self.previous))
-               and _key(hyp[agreed].word) == _key(self.previous[agreed].word)):
+        while agreed < min(len(hyp), len(self.previous)) and _key(hyp[agreed].word) == _key(self.previous[agreed].word):
             agreed += 1
         new = hyp[:agreed]
         self.confirmed += new
@@ -121,12 +123,17 @@ def pcm_chunks(stream, *, seconds: float = 1.0):
                 break
             body = stream.read(size + (size & 1))
             if chunk[:4] == b"fmt ":
-                fmt_tag, channels, rate = (int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little"),
-                                           int.from_bytes(body[4:8], "little"))
+                fmt_tag, channels, rate = (
+                    int.from_bytes(body[0:2], "little"),
+                    int.from_bytes(body[2:4], "little"),
+                    int.from_bytes(body[4:8], "little"),
+                )
                 bits = int.from_bytes(body[14:16], "little")
                 if (fmt_tag, channels, rate, bits) != (1, 1, RATE, 16):
-                    raise GenError(f"the WAV stream is {rate} Hz, {channels} channel(s), {bits}-bit (format {fmt_tag})",
-                                   hint="--stream reads 16 kHz mono 16-bit PCM: ffmpeg -i IN -f s16le -ac 1 -ar 16000 -")
+                    raise GenError(
+                        f"the WAV stream is {rate} Hz, {channels} channel(s), {bits}-bit (format {fmt_tag})",
+                        hint="--stream reads 16 kHz mono 16-bit PCM: ffmpeg -i IN -f s16le -ac 1 -ar 16000 -",
+                    )
     size = int(seconds * RATE) * 2
     while True:
         block = stream.read(max(2, size - len(carry)))

@@ -78,8 +78,9 @@ def cross_attention_scores(model, cross_kv, tokens: list[int]) -> tuple[list[tor
     return [s[0].float() for s in scores], model.logits(hidden)[0].float()
 
 
-def align_words(model, tokenizer, cross_kv, prompt: list[int], text_tokens: list[int], num_frames: int,
-                *, offset: float = 0.0) -> list[Word]:
+def align_words(
+    model, tokenizer, cross_kv, prompt: list[int], text_tokens: list[int], num_frames: int, *, offset: float = 0.0
+) -> list[Word]:
     """Words of ``text_tokens`` (no timestamps) with start/end times in seconds (+ ``offset``), for one window
     whose encoder keys/values are ``cross_kv`` and whose speech covers ``num_frames`` encoder positions."""
     if not text_tokens:

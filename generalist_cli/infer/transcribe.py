@@ -87,8 +87,14 @@ class _File:
 MIN_TAIL = 1.0  # seconds of speech left after a window's last timestamp that are decoded in the next window
 
 
-def transcribe(model, tokenizer, audios: list[np.ndarray], options: TranscribeOptions,
-               *, on_progress: Callable[[float], None] | None = None) -> list[Transcript]:
+def transcribe(
+    model,
+    tokenizer,
+    audios: list[np.ndarray],
+    options: TranscribeOptions,
+    *,
+    on_progress: Callable[[float], None] | None = None,
+) -> list[Transcript]:
     """Transcribe each 16 kHz mono waveform in ``audios``; ``on_progress(seconds_done)`` after each round."""
     with no_grad():
         return _transcribe(model, tokenizer, audios, options, on_progress)
@@ -115,9 +121,17 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
             continue
         t = next(done)
         t.duration = duration
-        t.segments = [replace(s, start=round(time_map(s.start), 3), end=round(time_map(s.end), 3),
-                              words=tuple(replace(w, start=round(time_map(w.start), 3), end=round(time_map(w.end), 3))
-                                          for w in s.words)) for s in t.segments]
+        t.segments = [
+            replace(
+                s,
+                start=round(time_map(s.start), 3),
+                end=round(time_map(s.end), 3),
+                words=tuple(
+                    replace(w, start=round(time_map(w.start), 3), end=round(time_map(w.end), 3)) for w in s.words
+                ),
+            )
+            for s in t.segments
+        ]
         out.append(t)
     return out
 
@@ -134,8 +148,14 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
         mel = log_mel_spectrogram(audio, n_mels=cfg.n_mels, padding=N_SAMPLES)
         frames = mel.shape[-1] - N_FRAMES
         regions = speech[i] if speech is not None else ((0.0, frames / per_second),)
-        files.append(_File(mel, frames, Transcript(options.language or "", None, len(audio) / SAMPLE_RATE),
-                           tuple((round(a * per_second), round(b * per_second)) for a, b in regions)))
+        files.append(
+            _File(
+                mel,
+                frames,
+                Transcript(options.language or "", None, len(audio) / SAMPLE_RATE),
+                tuple((round(a * per_second), round(b * per_second)) for a, b in regions),
+            )
+        )
     pack = options.pack and not options.word_timestamps and model.can_pack
     # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack)
@@ -151,8 +171,14 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
         cache = _encode(model, windows, pack=pack)
         runner_up: dict[int, str] = {}
         if options.language is None and tokenizer.multilingual:  # every window: languages may change
-            found = detect_language(model, tokenizer, cache.cross_kv, allowed=options.languages or None, top=2,
-                                    cross_mask=getattr(cache, "cross_mask", None))
+            found = detect_language(
+                model,
+                tokenizer,
+                cache.cross_kv,
+                allowed=options.languages or None,
+                top=2,
+                cross_mask=getattr(cache, "cross_mask", None),
+            )
             for i, (f, ranked) in enumerate(zip(active, found)):
                 (code, prob), rest = ranked[0], ranked[1:]
                 f.window_language = code
@@ -166,16 +192,19 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
         # rows sharing a prompt decode together (same language and task)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, f in enumerate(active):
-            prompt = tuple(context + tokenizer.sot_sequence(language=f.window_language, task=options.task,
-                                                            timestamps=dopts.timestamps))
+            prompt = tuple(
+                context
+                + tokenizer.sot_sequence(language=f.window_language, task=options.task, timestamps=dopts.timestamps)
+            )
             groups.setdefault(prompt, []).append(i)
         for prompt, idx in groups.items():
             sub_cache = cache if len(idx) == len(active) else _select(cache, idx)
             gopts = script_options(dopts, options, active[idx[0]].window_language)
             results = decode(model, tokenizer, sub_cache, [list(prompt)] * len(idx), gopts, suppress)
             results = _unloop(model, tokenizer, sub_cache, list(prompt), results, gopts, suppress, options)
-            results = _second_opinion(model, tokenizer, cache, context, active, idx, results, runner_up, dopts,
-                                      suppress, options)
+            results = _second_opinion(
+                model, tokenizer, cache, context, active, idx, results, runner_up, dopts, suppress, options
+            )
             for i, res in zip(idx, results):
                 before, n_segments = active[i].seek, len(active[i].transcript.segments)
                 _advance(active[i], res, tokenizer, options)
@@ -222,8 +251,10 @@ def _add_words(model, tokenizer, cache, row: int, f: _File, seek: int, first: in
     at = 0
     for j, s in enumerate(new):  # hand each segment as many words as its own tokens make
         n = len(_split_words(tokenizer, list(s.tokens))[0])
-        inside = tuple(replace(w, start=min(max(w.start, s.start), s.end), end=max(min(w.end, s.end), s.start))
-                       for w in words[at : at + n])  # a word does not outlast its segment (DTW can run on)
+        inside = tuple(
+            replace(w, start=min(max(w.start, s.start), s.end), end=max(min(w.end, s.end), s.start))
+            for w in words[at : at + n]
+        )  # a word does not outlast its segment (DTW can run on)
         f.transcript.segments[first + j] = replace(s, words=inside)
         at += n
 
@@ -238,8 +269,9 @@ def _second_opinion(model, tokenizer, cache, context, active, idx, results, runn
     for j, i in retry:
         lang = runner_up[i]
         prompt = context + tokenizer.sot_sequence(language=lang, task=options.task, timestamps=dopts.timestamps)
-        [other] = decode(model, tokenizer, _select(cache, [i]), [prompt], script_options(dopts, options, lang),
-                         suppress)
+        [other] = decode(
+            model, tokenizer, _select(cache, [i]), [prompt], script_options(dopts, options, lang), suppress
+        )
         if other.avg_logprob > results[j].avg_logprob:
             results[j] = other
             active[i].window_language = lang
@@ -257,8 +289,11 @@ def compression_ratio(text: str) -> float:
 def _unloop(model, tokenizer, cache, prompt, results, dopts, suppress, options):
     """Windows whose text loops (compression ratio above the threshold) are decoded again with beam search;
     a result that still loops keeps its text up to where the repetition starts."""
-    bad = [i for i, r in enumerate(results) if
-           compression_ratio(tokenizer.decode(r.tokens)) > options.compression_ratio_threshold]
+    bad = [
+        i
+        for i, r in enumerate(results)
+        if compression_ratio(tokenizer.decode(r.tokens)) > options.compression_ratio_threshold
+    ]
     if not bad:
         return results
     results = list(results)
@@ -302,8 +337,10 @@ def pack_setting(loaded, model_name: str, requested: bool | None) -> bool:
     from generalist_cli.errors import UsageError
 
     if requested and not loaded.model.can_pack:
-        raise UsageError(f"{model_name}: an ONNX export encodes fixed 30-s windows and cannot pack",
-                         hint="use the checkpoint it was exported from, or drop --pack")
+        raise UsageError(
+            f"{model_name}: an ONNX export encodes fixed 30-s windows and cannot pack",
+            hint="use the checkpoint it was exported from, or drop --pack",
+        )
     return packs_by_default(loaded) if requested is None else requested
 
 
@@ -320,8 +357,10 @@ def _encode(model, windows: list[np.ndarray], *, pack: bool):
     import torch
 
     p = next(model.parameters())
-    mels = [torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
-            for w in windows]  # an even number of frames: the stem halves it
+    mels = [
+        torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
+        for w in windows
+    ]  # an even number of frames: the stem halves it
     return model.new_cache(*model.encode_audio_packed(mels))
 
 
@@ -346,9 +385,17 @@ def _advance(f: _File, res, tokenizer, options: TranscribeOptions) -> None:
     def add(start: float, end: float, toks: list[int]) -> None:
         text = tokenizer.decode(toks)
         if text.strip():
-            f.transcript.segments.append(Segment(
-                round(offset + start, 3), round(offset + min(end, segment_duration), 3), text,
-                tuple(t for t in toks if t < tokenizer.eot), res.avg_logprob, res.no_speech_prob, f.window_language))
+            f.transcript.segments.append(
+                Segment(
+                    round(offset + start, 3),
+                    round(offset + min(end, segment_duration), 3),
+                    text,
+                    tuple(t for t in toks if t < tokenizer.eot),
+                    res.avg_logprob,
+                    res.no_speech_prob,
+                    f.window_language,
+                )
+            )
 
     if consecutive:
         slices = consecutive + ([len(tokens)] if single_ending else [])

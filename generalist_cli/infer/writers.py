@@ -24,12 +24,19 @@ def render_channels(transcripts, fmt: str, *, file: str) -> str:
     if fmt == "txt":
         return "\n".join(f"channel {t.channel}: {render(t, fmt, file=file)}" for t in transcripts)
     if fmt == "vtt":
-        return "WEBVTT\n\n" + "\n".join(f"NOTE channel {t.channel}\n\n" + render(t, fmt, file=file)[8:]
-                                        for t in transcripts)
+        return "WEBVTT\n\n" + "\n".join(
+            f"NOTE channel {t.channel}\n\n" + render(t, fmt, file=file)[8:] for t in transcripts
+        )
     from types import SimpleNamespace
 
-    cues = sorted((SimpleNamespace(start=s.start, end=s.end, text=f"[channel {t.channel}] {s.text.strip()}", words=())
-                   for t in transcripts for s in t.segments), key=lambda c: (c.start, c.end))
+    cues = sorted(
+        (
+            SimpleNamespace(start=s.start, end=s.end, text=f"[channel {t.channel}] {s.text.strip()}", words=())
+            for t in transcripts
+            for s in t.segments
+        ),
+        key=lambda c: (c.start, c.end),
+    )
     return render(SimpleNamespace(segments=cues), fmt, file=file)
 
 
@@ -44,11 +51,25 @@ def render(transcript, fmt: str, *, file: str) -> str:
             "text": transcript.text,
             "language": transcript.language,
             "duration": round(transcript.duration, 3),
-            "segments": [{"start": s.start, "end": s.end, "text": s.text.strip(),
-                          **({"language": s.language} if s.language else {}),
-                          **({"words": [{"start": w.start, "end": w.end, "word": w.word.strip(),
-                                         "probability": w.probability} for w in s.words]} if s.words else {})}
-                         for s in segs],
+            "segments": [
+                {
+                    "start": s.start,
+                    "end": s.end,
+                    "text": s.text.strip(),
+                    **({"language": s.language} if s.language else {}),
+                    **(
+                        {
+                            "words": [
+                                {"start": w.start, "end": w.end, "word": w.word.strip(), "probability": w.probability}
+                                for w in s.words
+                            ]
+                        }
+                        if s.words
+                        else {}
+                    ),
+                }
+                for s in segs
+            ],
         }
         if transcript.language_probability is not None:
             obj["language_probability"] = round(transcript.language_probability, 4)
@@ -60,8 +81,9 @@ def render(transcript, fmt: str, *, file: str) -> str:
 
         segs = [SimpleNamespace(start=w.start, end=w.end, text=w.word) for s in segs for w in s.words]
     if fmt == "srt":
-        blocks = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-                  for i, s in enumerate(segs, 1)]
+        blocks = [
+            f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n" for i, s in enumerate(segs, 1)
+        ]
         return "\n".join(blocks)
     if fmt == "vtt":
         blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in segs]

@@ -19,8 +19,9 @@ SAMPLE_RATE = 16_000  # Hz, what Whisper's features expect
 SILENCE_PEAK = 1e-4  # a waveform whose peak stays below this (-80 dBFS) is silent
 
 
-def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAMPLE_RATE,
-                 mono: bool = True) -> np.ndarray:
+def decode_audio(
+    path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAMPLE_RATE, mono: bool = True
+) -> np.ndarray:
     """Decode the first audio track of ``path`` (or of an in-memory file), down-mixed to mono and resampled.
 
     Works for m4a/aac, wav, mp3, flac, ogg/opus and the audio track of mov/mp4 (anything FFmpeg reads).
@@ -38,8 +39,9 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
     try:
         container = av.open(path if in_memory else str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:  # InvalidDataError, FileNotFoundError, ...
-        raise MediaError("<bytes>" if in_memory else path,
-                         f"is not a media file FFmpeg can read ({_ffmpeg_reason(exc)})") from exc
+        raise MediaError(
+            "<bytes>" if in_memory else path, f"is not a media file FFmpeg can read ({_ffmpeg_reason(exc)})"
+        ) from exc
     label = "<bytes>" if in_memory else path
     chunks: list[np.ndarray] = []
     try:
@@ -69,7 +71,9 @@ def decode_audio(path: str | os.PathLike | io.BytesIO, *, sample_rate: int = SAM
         raise MediaError(label, "has an audio track with no samples (truncated?)")
     missing = 0 if in_memory else _wav_missing_bytes(path)
     if missing:
-        raise MediaError(label, f"is truncated: its WAV header declares {missing} more bytes of samples than the file holds")
+        raise MediaError(
+            label, f"is truncated: its WAV header declares {missing} more bytes of samples than the file holds"
+        )
     got = audio.shape[-1] / sample_rate
     if declared is not None and declared > 1.0 and got < 0.9 * declared:
         raise MediaError(label, f"is truncated: the header declares {declared:.2f} s but only {got:.2f} s decode")
@@ -103,12 +107,22 @@ def encode_audio(
     import av
 
     path = Path(path)
-    codecs = {".wav": "pcm_s16le", ".m4a": "aac", ".mp4": "aac", ".flac": "flac", ".mp3": "libmp3lame",
-              ".ogg": "libopus", ".opus": "libopus"}
+    codecs = {
+        ".wav": "pcm_s16le",
+        ".m4a": "aac",
+        ".mp4": "aac",
+        ".flac": "flac",
+        ".mp3": "libmp3lame",
+        ".ogg": "libopus",
+        ".opus": "libopus",
+    }
     codec = codecs.get(path.suffix.lower())
     if codec is None:
-        raise MediaError(path, f"cannot write audio as {path.suffix or 'a file without suffix'}",
-                         hint="use one of " + ", ".join(codecs))
+        raise MediaError(
+            path,
+            f"cannot write audio as {path.suffix or 'a file without suffix'}",
+            hint="use one of " + ", ".join(codecs),
+        )
     rate = 48_000 if codec == "libopus" else sample_rate
     samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
     fmt = {".m4a": "mp4", ".opus": "ogg"}.get(path.suffix.lower(), path.suffix.lower().lstrip("."))

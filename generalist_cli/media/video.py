@@ -11,8 +11,13 @@ import numpy as np
 from generalist_cli.errors import MediaError
 
 
-def decode_video(path: str | os.PathLike, *, fps: float | None = None, size: tuple[int, int] | None = None,
-                 max_frames: int | None = None) -> np.ndarray:
+def decode_video(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    size: tuple[int, int] | None = None,
+    max_frames: int | None = None,
+) -> np.ndarray:
     """Frames of the first video track as uint8 RGB ``(T, H, W, 3)``.
 
     ``fps``: keep frames at this rate (nearest earlier frame), ``size``: (height, width) to scale to,
@@ -38,7 +43,7 @@ def decode_video(path: str | os.PathLike, *, fps: float | None = None, size: tup
                 t = float(frame.time) if frame.time is not None else len(frames) / float(stream.average_rate or 25)
                 if fps is not None and t + 1e-6 < next_time:
                     continue
-                next_time = (next_time if fps is None else next_time + 1.0 / fps)
+                next_time = next_time if fps is None else next_time + 1.0 / fps
                 if size is not None:
                     frame = frame.reformat(width=size[1], height=size[0])
                 frames.append(frame.to_ndarray(format="rgb24"))

@@ -11,7 +11,6 @@ The conformer paper's BatchNorm is a LayerNorm here: batch statistics would mix 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

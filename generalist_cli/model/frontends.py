@@ -29,8 +29,14 @@ MAP_CELLS = (14, 14)  # the motion map's rows x columns (8-pixel cells of a 112 
 
 
 class VideoFrontend(nn.Module):
-    def __init__(self, n_state: int, *, patch: tuple[int, int, int] = (2, 16, 16),
-                 max_grid: tuple[int, int, int] = (64, 14, 14), channels: int = 3) -> None:
+    def __init__(
+        self,
+        n_state: int,
+        *,
+        patch: tuple[int, int, int] = (2, 16, 16),
+        max_grid: tuple[int, int, int] = (64, 14, 14),
+        channels: int = 3,
+    ) -> None:
         super().__init__()
         self.patch, self.max_grid, self.channels = tuple(patch), tuple(max_grid), channels
         pt, ph, pw = self.patch
@@ -58,8 +64,9 @@ class VideoFrontend(nn.Module):
         if "motion-map" in tokens and self.motion_map is None:
             n = self.proj.out_features
             self.motion_map = nn.Linear(MAP_CELLS[0] * MAP_CELLS[1], n).to(self.proj.weight)
-            self.map_embedding = nn.Parameter(torch.randn(n, dtype=self.proj.weight.dtype,
-                                                          device=self.proj.weight.device) * 0.02)
+            self.map_embedding = nn.Parameter(
+                torch.randn(n, dtype=self.proj.weight.dtype, device=self.proj.weight.device) * 0.02
+            )
 
     def motion_maps(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """Tubelets ``x`` (N, pt*ph*pw*C) in [-1, 1] -> (Nt, 14 * 14): per time step, the mean absolute change

@@ -28,15 +28,26 @@ class Generalist(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = self.config = config
-        opts = BlockOptions(n_experts=c.n_experts, top_k=c.top_k, moe_segments=c.moe_segments,
-                            moe_shared=c.moe_shared, conformer=c.conformer, conformer_kernel=c.conformer_kernel,
-                            peer_experts=c.peer_experts, peer_heads=c.peer_heads, peer_top_k=c.peer_top_k,
-                            ttt=c.ttt == "mlp",
-                            ttt_mini_batch=c.ttt_mini_batch, ttt_base_lr=c.ttt_base_lr)
-        self.encoder = AudioEncoder(c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer,
-                                    c.n_audio_ffn, opts)
-        self.decoder = TextDecoder(c.n_total_vocab, c.n_text_ctx, c.n_text_state, c.n_text_head, c.n_text_layer,
-                                   c.n_text_ffn, opts)
+        opts = BlockOptions(
+            n_experts=c.n_experts,
+            top_k=c.top_k,
+            moe_segments=c.moe_segments,
+            moe_shared=c.moe_shared,
+            conformer=c.conformer,
+            conformer_kernel=c.conformer_kernel,
+            peer_experts=c.peer_experts,
+            peer_heads=c.peer_heads,
+            peer_top_k=c.peer_top_k,
+            ttt=c.ttt == "mlp",
+            ttt_mini_batch=c.ttt_mini_batch,
+            ttt_base_lr=c.ttt_base_lr,
+        )
+        self.encoder = AudioEncoder(
+            c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer, c.n_audio_ffn, opts
+        )
+        self.decoder = TextDecoder(
+            c.n_total_vocab, c.n_text_ctx, c.n_text_state, c.n_text_head, c.n_text_layer, c.n_text_ffn, opts
+        )
         if c.generalist:
             self.video = VideoFrontend(c.n_audio_state, patch=c.video_patch, max_grid=c.video_max)
             if c.video_motion:
@@ -44,8 +55,9 @@ class Generalist(nn.Module):
             self.video.set_tokens(c.video_tokens)
             self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
             nn.init.zeros_(self.modality_embedding.weight)
-            self.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels, progress=c.speech_progress,
-                                          layers=c.speech_layers)
+            self.speech_head = SpeechHead(
+                c.n_audio_state, c.n_speech_mels, progress=c.speech_progress, layers=c.speech_layers
+            )
 
     # ---- front-ends: one example or a batch -> embeddings with positions and modality ----
     def _modality(self, name: str) -> Tensor | float:
@@ -130,8 +142,9 @@ class Generalist(nn.Module):
         """Teacher-forced logits: ``mel`` (B, n_mels, 2S), ``tokens`` (B, T) -> (B, T, V)."""
         return self.logits(self.decoder(tokens, self.cross_kv(self.encode_audio(mel))))
 
-    def forward_packed(self, enc_x: Tensor, enc_packing: Packing, tokens: Tensor, dec_packing: Packing
-                       ) -> tuple[Tensor, list[RouterOutput], list[RouterOutput]]:
+    def forward_packed(
+        self, enc_x: Tensor, enc_packing: Packing, tokens: Tensor, dec_packing: Packing
+    ) -> tuple[Tensor, list[RouterOutput], list[RouterOutput]]:
         """Packed teacher forcing: encoder rows of embedded examples and decoder rows of their targets, the
         k-th target of a row belonging to the k-th encoder example of that row. -> (logits (B, T, V),
         encoder routers, decoder routers)."""
@@ -142,8 +155,13 @@ class Generalist(nn.Module):
         """:meth:`forward_packed` returning decoder *hidden states* (project the positions you need with
         :meth:`logits`) and the encoder states: (hidden, encoder, enc routers, dec routers)."""
         enc, enc_routers = self.encode(enc_x, enc_packing)
-        hidden, dec_routers, _ = self.decoder.run(tokens, self.cross_kv(enc), positions=dec_packing.positions,
-                                               packing=dec_packing, cross_mask=cross_blocks(dec_packing, enc_packing))
+        hidden, dec_routers, _ = self.decoder.run(
+            tokens,
+            self.cross_kv(enc),
+            positions=dec_packing.positions,
+            packing=dec_packing,
+            cross_mask=cross_blocks(dec_packing, enc_packing),
+        )
         return hidden, enc, enc_routers, dec_routers
 
     # ---- generation ----
@@ -156,11 +174,14 @@ class Generalist(nn.Module):
         empty = [(audio_features.new_zeros(shape), audio_features.new_zeros(shape)) for _ in range(c.n_text_layer)]
         mask = None
         if lengths is not None:
-            mask = torch.arange(audio_features.shape[1], device=audio_features.device) < torch.tensor(
-                lengths, device=audio_features.device)[:, None]
+            mask = (
+                torch.arange(audio_features.shape[1], device=audio_features.device)
+                < torch.tensor(lengths, device=audio_features.device)[:, None]
+            )
             mask = mask[:, None, None]
-        return KVCache(self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer,
-                       cross_mask=mask)
+        return KVCache(
+            self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer, cross_mask=mask
+        )
 
     def encode_audio_packed(self, mels: list[Tensor], capacity: int | None = None) -> tuple[Tensor, list[int]]:
         """Audio of different lengths, each ``(n_mels, 2 S_i)``, encoded unpadded and packed several to an

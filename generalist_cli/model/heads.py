@@ -17,14 +17,27 @@ from torch import Tensor, nn
 
 
 class SpeechHead(nn.Module):
-    def __init__(self, n_state: int, n_mels: int = 80, *, hidden: int = 256, kernel: int = 5,
-                 max_frames: int = 3000, progress: bool = False, layers: int = 3) -> None:
+    def __init__(
+        self,
+        n_state: int,
+        n_mels: int = 80,
+        *,
+        hidden: int = 256,
+        kernel: int = 5,
+        max_frames: int = 3000,
+        progress: bool = False,
+        layers: int = 3,
+    ) -> None:
         super().__init__()
         self.n_mels, self.max_frames = n_mels, max_frames
         pad = kernel // 2
-        self.duration = nn.Sequential(nn.Conv1d(n_state, hidden, kernel, padding=pad), nn.ReLU(),
-                                      nn.Conv1d(hidden, hidden, kernel, padding=pad), nn.ReLU(),
-                                      nn.Conv1d(hidden, 1, 1))
+        self.duration = nn.Sequential(
+            nn.Conv1d(n_state, hidden, kernel, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(hidden, hidden, kernel, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(hidden, 1, 1),
+        )
         self.inp = nn.Linear(n_state, hidden)
         self.frame_pos = nn.Embedding(max_frames, hidden)
         nn.init.normal_(self.frame_pos.weight, std=0.02)

@@ -78,8 +78,13 @@ def describe(model: Generalist) -> dict:
     total, active = parameter_counts(model)
     return {
         "architecture": "generalist" if c.generalist else "whisper",
-        "moe": "fine-grained" if c.moe_segments > 1 else "mixtral" if c.n_experts > 1 else
-               "peer" if c.peer_experts else "dense",
+        "moe": "fine-grained"
+        if c.moe_segments > 1
+        else "mixtral"
+        if c.n_experts > 1
+        else "peer"
+        if c.peer_experts
+        else "dense",
         "experts": c.n_experts,
         "top_k": c.top_k,
         "moe_segments": c.moe_segments,

@@ -43,8 +43,17 @@ class RouterOutput:
 
 
 class MoEFFN(nn.Module):
-    def __init__(self, n_state: int, n_hidden: int, n_experts: int, top_k: int, *, dispatch: str = "auto",
-                 groups: int = 1, shared_hidden: int = 0) -> None:
+    def __init__(
+        self,
+        n_state: int,
+        n_hidden: int,
+        n_experts: int,
+        top_k: int,
+        *,
+        dispatch: str = "auto",
+        groups: int = 1,
+        shared_hidden: int = 0,
+    ) -> None:
         """``n_hidden``: each expert's hidden size; ``n_experts``/``top_k``: per group; ``shared_hidden``: the
         always-on shared expert's hidden size (0: none)."""
         super().__init__()
@@ -134,7 +143,6 @@ class MoEFFN(nn.Module):
         y = torch.zeros_like(x).index_add_(0, token, out)
         return y, counts
 
-
     def _dense(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Every expert on every token, weighted by the top-k gates (zero for the others): the same function
         without data-dependent shapes, for ONNX export (``dispatch="dense"``); E/k times the FLOPs."""
@@ -146,8 +154,14 @@ class MoEFFN(nn.Module):
         return y, (gates != 0).sum(0)
 
 
-def load_balancing_loss(routers: list[RouterOutput], *, n_experts: int, top_k: int, groups: int = 1,
-                        valid: list[Tensor | None] | None = None) -> Tensor:
+def load_balancing_loss(
+    routers: list[RouterOutput],
+    *,
+    n_experts: int,
+    top_k: int,
+    groups: int = 1,
+    valid: list[Tensor | None] | None = None,
+) -> Tensor:
     """Switch/Mixtral auxiliary loss over all MoE layers: ``E * sum_{s,e} f_{s,e} P_e`` (k when balanced, -> E
     when collapsed). ``valid`` (per layer, (N,) bool) excludes padding tokens from both averages.
 

@@ -59,8 +59,10 @@ class Blocks:
         for qr, kr, vr, qn, kn in zip(q.unbind(0), k.unbind(0), v.unbind(0), self.queries, self.keys):
             qs = qr.split([*qn, qr.shape[1] - sum(qn)], dim=1)
             ks, vs = (t.split([*kn, t.shape[1] - sum(kn)], dim=1) for t in (kr, vr))
-            outs = [F.scaled_dot_product_attention(a, b, c, is_causal=self.causal)
-                    for a, b, c in zip(qs[:-1], ks[:-1], vs[:-1])]
+            outs = [
+                F.scaled_dot_product_attention(a, b, c, is_causal=self.causal)
+                for a, b, c in zip(qs[:-1], ks[:-1], vs[:-1])
+            ]
             rows.append(torch.cat([*outs, torch.zeros_like(qs[-1])], dim=1))
         return torch.stack(rows)
 
@@ -141,8 +143,9 @@ def scatter_positions(values: Tensor, index: Tensor, shape: torch.Size) -> Tenso
     """Inverse of :func:`gather_positions`: a zero tensor of ``shape`` (B, S, D) with ``values`` (index.shape
     + (D,)) written at ``index``; writes to the padding index B*S are dropped."""
     b, s, d = shape
-    flat = values.new_zeros(b * s + 1, d).index_put((index.to(values.device).reshape(-1),),
-                                                    values.reshape(-1, d), accumulate=True)
+    flat = values.new_zeros(b * s + 1, d).index_put(
+        (index.to(values.device).reshape(-1),), values.reshape(-1, d), accumulate=True
+    )
     return flat[:-1].view(b, s, d)
 
 

@@ -60,11 +60,14 @@ class PEER(nn.Module):
         u = self.down(index)  # (N, h, k, D)
         act = F.gelu(torch.einsum("nd,nhkd->nhk", flat, u))
         # sum_i w_i v_i without materialising the (N, h, k, D) gather of the up vectors
-        y = F.embedding_bag(index.flatten(1), self.up.weight, per_sample_weights=(gates * act).flatten(1),
-                            mode="sum")
+        y = F.embedding_bag(index.flatten(1), self.up.weight, per_sample_weights=(gates * act).flatten(1), mode="sum")
         return y.reshape(shape)
 
     def active_parameters(self) -> int:
         """Parameters one token uses: the query network and sub-keys, and h * k experts' two vectors."""
-        return self.query.weight.numel() + self.sub_keys.numel() + 2 * self.heads * self.top_k * self.down.weight.shape[1] \
+        return (
+            self.query.weight.numel()
+            + self.sub_keys.numel()
+            + 2 * self.heads * self.top_k * self.down.weight.shape[1]
             + sum(p.numel() for p in self.query_norm.parameters())
+        )

@@ -99,21 +99,30 @@ def _dual(q, k, v, eta, tau, w1, b1, w2, b2, gamma, beta, *, complete: bool):
     out = q + _ln(z2, gamma, beta)
     if not complete:
         eg1, eg2 = eta[..., None] * g1, eta[..., None] * g2  # (B, H, n, .)
-        return out, (k.transpose(-2, -1) @ eg1, eg1.sum(-2, keepdim=True),
-                     x2.transpose(-2, -1) @ eg2, eg2.sum(-2, keepdim=True))
+        return out, (
+            k.transpose(-2, -1) @ eg1,
+            eg1.sum(-2, keepdim=True),
+            x2.transpose(-2, -1) @ eg2,
+            eg2.sum(-2, keepdim=True),
+        )
     # W - tau_n * sum_j eta_j G_j, the scale folded into the small (n, .) factor and the sum into one
     # batched multiply-add, so each large (f x 4f) state is written once per mini-batch
     scale = -tau[-1] * eta[..., None]
     eg1, eg2 = scale * g1, scale * g2
-    return out, (_add_outer(w1, k, eg1), b1 + eg1.sum(-2, keepdim=True),
-                 _add_outer(w2, x2, eg2), b2 + eg2.sum(-2, keepdim=True))
+    return out, (
+        _add_outer(w1, k, eg1),
+        b1 + eg1.sum(-2, keepdim=True),
+        _add_outer(w2, x2, eg2),
+        b2 + eg2.sum(-2, keepdim=True),
+    )
 
 
 def _add_outer(w: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``w + a^T @ b`` for (B, H, p, r) ``w`` and (B, H, n, p|r) ``a``, ``b``, as one ``baddbmm``."""
     bh, (p, r) = a.shape[:2], w.shape[-2:]
-    out = torch.baddbmm(w.reshape(-1, p, r), a.transpose(-2, -1).reshape(-1, p, a.shape[-2]),
-                        b.reshape(-1, b.shape[-2], r))
+    out = torch.baddbmm(
+        w.reshape(-1, p, r), a.transpose(-2, -1).reshape(-1, p, a.shape[-2]), b.reshape(-1, b.shape[-2], r)
+    )
     return out.view(*bh, p, r)
 
 
@@ -178,19 +187,23 @@ class TTTMLP(nn.Module):
         """``W0`` tiled over ``batch`` rows, empty sums."""
         tile = lambda p: p.unsqueeze(0).expand(batch, *p.shape)  # noqa: E731
         w1, b1, w2, b2 = tile(self.w1), tile(self.b1), tile(self.w2), tile(self.b2)
-        return TTTState(w1, b1, w2, b2, torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w2),
-                        torch.zeros_like(b2), 0)
+        return TTTState(
+            w1, b1, w2, b2, torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w2), torch.zeros_like(b2), 0
+        )
 
     def tau(self, start: int, n: int) -> Tensor:
         """``tau_i`` for in-mini-batch indices ``start+1 .. start+n``."""
-        i = torch.arange(start + 1, start + n + 1, device=self.token_idx_offset.device,
-                         dtype=self.token_idx_offset.dtype)
+        i = torch.arange(
+            start + 1, start + n + 1, device=self.token_idx_offset.device, dtype=self.token_idx_offset.dtype
+        )
         return torch.clamp(1.0 / i + self.token_idx_offset[start : start + n], min=0.0)
 
     def inputs(self, x: Tensor) -> Tensor:
         """Everything the scan reads per position of ``x`` (B, L, D): q, k, v and the learning-rate gate's
         logits, concatenated (B, L, 3D + H). Per position, so packed rows project before they are split."""
-        return torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x), F.linear(x, self.lr_weight, self.lr_bias)], -1)
+        return torch.cat(
+            [self.q_proj(x), self.k_proj(x), self.v_proj(x), F.linear(x, self.lr_weight, self.lr_bias)], -1
+        )
 
     def heads(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """:meth:`inputs` ``u`` (B, L, 3D + H) -> q, k, v (B, H, L, f) and the learning rates eta (B, H, L).
@@ -210,8 +223,9 @@ class TTTMLP(nn.Module):
         z, state = self.scan(self.inputs(x), state)
         return self.output(z), state
 
-    def scan(self, u: Tensor, state: TTTState | None = None, *,
-             lengths: list[int] | None = None) -> tuple[Tensor, TTTState | None]:
+    def scan(
+        self, u: Tensor, state: TTTState | None = None, *, lengths: list[int] | None = None
+    ) -> tuple[Tensor, TTTState | None]:
         """The recurrence over :meth:`inputs` ``u`` (B, L, 3D + H) -> (z (B, L, D), state after the last token),
         in the layer's own precision (autocast off: the fast weights take many small steps).
 
@@ -235,8 +249,9 @@ class TTTMLP(nn.Module):
         while i and t < length:  # finish the current mini-batch token by token (primal form)
             pos = torch.tensor([i], device=u.device)
             qt, kt = _rope(q[:, :, t : t + 1], pos), _rope(k[:, :, t : t + 1], pos)
-            out, w_new, sums = _primal(qt, kt, v[:, :, t : t + 1], eta[:, :, t : t + 1], self.tau(i, 1)[0],
-                                       TTTState(*w, *sums, i), gamma, beta)
+            out, w_new, sums = _primal(
+                qt, kt, v[:, :, t : t + 1], eta[:, :, t : t + 1], self.tau(i, 1)[0], TTTState(*w, *sums, i), gamma, beta
+            )
             outs.append(out)
             i, t = (i + 1) % mb, t + 1
             if i == 0:
@@ -247,8 +262,17 @@ class TTTMLP(nn.Module):
             rows = b if lengths is None else sum(1 for m in lengths if m > t)  # ended rows leave (longest first)
             w = tuple(p[:rows] for p in w)
             pos = torch.arange(n, device=u.device)
-            out, new = _dual(_rope(qc[:rows], pos), _rope(kc[:rows], pos), vc[:rows], ec[:rows], self.tau(0, n),
-                             *w, gamma, beta, complete=n == mb)
+            out, new = _dual(
+                _rope(qc[:rows], pos),
+                _rope(kc[:rows], pos),
+                vc[:rows],
+                ec[:rows],
+                self.tau(0, n),
+                *w,
+                gamma,
+                beta,
+                complete=n == mb,
+            )
             if n == mb:
                 w = new
             else:
@@ -281,7 +305,11 @@ class TTTMLP(nn.Module):
         w = (after.w1, after.b1, after.w2, after.b2)
         if after.i:  # a partial mini-batch: its update is W - tau_n * S
             tau = self.tau(0, n)[-1]
-            w = (after.w1 - tau * after.s1, after.b1 - tau * after.sb1, after.w2 - tau * after.s2,
-                 after.b2 - tau * after.sb2)
+            w = (
+                after.w1 - tau * after.s1,
+                after.b1 - tau * after.sb1,
+                after.w2 - tau * after.s2,
+                after.b2 - tau * after.sb2,
+            )
         before = loss(self.w1, self.b1, self.w2, self.b2)
         return float(loss(*w) / before.clamp_min(1e-12))

@@ -26,10 +26,22 @@ from generalist_cli.model.moe import MoEFFN
 DEFAULT_EXTRA_TOKENS = ("<|speech|>", "<|sign|>", "<|text|>")  # modality markers for new tasks
 
 
-def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str = "mlp",
-            extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS, seed: int = 0,
-            text_scale: float | None = None, segments: int = 1, shared: int = 0,
-            conformer: bool = False, peer_experts: int = 0, peer_heads: int = 8, peer_top_k: int = 16) -> Generalist:
+def upcycle(
+    dense: Generalist,
+    *,
+    n_experts: int = 8,
+    top_k: int = 2,
+    ttt: str = "mlp",
+    extra_tokens: tuple[str, ...] = DEFAULT_EXTRA_TOKENS,
+    seed: int = 0,
+    text_scale: float | None = None,
+    segments: int = 1,
+    shared: int = 0,
+    conformer: bool = False,
+    peer_experts: int = 0,
+    peer_heads: int = 8,
+    peer_top_k: int = 16,
+) -> Generalist:
     """A generalist that equals ``dense`` (a plain Whisper) at init. Text entering the encoder gets its
     token embeddings times ``text_scale`` (default sqrt(d_model), the Transformer's embedding scale: Whisper's
     token embeddings are ~25x smaller than its encoder positions, which would drown them).
@@ -43,13 +55,27 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
     if dense.config.n_experts > 1 or dense.config.generalist:
         raise ValueError("upcycle starts from a dense Whisper (one expert, no front-ends)")
     if segments < 1 or not 0 <= shared < segments or dense.config.n_audio_ffn % segments:
-        raise ValueError(f"segments must divide the FFN width {dense.config.n_audio_ffn} and shared be in "
-                         f"0..segments-1 (got {segments}, {shared})")
+        raise ValueError(
+            f"segments must divide the FFN width {dense.config.n_audio_ffn} and shared be in "
+            f"0..segments-1 (got {segments}, {shared})"
+        )
     scale = float(dense.config.n_audio_state) ** 0.5 if text_scale is None else float(text_scale)
-    config = replace(dense.config, n_experts=n_experts, top_k=top_k, ttt=ttt, generalist=True,
-                     extra_tokens=tuple(extra_tokens), text_scale=scale, speech_progress=True,
-                     moe_segments=segments, moe_shared=shared, conformer=conformer, peer_experts=peer_experts,
-                     peer_heads=peer_heads, peer_top_k=peer_top_k)
+    config = replace(
+        dense.config,
+        n_experts=n_experts,
+        top_k=top_k,
+        ttt=ttt,
+        generalist=True,
+        extra_tokens=tuple(extra_tokens),
+        text_scale=scale,
+        speech_progress=True,
+        moe_segments=segments,
+        moe_shared=shared,
+        conformer=conformer,
+        peer_experts=peer_experts,
+        peer_heads=peer_heads,
+        peer_top_k=peer_top_k,
+    )
     torch.manual_seed(seed)
     model = Generalist(config).to(next(dense.parameters()).dtype)
     source = dense.state_dict()
@@ -60,20 +86,24 @@ def upcycle(dense: Generalist, *, n_experts: int = 8, top_k: int = 2, ttt: str =
                 target[name].copy_(value)
             elif name == "decoder.embed_tokens.weight":  # Whisper's rows keep their ids; new rows stay N(0, 1)*0.02
                 target[name][: value.shape[0]].copy_(value)
-                target[name][value.shape[0]:].normal_(0, 0.02)
+                target[name][value.shape[0] :].normal_(0, 0.02)
             elif (".fc1." in name or ".fc2." in name) and segments > 1:  # dense FFN -> shared + grouped parts
                 _place_segments(target, name, value, segments=segments, shared=shared, n_experts=n_experts)
             elif ".fc1." in name or ".fc2." in name:  # dense FFN -> every expert
                 prefix, rest = name.split(".fc", 1)
                 layer, kind = rest.split(".")  # "1", "weight"
-                target[f"{prefix}.moe.fc{layer}_{kind}"].copy_(value.expand_as(target[f"{prefix}.moe.fc{layer}_{kind}"]))
+                target[f"{prefix}.moe.fc{layer}_{kind}"].copy_(
+                    value.expand_as(target[f"{prefix}.moe.fc{layer}_{kind}"])
+                )
             else:
                 raise ValueError(f"cannot place {name} {tuple(value.shape)} in the generalist")
     model.load_state_dict(target)
     return model
 
 
-def _place_segments(target: dict, name: str, value: torch.Tensor, *, segments: int, shared: int, n_experts: int) -> None:
+def _place_segments(
+    target: dict, name: str, value: torch.Tensor, *, segments: int, shared: int, n_experts: int
+) -> None:
     """One dense FFN tensor (``...fc1.weight`` (H, D), ``fc1.bias`` (H,), ``fc2.weight`` (D, H), ``fc2.bias``
     (D,)) into the shared expert and the routed groups of a fine-grained MoE layer."""
     prefix, rest = name.split(".fc", 1)
@@ -106,7 +136,9 @@ def add_experts(model: Generalist, n_new: int, *, init: str = "mean", source: in
     if c.n_experts < 2:
         raise ValueError("add_experts needs an MoE model; upcycle a dense Whisper first")
     if c.moe_segments > 1:
-        raise ValueError("add_experts grows Mixtral-style layers; fine-grained layers (moe_segments > 1) are not supported")
+        raise ValueError(
+            "add_experts grows Mixtral-style layers; fine-grained layers (moe_segments > 1) are not supported"
+        )
     if n_new < 1:
         raise ValueError("add at least one expert")
     if init not in ("mean", "copy"):
@@ -146,8 +178,11 @@ class ExpertFreeze:
     def __init__(self, model: nn.Module, n: int, *, router: bool = True) -> None:
         self.n, self.router = n, router
         self.layers = moe_layers(model)
-        self.saved = [{k: getattr(m, k)[:n].detach().clone() for k in self._names} |
-                      ({"router": m.router.weight[:n].detach().clone()} if router else {}) for m in self.layers]
+        self.saved = [
+            {k: getattr(m, k)[:n].detach().clone() for k in self._names}
+            | ({"router": m.router.weight[:n].detach().clone()} if router else {})
+            for m in self.layers
+        ]
         self.hooks = []
         for m in self.layers:
             params = [getattr(m, k) for k in self._names] + ([m.router.weight] if router else [])

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from generalist_cli.model.moe import MoEFFN, RouterOutput
-from generalist_cli.model.packing import (Blocks, Packing, gather_positions, per_row_spans, scatter_positions,
-                                          span_index)
+from generalist_cli.model.packing import Blocks, Packing, gather_positions, per_row_spans, scatter_positions, span_index
 from generalist_cli.model.ttt import TTTMLP, TTTState
 
 
@@ -57,8 +56,9 @@ class Attention(nn.Module):
         """Keys and values of ``x`` (B, S, D), each ``(B, H, S, K)``."""
         return self.heads(self.k_proj(x)), self.heads(self.v_proj(x))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | Blocks | None = None,
-               causal: bool = False) -> Tensor:
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | Blocks | None = None, causal: bool = False
+    ) -> Tensor:
         """``q`` (B, T, D) already projected; ``k, v`` (B, H, S, K); ``mask`` (B|1, 1, T, S) bool or the
         packed rows' :class:`~generalist_cli.model.packing.Blocks` -> (B, T, D)."""
         q = self.heads(q)
@@ -117,8 +117,14 @@ class _Block(nn.Module):
             self.ttt = None
         if opts.n_experts > 1:
             seg = n_hidden // opts.moe_segments
-            self.moe = MoEFFN(n_state, seg, opts.n_experts, opts.top_k, groups=opts.moe_segments - opts.moe_shared,
-                              shared_hidden=opts.moe_shared * seg)
+            self.moe = MoEFFN(
+                n_state,
+                seg,
+                opts.n_experts,
+                opts.top_k,
+                groups=opts.moe_segments - opts.moe_shared,
+                shared_hidden=opts.moe_shared * seg,
+            )
         else:
             self.moe = None
             self.fc1 = nn.Linear(n_state, n_hidden)  # Whisper's FFN, GELU between
@@ -138,8 +144,9 @@ class _Block(nn.Module):
             y = y + self.peer(h)
         return x + y, router
 
-    def ttt_scans(self, h: Tensor, spans: list[list[tuple[int, int]]] | None,
-                  directions: tuple[bool, ...] = (False,)) -> list[Tensor]:
+    def ttt_scans(
+        self, h: Tensor, spans: list[list[tuple[int, int]]] | None, directions: tuple[bool, ...] = (False,)
+    ) -> list[Tensor]:
         """TTT over each example separately (state reset at every example), once per direction (``True``: the
         reversed scan, read back in forward order): ``h`` (B, S, D) -> one (B, S, D) output per direction.
         ``spans=None``: each row is one sequence.
@@ -150,15 +157,18 @@ class _Block(nn.Module):
         u = self.ttt.inputs(h)
         if spans is None:  # whole rows: flips and one concatenation (graph ops, so an ONNX export keeps them)
             z = self._ttt(torch.cat([u.flip(1) if back else u for back in directions]), None)
-            return [self.ttt.output(zd.flip(1) if back else zd)
-                    for zd, back in zip(z.chunk(len(directions)), directions)]
+            return [
+                self.ttt.output(zd.flip(1) if back else zd) for zd, back in zip(z.chunk(len(directions)), directions)
+            ]
         segs = [(r, a, b) for r, row in enumerate(spans) for a, b in row]
         if not segs:
             return [torch.zeros_like(h) for _ in directions]
-        runs = sorted(((b - a, d, (r, a, b)) for d in range(len(directions)) for r, a, b in segs),
-                      key=lambda run: -run[0])
-        index = span_index([run[2] for run in runs], h.shape[1], n_rows=h.shape[0],
-                           reverse=[directions[run[1]] for run in runs])
+        runs = sorted(
+            ((b - a, d, (r, a, b)) for d in range(len(directions)) for r, a, b in segs), key=lambda run: -run[0]
+        )
+        index = span_index(
+            [run[2] for run in runs], h.shape[1], n_rows=h.shape[0], reverse=[directions[run[1]] for run in runs]
+        )
         z = self._ttt(gather_positions(u, index), [run[0] for run in runs])
         outs = []
         for d in range(len(directions)):
@@ -205,8 +215,9 @@ class EncoderBlock(_Block):
         else:
             self.macaron = self.conv_module = None
 
-    def forward(self, x: Tensor, *, mask: Tensor | Blocks | None = None, spans=None,
-                segments: Tensor | None = None) -> tuple[Tensor, RouterOutput | None]:
+    def forward(
+        self, x: Tensor, *, mask: Tensor | Blocks | None = None, spans=None, segments: Tensor | None = None
+    ) -> tuple[Tensor, RouterOutput | None]:
         if self.macaron is not None:
             x = x + torch.tanh(self.macaron_gate) * self.macaron(x)
         x = x + self.self_attn(self.self_attn_layer_norm(x), mask=mask)
@@ -228,9 +239,19 @@ class DecoderBlock(_Block):
         self.encoder_attn_layer_norm = nn.LayerNorm(n_state)
         self._init_extras(n_state, n_head, n_hidden, opts, reverse=False)
 
-    def forward(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], *, cache: "KVCache | None" = None, layer: int = 0,
-                offset: int = 0, self_mask: Blocks | None = None, cross_mask: Tensor | Blocks | None = None,
-                spans=None, cross_scores: bool = False) -> tuple[Tensor, RouterOutput | None, Tensor | None]:
+    def forward(
+        self,
+        x: Tensor,
+        cross_kv: tuple[Tensor, Tensor],
+        *,
+        cache: "KVCache | None" = None,
+        layer: int = 0,
+        offset: int = 0,
+        self_mask: Blocks | None = None,
+        cross_mask: Tensor | Blocks | None = None,
+        spans=None,
+        cross_scores: bool = False,
+    ) -> tuple[Tensor, RouterOutput | None, Tensor | None]:
         """``x`` (B, T, D) at positions ``offset..``; with ``cache``, this layer's keys/values and TTT state
         are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows).
         Returns (x, router, the cross-attention scores when ``cross_scores`` (no ``cross_mask``), else None)."""
@@ -268,8 +289,16 @@ class DecoderBlock(_Block):
 class AudioEncoder(nn.Module):
     """Whisper's conv stem (audio front-end), sinusoidal positions, blocks, final LayerNorm."""
 
-    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int,
-                 opts: BlockOptions = BlockOptions()) -> None:
+    def __init__(
+        self,
+        n_mels: int,
+        n_ctx: int,
+        n_state: int,
+        n_head: int,
+        n_layer: int,
+        n_hidden: int,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
@@ -303,35 +332,69 @@ class AudioEncoder(nn.Module):
 
 
 class TextDecoder(nn.Module):
-    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int, n_hidden: int,
-                 opts: BlockOptions = BlockOptions()) -> None:
+    def __init__(
+        self,
+        n_vocab: int,
+        n_ctx: int,
+        n_state: int,
+        n_head: int,
+        n_layer: int,
+        n_hidden: int,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(n_vocab, n_state)
         self.embed_positions = nn.Embedding(n_ctx, n_state)
         self.layers = nn.ModuleList(DecoderBlock(n_state, n_head, n_hidden, opts) for _ in range(n_layer))
         self.layer_norm = nn.LayerNorm(n_state)
 
-    def run(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], *, cache: "KVCache | None" = None,
-            offset: int = 0, positions: Tensor | None = None, packing: Packing | None = None,
-            cross_mask: Tensor | Blocks | None = None, cross_scores: bool = False
-            ) -> tuple[Tensor, list[RouterOutput], list[Tensor]]:
+    def run(
+        self,
+        tokens: Tensor,
+        cross: list[tuple[Tensor, Tensor]],
+        *,
+        cache: "KVCache | None" = None,
+        offset: int = 0,
+        positions: Tensor | None = None,
+        packing: Packing | None = None,
+        cross_mask: Tensor | Blocks | None = None,
+        cross_scores: bool = False,
+    ) -> tuple[Tensor, list[RouterOutput], list[Tensor]]:
         """``tokens`` (B, T) -> (hidden (B, T, D), routers, per layer the cross-attention scores (B, H, T, S)
         when ``cross_scores``, else []). Positions: ``offset..`` or per token (packed)."""
-        pos = self.embed_positions.weight[offset : offset + tokens.shape[1]] if positions is None \
+        pos = (
+            self.embed_positions.weight[offset : offset + tokens.shape[1]]
+            if positions is None
             else self.embed_positions(positions)
+        )
         x = self.embed_tokens(tokens) + pos
         self_mask = packing.blocks(causal=True) if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
         routers, scores = [], []
         for i, block in enumerate(self.layers):
-            x, router, qk = block(x, cross[i], cache=cache, layer=i, offset=offset, self_mask=self_mask,
-                                  cross_mask=cross_mask, spans=spans, cross_scores=cross_scores)
+            x, router, qk = block(
+                x,
+                cross[i],
+                cache=cache,
+                layer=i,
+                offset=offset,
+                self_mask=self_mask,
+                cross_mask=cross_mask,
+                spans=spans,
+                cross_scores=cross_scores,
+            )
             routers += [router] if router is not None else []
             scores += [qk] if qk is not None else []
         return self.layer_norm(x), routers, scores
 
-    def forward(self, tokens: Tensor, cross: list[tuple[Tensor, Tensor]], cache: "KVCache | None" = None,
-                offset: int = 0, cross_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        tokens: Tensor,
+        cross: list[tuple[Tensor, Tensor]],
+        cache: "KVCache | None" = None,
+        offset: int = 0,
+        cross_mask: Tensor | None = None,
+    ) -> Tensor:
         """Hidden states of ``tokens``; cross-attention masked by ``cross_mask`` or the cache's (packed audio
         of different lengths)."""
         if cross_mask is None and cache is not None:
@@ -357,7 +420,9 @@ class KVCache:
 
     def select(self, index: Tensor) -> "KVCache":
         """A cache of rows ``index`` only (cross-attention included)."""
-        return KVCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
-                       [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
-                       [None if s is None else s.select(index) for s in self.ttt],
-                       None if self.cross_mask is None else self.cross_mask.index_select(0, index))
+        return KVCache(
+            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
+            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
+            [None if s is None else s.select(index) for s in self.ttt],
+            None if self.cross_mask is None else self.cross_mask.index_select(0, index),
+        )

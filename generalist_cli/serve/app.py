@@ -65,30 +65,45 @@ def create_app(config: ServeConfig, loaded=None):
     def run_batch(audios, options):
         return transcribe(model, tok, audios, options)
 
-    batcher = Batcher(run_batch, max_batch=config.max_batch, max_wait=config.max_wait_ms / 1000,
-                      queue_size=config.queue_size, lock=lock, on_batch=metrics.batch)
+    batcher = Batcher(
+        run_batch,
+        max_batch=config.max_batch,
+        max_wait=config.max_wait_ms / 1000,
+        queue_size=config.queue_size,
+        lock=lock,
+        on_batch=metrics.batch,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         batcher.close()
 
-    app = FastAPI(title="gen serve", version=__version__, lifespan=lifespan,
-                  description="Speech, text, sign video and speech synthesis with one generalist model.")
+    app = FastAPI(
+        title="gen serve",
+        version=__version__,
+        lifespan=lifespan,
+        description="Speech, text, sign video and speech synthesis with one generalist model.",
+    )
     app.state.batcher, app.state.metrics, app.state.loaded = batcher, metrics, loaded
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
-                            status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+            status_code=exc.status,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # one line in the log, JSON to the client
         import sys
 
         print(f"gen serve: {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return JSONResponse({"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error",
-                                       "code": 500}}, status_code=500)
+        return JSONResponse(
+            {"error": {"message": f"internal error ({type(exc).__name__})", "type": "server_error", "code": 500}},
+            status_code=500,
+        )
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -101,8 +116,9 @@ def create_app(config: ServeConfig, loaded=None):
         limit = int(config.max_mb * 1024 * 1024)
         data = await file.read(limit + 1)
         if len(data) > limit:
-            raise ApiError(413, f"{file.filename}: larger than the server's {config.max_mb:g} MB limit",
-                           kind="request_too_large")
+            raise ApiError(
+                413, f"{file.filename}: larger than the server's {config.max_mb:g} MB limit", kind="request_too_large"
+            )
         if not data:
             raise ApiError(400, f"{file.filename}: is empty (0 bytes)")
         return data
@@ -115,8 +131,9 @@ def create_app(config: ServeConfig, loaded=None):
             raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
         seconds = len(audio) / SAMPLE_RATE
         if seconds > config.max_seconds:
-            raise ApiError(400, f"{file.filename}: audio lasts {seconds:.0f} s, over the server's "
-                                f"{config.max_seconds:g} s limit")
+            raise ApiError(
+                400, f"{file.filename}: audio lasts {seconds:.0f} s, over the server's {config.max_seconds:g} s limit"
+            )
         return audio
 
     def language_of(language: str | None) -> str | None:
@@ -127,53 +144,88 @@ def create_app(config: ServeConfig, loaded=None):
         except GenError as exc:
             raise ApiError(400, exc.message) from None
 
-    async def speech_to_text(file: UploadFile, *, task: str, language: str | None, prompt: str,
-                             response_format: str):
+    async def speech_to_text(file: UploadFile, *, task: str, language: str | None, prompt: str, response_format: str):
         if response_format not in RESPONSE_FORMATS:
-            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}")
+            raise ApiError(
+                400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}"
+            )
         if task == "translate" and not tok.multilingual:
             raise ApiError(400, f"model {config.model} is English-only and cannot translate")
-        options = TranscribeOptions(language=language_of(language), task=task, prompt=prompt or "",
-                                    batch_size=max(8, config.max_batch), pack=pack)
+        options = TranscribeOptions(
+            language=language_of(language),
+            task=task,
+            prompt=prompt or "",
+            batch_size=max(8, config.max_batch),
+            pack=pack,
+        )
         audio = await decode(file)
         metrics.audio(len(audio) / SAMPLE_RATE)
         try:
             transcript = await asyncio.wrap_future(batcher.submit(audio, options))
         except Busy:
             metrics.reject()
-            raise ApiError(503, "the server is busy: too many requests are waiting", kind="server_busy",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                "the server is busy: too many requests are waiting",
+                kind="server_busy",
+                headers={"Retry-After": "1"},
+            ) from None
         return render(transcript, response_format, task=task)
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": config.model, "version": __version__, "queue": batcher.depth,
-                "max_batch": config.max_batch, "pack": pack}
+        return {
+            "status": "ok",
+            "model": config.model,
+            "version": __version__,
+            "queue": batcher.depth,
+            "max_batch": config.max_batch,
+            "pack": pack,
+        }
 
     @app.get("/metrics")
     def prometheus():
-        return PlainTextResponse(metrics.render(queue_depth=batcher.depth),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(
+            metrics.render(queue_depth=batcher.depth), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     @app.post("/v1/audio/transcriptions")
-    async def transcriptions(file: UploadFile = File(...), model: str = Form(""), language: str = Form(""),
-                             prompt: str = Form(""), response_format: str = Form("json"),
-                             temperature: float = Form(0.0)):
+    async def transcriptions(
+        file: UploadFile = File(...),
+        model: str = Form(""),
+        language: str = Form(""),
+        prompt: str = Form(""),
+        response_format: str = Form("json"),
+        temperature: float = Form(0.0),
+    ):
         """OpenAI-compatible transcription (``model`` and ``temperature`` are accepted and ignored:
         the server has one model and decodes greedily with its fallbacks)."""
-        return await speech_to_text(file, task="transcribe", language=language, prompt=prompt,
-                                    response_format=response_format)
+        return await speech_to_text(
+            file, task="transcribe", language=language, prompt=prompt, response_format=response_format
+        )
 
     @app.post("/v1/audio/translations")
-    async def translations(file: UploadFile = File(...), model: str = Form(""), prompt: str = Form(""),
-                           response_format: str = Form("json"), temperature: float = Form(0.0)):
+    async def translations(
+        file: UploadFile = File(...),
+        model: str = Form(""),
+        prompt: str = Form(""),
+        response_format: str = Form("json"),
+        temperature: float = Form(0.0),
+    ):
         """OpenAI-compatible translation of speech into English text."""
-        return await speech_to_text(file, task="translate", language=None, prompt=prompt,
-                                    response_format=response_format)
+        return await speech_to_text(
+            file, task="translate", language=None, prompt=prompt, response_format=response_format
+        )
 
     @app.post("/v1/convert")
-    async def convert(to: str = Form(...), file: Optional[UploadFile] = File(None), text: str = Form(""),
-                      lang: str = Form(""), src_lang: str = Form(""), audio_format: str = Form("wav")):
+    async def convert(
+        to: str = Form(...),
+        file: Optional[UploadFile] = File(None),
+        text: str = Form(""),
+        lang: str = Form(""),
+        src_lang: str = Form(""),
+        audio_format: str = Form("wav"),
+    ):
         """Any conversion of ``gen run``: ``to`` = text | speech; the input is ``text`` or an uploaded file
         (text, audio or video, told apart by content). Speech comes back as audio (``audio_format``)."""
         from generalist_cli.infer import convert as conv
@@ -200,16 +252,18 @@ def create_app(config: ServeConfig, loaded=None):
             language = language_of(lang)
             if (kind, to) == ("audio", "text"):
                 await file.seek(0)
-                return await speech_to_text(file, task="transcribe", language=lang or None, prompt="",
-                                            response_format="json")
+                return await speech_to_text(
+                    file, task="transcribe", language=lang or None, prompt="", response_format="json"
+                )
             source = text if kind == "text" else path
             options = TranscribeOptions(language=language, batch_size=max(8, config.max_batch), pack=pack)
 
             def work():  # the conversion service of gen run (infer/convert.py), one request at a time
                 conv.check_request(loaded, config.model, {kind}, to, language)
                 with lock:
-                    result = conv.convert(loaded, source, kind, to, language=language,
-                                          src_lang=language_of(src_lang), options=options)
+                    result = conv.convert(
+                        loaded, source, kind, to, language=language, src_lang=language_of(src_lang), options=options
+                    )
                 if result.audio is None:
                     return {k: v for k, v in result.as_json("").items() if k != "file"}
                 from generalist_cli.media.audio import encode_audio
@@ -236,11 +290,25 @@ def render(transcript, fmt: str, *, task: str):
         return PlainTextResponse(transcript.text + "\n")
     if fmt in ("srt", "vtt"):
         return PlainTextResponse(write(transcript, fmt, file=""))
-    return {"task": "translate" if task == "translate" else "transcribe", "language": transcript.language,
-            "duration": round(transcript.duration, 3), "text": transcript.text,
-            "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text.strip(), "tokens": list(s.tokens),
-                          "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob, "temperature": 0.0}
-                         for i, s in enumerate(transcript.segments)]}
+    return {
+        "task": "translate" if task == "translate" else "transcribe",
+        "language": transcript.language,
+        "duration": round(transcript.duration, 3),
+        "text": transcript.text,
+        "segments": [
+            {
+                "id": i,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text.strip(),
+                "tokens": list(s.tokens),
+                "avg_logprob": s.avg_logprob,
+                "no_speech_prob": s.no_speech_prob,
+                "temperature": 0.0,
+            }
+            for i, s in enumerate(transcript.segments)
+        ],
+    }
 
 
 def app_from_env():

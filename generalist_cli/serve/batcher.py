@@ -27,9 +27,16 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, run_batch: Callable[[list, object], list], *, max_batch: int = 8, max_wait: float = 0.01,
-                 queue_size: int = 64, lock: threading.Lock | None = None,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list, object], list],
+        *,
+        max_batch: int = 8,
+        max_wait: float = 0.01,
+        queue_size: int = 64,
+        lock: threading.Lock | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         """``run_batch(items, key) -> results`` (one per item) runs under ``lock`` (shared with other users of
         the model); ``on_batch(size, seconds)`` is told each batch's size and compute time."""
         self.run_batch, self.max_batch, self.max_wait = run_batch, max(1, max_batch), max(0.0, max_wait)
@@ -63,8 +70,11 @@ class Batcher:
         jobs, deadline = [first], time.monotonic() + self.max_wait
         while len(jobs) < self.max_batch:
             try:
-                job = self.queue.get(timeout=max(0.0, deadline - time.monotonic())) if self.max_wait else \
-                    self.queue.get_nowait()
+                job = (
+                    self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    if self.max_wait
+                    else self.queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if job is None:

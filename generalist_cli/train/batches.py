@@ -50,8 +50,9 @@ def n_targets(e: Example) -> int:
 class TrainData:
     """The recipe's sources, opened with ``datasets.load_from_disk``."""
 
-    def __init__(self, sources, *, split_attr: str = "split", max_examples: int | None = None,
-                 tokenizer: Path | None = None) -> None:
+    def __init__(
+        self, sources, *, split_attr: str = "split", max_examples: int | None = None, tokenizer: Path | None = None
+    ) -> None:
         import datasets
 
         from generalist_cli.data.prepare import STAMP, tokenizer_fingerprint
@@ -77,8 +78,10 @@ class TrainData:
             if tokenizer is not None and stamp.exists():
                 made_with = json.loads(stamp.read_text()).get("tokenizer_sha256")
                 if made_with and made_with != tokenizer_fingerprint(tokenizer):
-                    raise GenError(f"{path}: its token ids come from another vocabulary than the model's",
-                                   hint="prepare it again with --model set to the model you train")
+                    raise GenError(
+                        f"{path}: its token ids come from another vocabulary than the model's",
+                        hint="prepare it again with --model set to the model you train",
+                    )
             if split not in dd:
                 if split_attr == "eval_split":
                     continue
@@ -99,8 +102,9 @@ class TrainData:
         if not self.sets and split_attr == "split":
             raise GenError("the recipe's data sources hold no training examples")
 
-    def draw(self, *, seed: int, step: int, n: int, sampling: str = "random", capacity: int = 2048
-             ) -> list[tuple[int, int]]:
+    def draw(
+        self, *, seed: int, step: int, n: int, sampling: str = "random", capacity: int = 2048
+    ) -> list[tuple[int, int]]:
         """The global batch of optimizer step ``step``: ``n`` (source, index) pairs, a pure function of
         (seed, step) so that a resumed run sees the same batches.
 
@@ -175,8 +179,12 @@ class TrainData:
     def _epoch_pool(self) -> list[tuple[int, int]]:
         if self._pool is None:
             low = min(self.weights)
-            self._pool = [(s, i) for s, (ds, w) in enumerate(zip(self.sets, self.weights))
-                          for _ in range(max(1, round(w / low))) for i in range(len(ds))]
+            self._pool = [
+                (s, i)
+                for s, (ds, w) in enumerate(zip(self.sets, self.weights))
+                for _ in range(max(1, round(w / low)))
+                for i in range(len(ds))
+            ]
         return self._pool
 
     def _epoch_order(self, seed: int, epoch: int, size: int) -> list[int]:
@@ -259,8 +267,10 @@ def _phoneme_source(row: dict, tokenizer) -> tuple[torch.Tensor, np.ndarray]:
     raw = row.get("phonemes")
     names = [] if raw is None else [str(n) for n in raw]
     if not names:
-        raise GenError(f"text -> speech example {row.get('id', '')!s} has no phonemes: it was prepared by an older gen",
-                       hint="prepare the speak corpus again (gen prepare speak ...), or train with model.tts_input = 'text'")
+        raise GenError(
+            f"text -> speech example {row.get('id', '')!s} has no phonemes: it was prepared by an older gen",
+            hint="prepare the speak corpus again (gen prepare speak ...), or train with model.tts_input = 'text'",
+        )
     ids = tokenizer.encode(phoneme_text(names))
     return torch.tensor(ids, dtype=torch.long), np.asarray(row["phoneme_starts"], dtype=np.float64)
 
@@ -273,8 +283,9 @@ def durations_for(n_tokens: int, n_frames: int) -> torch.Tensor:
     return d
 
 
-def durations_from_words(pieces: list[str], word_starts, n_frames: int, *, frames_per_second: int = 100
-                         ) -> torch.Tensor:
+def durations_from_words(
+    pieces: list[str], word_starts, n_frames: int, *, frames_per_second: int = 100
+) -> torch.Tensor:
     """Frames per source token from word start times (seconds): token ``i`` belongs to the word counted by
     the space-led tokens before it; a word's frames (its start to the next word's start; the first word also
     takes the leading silence, the last the rest) are spread evenly over its tokens. Sums to ``n_frames``."""

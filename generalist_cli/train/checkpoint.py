@@ -20,9 +20,11 @@ from generalist_cli.errors import GenError
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "torch": torch.get_rng_state().tolist()}
+    return {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state().tolist(),
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -33,8 +35,17 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
-def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer: dict, keep_last: int,
-         tasks: list[str] | None = None) -> Path:
+def save(
+    run_dir: Path,
+    *,
+    step: int,
+    model,
+    tokenizer: Path,
+    optimizer,
+    trainer: dict,
+    keep_last: int,
+    tasks: list[str] | None = None,
+) -> Path:
     """Write checkpoint ``step`` atomically; ``tasks`` (what the model has been trained on, this run and the
     checkpoints it started from) go into ``meta.json`` for ``gen run`` to check conversions against."""
     from generalist_cli.store.store import save_model
@@ -44,8 +55,16 @@ def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer
     tmp = ckpts / f".step_{step:07d}.tmp"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tokenizer, tmp, name=final.name, source=f"train:{run_dir.name}", kind="checkpoint",
-                   force=True, extra_meta={"step": step, "run": str(run_dir), "tasks": sorted(tasks or [])})
+        save_model(
+            model,
+            tokenizer,
+            tmp,
+            name=final.name,
+            source=f"train:{run_dir.name}",
+            kind="checkpoint",
+            force=True,
+            extra_meta={"step": step, "run": str(run_dir), "tasks": sorted(tasks or [])},
+        )
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "trainer.json").write_text(json.dumps({"step": step, **trainer, "rng": rng_state()}))
         for f in ("optimizer.pt", "trainer.json"):
@@ -60,8 +79,10 @@ def save(run_dir: Path, *, step: int, model, tokenizer: Path, optimizer, trainer
         os.replace(link, ckpts / "last")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise GenError(f"{final}: cannot write the checkpoint ({exc.strerror})",
-                       hint="free disk space or choose another run folder; earlier checkpoints are intact") from exc
+        raise GenError(
+            f"{final}: cannot write the checkpoint ({exc.strerror})",
+            hint="free disk space or choose another run folder; earlier checkpoints are intact",
+        ) from exc
     steps = sorted(p for p in ckpts.glob("step_*") if p.is_dir())
     for old in steps[: max(0, len(steps) - keep_last)]:
         if old.resolve() != final.resolve():

@@ -64,9 +64,19 @@ def build_model(recipe: Recipe, ckpt: Path | None):
         model, tokenizer = loaded.model, loaded.path / "tokenizer.json"
     if m.upcycle and not model.config.generalist:
         # a scratch model's embeddings already start at one scale (see _scratch): no text scale there
-        model = upcycle(model, n_experts=m.experts, top_k=m.top_k, ttt=m.ttt, seed=recipe.run.seed,
-                        text_scale=1.0 if m.init == "scratch" else None, segments=m.segments, shared=m.shared_experts,
-                        conformer=m.encoder == "conformer", peer_experts=m.peer_experts, peer_top_k=m.peer_top_k)
+        model = upcycle(
+            model,
+            n_experts=m.experts,
+            top_k=m.top_k,
+            ttt=m.ttt,
+            seed=recipe.run.seed,
+            text_scale=1.0 if m.init == "scratch" else None,
+            segments=m.segments,
+            shared=m.shared_experts,
+            conformer=m.encoder == "conformer",
+            peer_experts=m.peer_experts,
+            peer_top_k=m.peer_top_k,
+        )
     if m.video_motion and model.config.generalist and not model.config.video_motion:
         model.video.add_motion()
         model.config = dataclasses.replace(model.config, video_motion=True)
@@ -78,8 +88,9 @@ def build_model(recipe: Recipe, ckpt: Path | None):
         from generalist_cli.model.heads import SpeechHead
 
         model.config = c = dataclasses.replace(c, speech_layers=m.speech_layers)
-        model.speech_head = SpeechHead(c.n_audio_state, c.n_speech_mels, progress=c.speech_progress,
-                                       layers=c.speech_layers).to(next(model.parameters()).dtype)
+        model.speech_head = SpeechHead(
+            c.n_audio_state, c.n_speech_mels, progress=c.speech_progress, layers=c.speech_layers
+        ).to(next(model.parameters()).dtype)
     if c.generalist and m.tts_input != c.tts_input:
         model.config = dataclasses.replace(c, tts_input=m.tts_input)
     old = model.config.n_experts
@@ -98,8 +109,17 @@ def _scratch(m):
     path = tokenizer_for(m.tokenizer)
     multilingual = Tokenizer(path, multilingual=True).eot == 50257  # English-only vocabularies end text at 50256
     w, layers, heads = m.scratch_width, m.scratch_layers, m.scratch_heads
-    cfg = ModelConfig(n_audio_state=w, n_text_state=w, n_audio_head=heads, n_text_head=heads, n_audio_layer=layers,
-                      n_text_layer=layers, n_audio_ffn=4 * w, n_text_ffn=4 * w, n_vocab=51865 if multilingual else 51864)
+    cfg = ModelConfig(
+        n_audio_state=w,
+        n_text_state=w,
+        n_audio_head=heads,
+        n_text_head=heads,
+        n_audio_layer=layers,
+        n_text_layer=layers,
+        n_audio_ffn=4 * w,
+        n_text_ffn=4 * w,
+        n_vocab=51865 if multilingual else 51864,
+    )
     model = Generalist(cfg)
     with torch.no_grad():
         # every embedding at one scale, N(0, 0.02) as GPT-2 and transformers' Whisper init (nn.Embedding's own
@@ -177,14 +197,19 @@ class Trainer:
         cuda = torch.cuda.is_available()
         if t.mixed_precision == "fp16" and not cuda:
             raise GenError("train.mixed_precision = fp16 needs a GPU", hint="use bf16 or no on a CPU")
-        self.acc = acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not cuda,
-                                     kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.acc = acc = Accelerator(
+            mixed_precision=t.mixed_precision,
+            cpu=not cuda,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
         self.parts = acc.num_processes * t.grad_accum
         if t.batch_size < self.parts:
             raise GenError(f"train.batch_size {t.batch_size} is smaller than processes x grad_accum = {self.parts}")
         if t.warmup_steps > t.max_steps and on_warn and acc.is_main_process:
-            on_warn(f"warm-up ({t.warmup_steps} steps) is longer than training ({t.max_steps} steps): the learning "
-                    f"rate only reaches {t.max_steps / t.warmup_steps:.0%} of {t.lr:g}")
+            on_warn(
+                f"warm-up ({t.warmup_steps} steps) is longer than training ({t.max_steps} steps): the learning "
+                f"rate only reaches {t.max_steps / t.warmup_steps:.0%} of {t.lr:g}"
+            )
         self.run_dir = Path(r.run.out) / r.run.name
         ckpt = self._checkpoint_to_resume(resume)
         set_seed(r.run.seed)
@@ -194,12 +219,14 @@ class Trainer:
             tokenizer_path = self._keep_tokenizer(tokenizer_path)
         self.model = model = model.to(acc.device)
         c = model.config
-        self.tokenizer = Tokenizer(tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens,
-                                   n_vocab=c.n_vocab)
+        self.tokenizer = Tokenizer(
+            tokenizer_path, multilingual=c.multilingual, extra_tokens=c.extra_tokens, n_vocab=c.n_vocab
+        )
         self.tokenizer_path = tokenizer_path
         freeze_unused(model, r)
-        self.freezer = freeze_experts(model, n_old) if r.model.freeze_old_experts and n_old and c.n_experts > n_old \
-            else None
+        self.freezer = (
+            freeze_experts(model, n_old) if r.model.freeze_old_experts and n_old and c.n_experts > n_old else None
+        )
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=t.betas, eps=t.eps, weight_decay=t.weight_decay)
         trainer_state = ckpt_io.load_trainer(ckpt) if ckpt is not None else {}
@@ -217,8 +244,9 @@ class Trainer:
         self.writer = self._open_logs(resumed=ckpt is not None)
         self.state = {"old_experts": n_old}
         self.clock = TrainClock(trainer_state.get("train_s", 0.0))
-        self.released = any(bool(torch.isfinite(m.logit_bias).all()) for m in _moes(model)) \
-            if c.n_experts > n_old else True
+        self.released = (
+            any(bool(torch.isfinite(m.logit_bias).all()) for m in _moes(model)) if c.n_experts > n_old else True
+        )
         self.ttt_layers = [b.ttt for b in model.encoder.layers if getattr(b, "ttt", None) is not None]
 
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
@@ -226,8 +254,10 @@ class Trainer:
         if resume and ckpt is None:
             raise GenError(f"{self.run_dir}: no checkpoint to resume from", hint="run without --resume to start")
         if not resume and ckpt_io.latest(self.run_dir) is not None:
-            raise GenError(f"{self.run_dir}: already holds checkpoints",
-                           hint="pass --resume to continue, or --set run.name=NEW for a new run")
+            raise GenError(
+                f"{self.run_dir}: already holds checkpoints",
+                hint="pass --resume to continue, or --set run.name=NEW for a new run",
+            )
         return ckpt
 
     def _keep_tokenizer(self, path: Path) -> Path:
@@ -239,8 +269,9 @@ class Trainer:
 
     def _eval_data(self) -> TrainData:
         r = self.recipe
-        eval_data = TrainData(r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples,
-                              tokenizer=self.tokenizer_path)
+        eval_data = TrainData(
+            r.data.sources, split_attr="eval_split", max_examples=r.eval.max_examples, tokenizer=self.tokenizer_path
+        )
         if r.eval.train_examples:  # the same scores on training examples (memorisation vs generalisation)
             seen = TrainData(r.data.sources, max_examples=r.eval.train_examples, tokenizer=self.tokenizer_path)
             eval_data.sets += seen.sets
@@ -260,8 +291,10 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _stop(self, what: str) -> GenError:
-        return GenError(f"{what}; the run stopped",
-                        hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(self.run_dir)}")
+        return GenError(
+            f"{what}; the run stopped",
+            hint=f"lower train.lr; the last good checkpoint is {ckpt_io.latest(self.run_dir)}",
+        )
 
     def step(self, *, time_left: float = 1.0, watch_ttt: bool = False) -> StepLog:
         """One optimizer step over the batch the seed and step number draw. ``time_left``: the share of a
@@ -273,23 +306,30 @@ class Trainer:
         if not self.released and self.step_no >= t.release_new_experts_at:
             release_new_experts(self.model)
             self.released = True
-        pairs = self.data.draw(seed=r.run.seed, step=self.step_no, n=t.batch_size, sampling=t.sampling,
-                               capacity=r.data.capacity)
-        batch = collate(self.data.rows(pairs), self.tokenizer, max_target_tokens=r.data.max_target_tokens,
-                        phonemes=self.model.config.tts_input == "phonemes")
+        pairs = self.data.draw(
+            seed=r.run.seed, step=self.step_no, n=t.batch_size, sampling=t.sampling, capacity=r.data.capacity
+        )
+        batch = collate(
+            self.data.rows(pairs),
+            self.tokenizer,
+            max_target_tokens=r.data.max_target_tokens,
+            phonemes=self.model.config.tts_input == "phonemes",
+        )
         hook = None
         if watch_ttt and self.ttt_layers:
             self._capture = {"layer": self.ttt_layers[0]}
             hook = self.ttt_layers[0].register_forward_pre_hook(
-                lambda mod, args: self._capture.__setitem__("x", args[0].detach()))
+                lambda mod, args: self._capture.__setitem__("x", args[0].detach())
+            )
         try:
             sums, per_task, counts, entropy = self._accumulate(batch)
         finally:
             if hook is not None:
                 hook.remove()
         grad_norm = acc.clip_grad_norm_(self.params, t.clip) if t.clip > 0 else None
-        lr = t.lr * lr_factor(self.step_no, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule,
-                              time_left=time_left)
+        lr = t.lr * lr_factor(
+            self.step_no, warmup=t.warmup_steps, total=t.max_steps, schedule=t.schedule, time_left=time_left
+        )
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         try:
@@ -304,9 +344,11 @@ class Trainer:
 
     def _counts(self, batch: Batch) -> dict[str, int]:
         ex = batch.examples
-        return {"n_tok": max(1, batch.n_target_tokens),
-                "n_mel": max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None)),
-                "n_dur": max(1, sum(len(e.durations) for e in ex if e.durations is not None))}
+        return {
+            "n_tok": max(1, batch.n_target_tokens),
+            "n_mel": max(1, sum(e.tgt_mel.numel() for e in ex if e.tgt_mel is not None)),
+            "n_dur": max(1, sum(len(e.durations) for e in ex if e.durations is not None)),
+        }
 
     def _accumulate(self, batch: Batch):
         """Forward and backward over the ``processes x grad_accum`` parts of ``batch``: (sums of ce, mel, dur,
@@ -331,11 +373,16 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise self._stop(f"the loss became {float(loss)} at step {self.step_no + 1}")
                 acc.backward(loss)
-            sums += torch.stack([out["ce_sum"].detach().float(), out["mel_sum"].detach().float(),
-                                 out["dur_sum"].detach().float(),
-                                 out.get("aux", torch.zeros(())).detach().float() / parts,
-                                 out.get("z", torch.zeros(())).detach().float() / parts,
-                                 torch.tensor(out["padding"] / parts)]).to(acc.device)
+            sums += torch.stack(
+                [
+                    out["ce_sum"].detach().float(),
+                    out["mel_sum"].detach().float(),
+                    out["dur_sum"].detach().float(),
+                    out.get("aux", torch.zeros(())).detach().float() / parts,
+                    out.get("z", torch.zeros(())).detach().float() / parts,
+                    torch.tensor(out["padding"] / parts),
+                ]
+            ).to(acc.device)
             for k, (v, n) in out["per_task"].items():
                 a = per_task.setdefault(k, [0.0, 0])
                 a[0] += v
@@ -348,28 +395,51 @@ class Trainer:
         total_with_aux = total + t.aux_loss_coef * float(sums[3]) + t.z_loss_coef * float(sums[4])
         if not math.isfinite(total_with_aux):
             raise self._stop(f"the loss became {total_with_aux} at step {self.step_no}")
-        return StepLog(step=self.step_no, loss=total, loss_with_aux=total_with_aux, ce=float(sums[0]) / c["n_tok"],
-                       mel_l1=float(sums[1]) / c["n_mel"] if sums[1] else None, aux=float(sums[3]),
-                       z=float(sums[4]), lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None,
-                       tokens=batch.n_target_tokens, examples=len(batch.examples),
-                       padding=float(sums[5]) / self.acc.num_processes,
-                       per_task={k: v / max(1, n) for k, (v, n) in per_task.items()}, expert_counts=counts,
-                       router_entropy=entropy)
+        return StepLog(
+            step=self.step_no,
+            loss=total,
+            loss_with_aux=total_with_aux,
+            ce=float(sums[0]) / c["n_tok"],
+            mel_l1=float(sums[1]) / c["n_mel"] if sums[1] else None,
+            aux=float(sums[3]),
+            z=float(sums[4]),
+            lr=lr,
+            grad_norm=float(grad_norm) if grad_norm is not None else None,
+            tokens=batch.n_target_tokens,
+            examples=len(batch.examples),
+            padding=float(sums[5]) / self.acc.num_processes,
+            per_task={k: v / max(1, n) for k, (v, n) in per_task.items()},
+            expert_counts=counts,
+            router_entropy=entropy,
+        )
 
     def metrics_row(self, log: StepLog, *, seconds: float, tokens: int, examples: int) -> dict:
         """The metrics.jsonl row of ``log``: rates over the window of steps since the last row."""
-        row = {"step": log.step, "train_s": round(self.clock.seconds(), 1), "loss": log.loss,
-               "loss_with_aux": log.loss_with_aux, "ce": log.ce, "mel_l1": log.mel_l1, "aux": log.aux, "z": log.z,
-               "lr": log.lr, "grad_norm": log.grad_norm, "tokens_per_s": tokens / seconds,
-               "examples_per_s": examples / seconds, "padding": log.padding, "tasks": log.per_task}
+        row = {
+            "step": log.step,
+            "train_s": round(self.clock.seconds(), 1),
+            "loss": log.loss,
+            "loss_with_aux": log.loss_with_aux,
+            "ce": log.ce,
+            "mel_l1": log.mel_l1,
+            "aux": log.aux,
+            "z": log.z,
+            "lr": log.lr,
+            "grad_norm": log.grad_norm,
+            "tokens_per_s": tokens / seconds,
+            "examples_per_s": examples / seconds,
+            "padding": log.padding,
+            "tasks": log.per_task,
+        }
         if log.expert_counts is not None:
             counts = log.expert_counts
             frac = (counts.float() / counts.sum(-1, keepdim=True).clamp_min(1)).tolist()
             row["expert_util"] = [[round(x, 4) for x in layer] for layer in frac]
             row["router_entropy"] = log.router_entropy
         if self.ttt_layers:
-            row["ttt_gate"] = float(torch.stack([torch.tanh(b.ttt_gate.detach()).abs().mean()
-                                                for b in self.model.encoder.layers]).mean())
+            row["ttt_gate"] = float(
+                torch.stack([torch.tanh(b.ttt_gate.detach()).abs().mean() for b in self.model.encoder.layers]).mean()
+            )
             row["ttt_inner_loss_ratio"] = _ttt_inner_ratio(self.model, getattr(self, "_capture", {}))
         return row
 
@@ -385,9 +455,11 @@ class Trainer:
         if not self.acc.is_main_process or not self.eval_data.sets:
             return None
         with self.clock.paused():
-            row = {"step": self.step_no, "train_s": round(self.clock.seconds(), 1),
-                   **run_eval(self.acc.unwrap_model(self.step_module).model, self.tokenizer, self.eval_data,
-                              self.recipe)}
+            row = {
+                "step": self.step_no,
+                "train_s": round(self.clock.seconds(), 1),
+                **run_eval(self.acc.unwrap_model(self.step_module).model, self.tokenizer, self.eval_data, self.recipe),
+            }
         with open(self.run_dir / "eval.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         for k, v in _flat(row).items():
@@ -402,9 +474,16 @@ class Trainer:
             path = None
             self.state["train_s"] = self.clock.seconds()
             if acc.is_main_process:
-                path = ckpt_io.save(self.run_dir, step=self.step_no, model=acc.unwrap_model(self.step_module).model,
-                                    tokenizer=self.tokenizer_path, optimizer=self.optimizer, trainer=self.state,
-                                    keep_last=self.t.keep_last, tasks=self.tasks)
+                path = ckpt_io.save(
+                    self.run_dir,
+                    step=self.step_no,
+                    model=acc.unwrap_model(self.step_module).model,
+                    tokenizer=self.tokenizer_path,
+                    optimizer=self.optimizer,
+                    trainer=self.state,
+                    keep_last=self.t.keep_last,
+                    tasks=self.tasks,
+                )
             acc.wait_for_everyone()
         return path
 
@@ -418,8 +497,14 @@ class Trainer:
             self.writer.close()
 
 
-def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float, float], None] | None = None,
-          on_warn: Callable[[str], None] | None = None, on_eval: Callable[[dict], None] | None = None) -> TrainResult:
+def train(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int, float, float], None] | None = None,
+    on_warn: Callable[[str], None] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """Run ``recipe`` to ``train.max_steps`` or its ``train.max_minutes``: log every ``log_every`` steps,
     evaluate every ``eval.every`` steps or ``eval.every_minutes`` of training, save every ``save_every``."""
     trainer = Trainer(recipe, resume=resume, on_warn=on_warn)
@@ -451,8 +536,9 @@ def train(recipe: Recipe, *, resume: bool = False, on_step: Callable[[int, float
             if on_step and main:
                 on_step(log.step, log.loss, window["examples"] / seconds)
             if (logging or last) and main:
-                trainer.write_metrics(trainer.metrics_row(log, seconds=seconds, tokens=window["tokens"],
-                                                          examples=window["examples"]))
+                trainer.write_metrics(
+                    trainer.metrics_row(log, seconds=seconds, tokens=window["tokens"], examples=window["examples"])
+                )
                 window = {"tokens": 0, "examples": 0, "time": clock.seconds()}
             if not last and ((ev.every and log.step % ev.every == 0) or clock.seconds() >= next_eval_s):
                 evaluate()
@@ -523,23 +609,36 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
     try:
         for name, ds in zip(eval_data.names, eval_data.sets):
             rows = read_rows([ds], [(0, i) for i in range(len(ds))])
-            batch = collate(rows, tokenizer, max_target_tokens=recipe.data.max_target_tokens,
-                            phonemes=model.config.tts_input == "phonemes")
+            batch = collate(
+                rows,
+                tokenizer,
+                max_target_tokens=recipe.data.max_target_tokens,
+                phonemes=model.config.tts_input == "phonemes",
+            )
             entry = token_loss(model, batch.examples, batch_size=recipe.eval.batch_size, capacity=recipe.data.capacity)
             speech = [(e, rw) for e, rw in zip(batch.examples, rows) if e.task == "tts"]
             if speech:  # text -> speech: mel L1 with teacher-forced durations
                 from generalist_cli.evaluate.report import tts_scores
 
-                entry["mel_l1"] = tts_scores(model, [e for e, _ in speech], [rw for _, rw in speech], False,
-                                              asr_model=None)["mel_l1"]
+                entry["mel_l1"] = tts_scores(
+                    model, [e for e, _ in speech], [rw for _, rw in speech], False, asr_model=None
+                )["mel_l1"]
             text_ex = [(e, rw) for e, rw in zip(batch.examples, rows) if e.task != "tts"][: recipe.eval.wer_examples]
             if text_ex:
-                hyps = greedy_texts(model, tokenizer, [e for e, _ in text_ex], max_new_tokens=recipe.eval.max_new_tokens,
-                                    langs=[str(rw["lang"]) for _, rw in text_ex])
+                hyps = greedy_texts(
+                    model,
+                    tokenizer,
+                    [e for e, _ in text_ex],
+                    max_new_tokens=recipe.eval.max_new_tokens,
+                    langs=[str(rw["lang"]) for _, rw in text_ex],
+                )
                 refs = [str(rw["text"]) for _, rw in text_ex]
                 first = text_ex[0][1]
-                entry.update(text_scores(refs, hyps, lang=str(first["lang"]), task=str(first["task"])),
-                             examples=len(refs), sample={"ref": refs[0], "hyp": hyps[0]})
+                entry.update(
+                    text_scores(refs, hyps, lang=str(first["lang"]), task=str(first["task"])),
+                    examples=len(refs),
+                    sample={"ref": refs[0], "hyp": hyps[0]},
+                )
             out[name] = entry
     finally:
         model.train(was_training)

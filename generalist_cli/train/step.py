@@ -99,8 +99,9 @@ class StepModule(nn.Module):
         if routers:
             c = m.config
             valid = [enc_packing.valid] * len(enc_routers) + [dec_packing.valid] * len(dec_routers)
-            out["aux"] = load_balancing_loss(routers, n_experts=c.n_experts, top_k=c.top_k,
-                                             groups=c.moe_segments - c.moe_shared, valid=valid)
+            out["aux"] = load_balancing_loss(
+                routers, n_experts=c.n_experts, top_k=c.top_k, groups=c.moe_segments - c.moe_shared, valid=valid
+            )
             out["z"] = router_z_loss(routers, valid=valid)
             out["expert_counts"] = torch.stack([r.counts for r in routers]).detach()
             probs = torch.softmax(torch.cat([r.logits for r in routers]).detach().float(), -1)

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import gen
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, gen
 
 
 def test_init_run_info_add_experts(tmp_path):
     out = tmp_path / "gen-tiny"
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "4", "--top-k", "2", "--ttt", "mlp",
-            "--out", str(out), "--json")
+    r = gen(
+        "models",
+        "init",
+        "--from",
+        "whisper-tiny.en",
+        "--experts",
+        "4",
+        "--top-k",
+        "2",
+        "--ttt",
+        "mlp",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     meta = json.loads(r.stdout)
     assert meta["architecture"] == "generalist" and meta["upcycled_from"] == "whisper-tiny.en"
@@ -51,31 +63,82 @@ def init_like_whisper(out, *options: str, says: str) -> dict:
 
 def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
     out = tmp_path / "gen-fg"
-    info = init_like_whisper(out, "--moe", "fine-grained", "--segments", "4", "--shared", "1", "--experts", "4",
-                             "--top-k", "1", "--encoder", "conformer",
-                             says="3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared")
-    assert (info["moe"], info["moe_segments"], info["moe_shared"], info["encoder"]) == ("fine-grained", 4, 1, "conformer")
+    info = init_like_whisper(
+        out,
+        "--moe",
+        "fine-grained",
+        "--segments",
+        "4",
+        "--shared",
+        "1",
+        "--experts",
+        "4",
+        "--top-k",
+        "1",
+        "--encoder",
+        "conformer",
+        says="3 groups of 4 experts (1/4 width) top-1 each + 1/4 shared",
+    )
+    assert (info["moe"], info["moe_segments"], info["moe_shared"], info["encoder"]) == (
+        "fine-grained",
+        4,
+        1,
+        "conformer",
+    )
     # a token skips 3 of 4 quarter-width experts in each of 3 groups, in each of the 8 blocks
     quarter = 2 * 384 * 384 + 384 + 384  # fc1 (384 of tiny.en's 1536 hidden units) + biases + fc2
     assert info["params_total"] - info["params_active"] == 8 * 3 * 3 * quarter  # conformer modules: always active
     r = gen("models", "add-experts", str(out), "--out", str(tmp_path / "more"))
     assert r.returncode != 0 and "fine-grained" in r.stderr and "Traceback" not in r.stderr
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "fine-grained", "--segments", "2", "--shared", "2",
-            "--out", str(tmp_path / "bad"))
+    r = gen(
+        "models",
+        "init",
+        "--from",
+        "whisper-tiny.en",
+        "--moe",
+        "fine-grained",
+        "--segments",
+        "2",
+        "--shared",
+        "2",
+        "--out",
+        str(tmp_path / "bad"),
+    )
     assert r.returncode == 2 and "--shared < --segments" in r.stderr
 
 
 def test_peer_init_transcribes_like_whisper(tmp_path):
-    info = init_like_whisper(tmp_path / "gen-peer", "--moe", "peer", "--experts", "4096", "--top-k", "8",
-                             says="PEER 4,096 experts, 8 heads x top-8")
+    info = init_like_whisper(
+        tmp_path / "gen-peer",
+        "--moe",
+        "peer",
+        "--experts",
+        "4096",
+        "--top-k",
+        "8",
+        says="PEER 4,096 experts, 8 heads x top-8",
+    )
     assert (info["moe"], info["peer_experts"]) == ("peer", 4096)
     assert info["params_total"] - info["params_active"] == 8 * 2 * (4096 - 8 * 8) * 384
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--moe", "peer", "--experts", "1000", "--out", str(tmp_path / "x"))
+    r = gen(
+        "models",
+        "init",
+        "--from",
+        "whisper-tiny.en",
+        "--moe",
+        "peer",
+        "--experts",
+        "1000",
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert r.returncode == 2 and "square" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_usage_errors(tmp_path):
-    r = gen("models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x"))
+    r = gen(
+        "models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x")
+    )
     assert r.returncode == 2 and "--top-k 3 is more than --experts 2" in r.stderr
     r = gen("models", "add-experts", "whisper-tiny.en", "--out", str(tmp_path / "y"))
     assert r.returncode == 2 and "dense model" in r.stderr and "Traceback" not in r.stderr

@@ -14,9 +14,11 @@ from tests.conftest import EXAMPLE, EXAMPLE_TEXT, gen, wer
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys; from generalist_cli.cli import app\n"
-            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    code = (
+        "import sys; from generalist_cli.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
     for args in ([], ["run"], ["models", "pull"]):
         c = code.replace("['--help']", repr(args + ["--help"]))
         r = subprocess.run([sys.executable, "-c", c], capture_output=True, text=True)
@@ -69,8 +71,9 @@ def test_bad_inputs_are_one_line_each_and_the_rest_still_runs(tmp_path):
     silence = encode_audio(tmp_path / "silence.wav", np.zeros(32_000, np.float32))
     missing = tmp_path / "missing.m4a"
     bad = [missing, empty, text, cut, video, silence]
-    r = gen("run", str(bad[0]), str(EXAMPLE), *map(str, bad[1:]), "--model", "whisper-tiny.en", "-f", "json",
-            "--no-vad")  # with VAD (the default) silence is no speech: an empty transcript, tested in test_vad
+    r = gen(
+        "run", str(bad[0]), str(EXAMPLE), *map(str, bad[1:]), "--model", "whisper-tiny.en", "-f", "json", "--no-vad"
+    )  # with VAD (the default) silence is no speech: an empty transcript, tested in test_vad
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     results = [json.loads(line) for line in r.stdout.splitlines()]
@@ -172,8 +175,9 @@ def test_num_processes_shares_the_files_and_keeps_input_order(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     files = [EXAMPLE]
-    for i, text in enumerate(["Good morning, the library opens at nine.", "My brother plays the guitar.",
-                              "Please bring your passport."]):
+    for i, text in enumerate(
+        ["Good morning, the library opens at nine.", "My brother plays the guitar.", "Please bring your passport."]
+    ):
         files.append(encode_audio(tmp_path / ("a" if i < 2 else "b") / f"x{i % 2}.m4a", synthesize_16k(text)))
     missing = tmp_path / "missing.m4a"
     args = [*map(str, files[:2]), str(missing), *map(str, files[2:]), "--format", "json", "-m", "whisper-tiny.en"]

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_english_uses_whispers_normaliser():
-    s = text_scores(["Hello, Mr. Smith! It's twenty dollars."], ["hello mister smith it is $20"], lang="en",
-                    task="transcribe")
+    s = text_scores(
+        ["Hello, Mr. Smith! It's twenty dollars."], ["hello mister smith it is $20"], lang="en", task="transcribe"
+    )
     assert s["wer"] == 0.0 and s["cer"] == 0.0
     s = text_scores(["the cat sat on the mat"], ["the cat sat on a mat"], lang="en", task="transcribe")
     assert s["wer"] == pytest.approx(1 / 6)
@@ -58,20 +59,44 @@ def speak_en(tmp_path_factory):
     lines = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()
     (root / "en.txt").write_text("\n".join(lines[:6]) + "\n")
     tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
-    prepare(speak.items(text_file=root / "en.txt", lang="en", valid_every=2), out=root / "data", source="speak",
-            options={}, tokenizer=tok)
+    prepare(
+        speak.items(text_file=root / "en.txt", lang="en", valid_every=2),
+        out=root / "data",
+        source="speak",
+        options={},
+        tokenizer=tok,
+    )
     return root / "data"
 
 
 def test_cli_json_report_and_plots(speak_en, tmp_path):
-    r = gen("eval", "whisper-tiny.en", "--data", str(speak_en), "--split", "valid", "--json", "-",
-            "--plots", str(tmp_path / "plots"))
+    r = gen(
+        "eval",
+        "whisper-tiny.en",
+        "--data",
+        str(speak_en),
+        "--split",
+        "valid",
+        "--json",
+        "-",
+        "--plots",
+        str(tmp_path / "plots"),
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert {"model", "engine", "data", "split", "examples", "tasks", "model_info"} <= set(report)
     asr = report["tasks"]["transcribe"]
-    for key in ("loss", "token_accuracy", "wer", "cer", "latency_p50_s", "latency_p95_s", "examples_per_s",
-                "tokens_per_s", "rtf"):
+    for key in (
+        "loss",
+        "token_accuracy",
+        "wer",
+        "cer",
+        "latency_p50_s",
+        "latency_p95_s",
+        "examples_per_s",
+        "tokens_per_s",
+        "rtf",
+    ):
         assert isinstance(asr[key], float), key
     assert asr["wer"] <= 0.2  # tiny.en on clear eSpeak English
     assert report["tasks"]["tts"]["examples"] >= 1 and "no speech head" in report["tasks"]["tts"]["skipped"]
@@ -101,8 +126,10 @@ def test_plots_of_a_run_and_of_expert_use(tmp_path):
     run = tmp_path / "runs" / "demo"
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 40)))
-    (run / "eval.jsonl").write_text("".join(json.dumps({"step": s, "dev": {"loss": 2.0 / s, "accuracy": s / 40}}) + "\n"
-                                            for s in (0 + 1, 20, 39)) + '{"step": 4')  # a line cut by a crash
+    (run / "eval.jsonl").write_text(
+        "".join(json.dumps({"step": s, "dev": {"loss": 2.0 / s, "accuracy": s / 40}}) + "\n" for s in (0 + 1, 20, 39))
+        + '{"step": 4'
+    )  # a line cut by a crash
     report = {"expert_utilisation": {"transcribe/hi": [0.5, 0.25, 0.25, 0.0], "transcribe/en": [0.25] * 4}}
     written = write_plots(report, tmp_path / "plots", run=run)
     assert [p.name for p in written] == ["expert_utilisation.png", "demo_curves.png"]
@@ -125,6 +152,7 @@ def test_vocoder_round_trip_is_intelligible(speech, tiny_en):
 
 def test_speech_output_scores(speak_en):
     """A (random) generalist with a speech head: mel L1 and the round-trip WER keys, through whisper-tiny.en."""
+    import datasets
     import torch
 
     from generalist_cli.evaluate.report import tts_scores
@@ -135,14 +163,13 @@ def test_speech_output_scores(speak_en):
     from generalist_cli.train.batches import collate, read_rows
     from tests.conftest import SMALL
 
-    import datasets
-
     torch.manual_seed(0)
     model = Generalist(ModelConfig(**{**SMALL, "n_vocab": 51864, "n_speech_mels": 80, "generalist": True})).eval()
     tok = Tokenizer(PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json", multilingual=False)
     ds = datasets.load_from_disk(str(speak_en))["valid"].with_format("numpy")
     rows = [r for r in read_rows([ds], [(0, i) for i in range(len(ds))]) if r["task"] == "tts"][:2]
-    scores = tts_scores(model, collate(rows, tok, max_target_tokens=50).examples, rows, False,
-                         asr_model="whisper-tiny.en")
+    scores = tts_scores(
+        model, collate(rows, tok, max_target_tokens=50).examples, rows, False, asr_model="whisper-tiny.en"
+    )
     assert scores["mel_l1"] > 0 and isinstance(scores["round_trip_wer"], float)
     assert scores["asr_model"] == "whisper-tiny.en" and scores["latency_p50_s"] > 0

@@ -17,9 +17,7 @@ from generalist_cli.export import build
 from generalist_cli.export.onnx import export_graphs
 from generalist_cli.export.prune import drop_experts, magnitude_prune, prunable
 from generalist_cli.infer.onnx_engine import OnnxModel
-from tests.conftest import gen
-from tests.conftest import EXAMPLE, EXAMPLE_TEXT, NO_TORCH, wer
-from tests.conftest import dense, generalist
+from tests.conftest import EXAMPLE, EXAMPLE_TEXT, NO_TORCH, dense, gen, generalist, wer
 
 
 def _export(model, tokenizer_dir, tmp_path, n_frames=3000):
@@ -83,8 +81,14 @@ def test_int8_export_cli_runs_the_example(tiny_int8):
     assert {"path", "quantize", "parity", "bytes", "gen_version"} <= set(report)
     assert report["parity"]["fp32_max_abs_logit_diff"] <= 1e-4
     assert report["parity"]["wer_change"] <= 0.05
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "decoder.onnx", "encoder.onnx", "export.json",
-                                                     "parity.json", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "decoder.onnx",
+        "encoder.onnx",
+        "export.json",
+        "parity.json",
+        "tokenizer.json",
+    ]
     assert report["bytes"]["total"] < 45e6  # int8: about a quarter of tiny.en's 150 MB of fp32 weights
     r = gen("run", str(EXAMPLE), "--to", "text", "--model", str(out))
     assert r.returncode == 0, r.stderr
@@ -96,13 +100,18 @@ def test_int8_export_cli_runs_the_example(tiny_int8):
 def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
     """What the CPU container runs: ONNX Runtime and numpy, ``import torch`` failing. ``gen run`` (greedy,
     beam search) and ``gen serve``'s transcription endpoint give the text the PyTorch model gives."""
-    from tests.conftest import EXAMPLE as HELLO, Server
+    from tests.conftest import EXAMPLE as HELLO
+    from tests.conftest import Server
 
     out, _ = tiny_int8
     for beam in ("1", "5"):
         want = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "--beam-size", beam)
-        r = subprocess.run([sys.executable, *NO_TORCH, "run", str(EXAMPLE), "--model", str(out), "--beam-size", beam],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, *NO_TORCH, "run", str(EXAMPLE), "--model", str(out), "--beam-size", beam],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert wer(EXAMPLE_TEXT, r.stdout) <= 0.05, (r.stdout, want.stdout)
         # the same words; greedy also the same characters. Beam search on the INT8 graph drops the two commas
@@ -113,8 +122,11 @@ def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
     server = Server(str(out), tmp=tmp_path / "serve", python=tuple(NO_TORCH))
     try:
         with HELLO.open("rb") as f:
-            res = server.post("/v1/audio/transcriptions", files={"file": ("hello.m4a", f, "audio/mp4")},
-                              data={"response_format": "json"})
+            res = server.post(
+                "/v1/audio/transcriptions",
+                files={"file": ("hello.m4a", f, "audio/mp4")},
+                data={"response_format": "json"},
+            )
         assert res.status_code == 200, res.text
         assert res.json()["text"].strip() == greedy.strip()
         refused = server.post("/v1/convert", data={"to": "speech", "text": "hello"})
@@ -179,8 +191,9 @@ def test_static_int8_with_a_calibration_folder(tmp_path):
     cal.mkdir()
     shutil.copy(EXAMPLE, cal / "hello.m4a")
     (cal / "hello.txt").write_text(EXAMPLE_TEXT)
-    report = build.export_model("whisper-tiny.en", tmp_path / "static", static=True, calibration=cal,
-                                max_wer_change=0.1)
+    report = build.export_model(
+        "whisper-tiny.en", tmp_path / "static", static=True, calibration=cal, max_wer_change=0.1
+    )
     assert report["static"] and report["calibration_examples"] == 1
     assert report["parity"]["calibration_wer_export"] <= 0.1  # 0.056: one word of 18 (measured)
     ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "static" / "encoder.onnx")).graph.node}

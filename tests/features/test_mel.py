@@ -26,8 +26,15 @@ def test_filters_match_transformers():
     from transformers.audio_utils import mel_filter_bank
 
     for n in (80, 128):
-        ref = mel_filter_bank(num_frequency_bins=201, num_mel_filters=n, min_frequency=0.0, max_frequency=8000.0,
-                              sampling_rate=16_000, norm="slaney", mel_scale="slaney").T
+        ref = mel_filter_bank(
+            num_frequency_bins=201,
+            num_mel_filters=n,
+            min_frequency=0.0,
+            max_frequency=8000.0,
+            sampling_rate=16_000,
+            norm="slaney",
+            mel_scale="slaney",
+        ).T
         assert np.abs(mel_filters(n) - ref).max() < 1e-6
 
 

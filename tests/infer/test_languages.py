@@ -14,10 +14,12 @@ from generalist_cli.media.audio import encode_audio
 from generalist_cli.media.espeak import synthesize_16k
 
 ROOT = Path(__file__).resolve().parents[2]
-SPANISH = ["Buenos días, la biblioteca abre a las nueve de la mañana.",
-           "Mañana vamos a visitar a nuestros abuelos en el pueblo.",
-           "El tren sale de la estación a las seis de la tarde.",
-           "Hoy hace mucho calor y no hay nubes en el cielo."]
+SPANISH = [
+    "Buenos días, la biblioteca abre a las nueve de la mañana.",
+    "Mañana vamos a visitar a nuestros abuelos en el pueblo.",
+    "El tren sale de la estación a las seis de la tarde.",
+    "Hoy hace mucho calor y no hay nubes en el cielo.",
+]
 
 
 def test_english_then_spanish_gets_a_language_per_window(tmp_path):
@@ -30,8 +32,13 @@ def test_english_then_spanish_gets_a_language_per_window(tmp_path):
             break
     parts += [synthesize_16k(s, voice="es") for s in SPANISH]
     path = encode_audio(tmp_path / "mixed.m4a", np.concatenate(parts))
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "--langs", "en,es", "-f", "json"],
-                       capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "run", str(path), "--langs", "en,es", "-f", "json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     langs = [s["language"] for s in out["segments"]]
@@ -39,6 +46,11 @@ def test_english_then_spanish_gets_a_language_per_window(tmp_path):
     spanish = " ".join(s["text"] for s in out["segments"] if s["language"] == "es").lower()
     assert "estación" in spanish or "pueblo" in spanish
     assert all(s["start"] >= n / 16000 - 1.5 for s in out["segments"] if s["language"] == "es")
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "--langs", "en,xx"],
-                       capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "run", str(path), "--langs", "en,xx"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
     assert r.returncode == 2 and "xx" in r.stderr and "Traceback" not in r.stderr

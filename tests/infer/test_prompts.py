@@ -14,8 +14,13 @@ def test_a_hotword_fixes_a_misrecognised_name(tmp_path):
     speech = encode_audio(tmp_path / "call.m4a", synthesize_16k("Please call Doctor Venkataraman tomorrow."))
 
     def run(*extra):
-        r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(speech), "-m", "whisper-tiny.en", *extra],
-                           capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "generalist_cli", "run", str(speech), "-m", "whisper-tiny.en", *extra],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         return r.stdout
 

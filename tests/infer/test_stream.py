@@ -57,9 +57,13 @@ def test_confirmed_words_only_grow_and_the_end_matches(tiny_en):
 
 
 def test_gen_run_stream_from_stdin():
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", "-", "--stream", "-m", "whisper-tiny.en", "-f",
-                        "json"], input=_pcm(decode_audio(EXAMPLE)), capture_output=True, env=os.environ.copy(),
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "run", "-", "--stream", "-m", "whisper-tiny.en", "-f", "json"],
+        input=_pcm(decode_audio(EXAMPLE)),
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr.decode()[-1500:]
     parts = [json.loads(x) for x in r.stdout.decode().splitlines()]
     assert len(parts) >= 2 and all(p["start"] <= p["end"] for p in parts)

@@ -45,8 +45,17 @@ def test_long_form_is_complete_with_correct_times(tiny_en, long_audio):
     assert t.segments[-1].end > t.duration - 8  # reached the end, not stopped after the first window
     # distinctive words sit in segments whose times cover their sentence (±1 s); tiny.en may mishear one or two
     found = 0
-    for word, i in [("passport", 3), ("guitar", 4), ("river", 5), ("dinner", 6), ("station", 7), ("window", 8),
-                    ("park", 9), ("bread", 10), ("wonderful", 11)]:
+    for word, i in [
+        ("passport", 3),
+        ("guitar", 4),
+        ("river", 5),
+        ("dinner", 6),
+        ("station", 7),
+        ("window", 8),
+        ("park", 9),
+        ("bread", 10),
+        ("wonderful", 11),
+    ]:
         seg = next((s for s in t.segments if word in s.text.lower()), None)
         if seg is not None:
             found += 1
@@ -59,8 +68,9 @@ def test_batched_equals_one_by_one(tiny_en, speech):
     together = transcribe(tiny_en.model, tiny_en.tokenizer, audios, TranscribeOptions(batch_size=8))
     alone = [transcribe(tiny_en.model, tiny_en.tokenizer, [a], TranscribeOptions())[0] for a in audios]
     assert [t.text for t in together] == [t.text for t in alone]
-    assert [[(s.start, s.end) for s in t.segments] for t in together] == \
-           [[(s.start, s.end) for s in t.segments] for t in alone]
+    assert [[(s.start, s.end) for s in t.segments] for t in together] == [
+        [(s.start, s.end) for s in t.segments] for t in alone
+    ]
 
 
 def test_language_detection_on_packed_audio_sees_only_its_own_row(base, speech):
@@ -75,8 +85,9 @@ def test_language_detection_on_packed_audio_sees_only_its_own_row(base, speech):
         cache = base.model.new_cache(*base.model.encode_audio_packed(mels))
         packed = detect_language(base.model, base.tokenizer, cache.cross_kv, cross_mask=cache.cross_mask, top=3)
         for mel, got in zip(mels, packed):
-            [alone] = detect_language(base.model, base.tokenizer, base.model.cross_kv(base.model.encode_audio(mel[None])),
-                                      top=3)
+            [alone] = detect_language(
+                base.model, base.tokenizer, base.model.cross_kv(base.model.encode_audio(mel[None])), top=3
+            )
             assert [c for c, _ in got] == [c for c, _ in alone] and got[0][0] == "en"
             assert np.allclose([p for _, p in got], [p for _, p in alone], atol=1e-4)
 
@@ -134,12 +145,16 @@ def test_language_detection_per_file_and_translation(base, speech):
     # does faster-whisper on the same audio. Per-file detection is shown on voices it recognises, in one batch.
     from generalist_cli.media.espeak import synthesize_16k
 
-    audios = [synthesize_16k(text, voice=voice, rate=130) for text, voice in
-              ((GERMAN, "de"), (SPANISH, "es"), (ITALIAN, "it"))] + [speech(1)]
+    audios = [
+        synthesize_16k(text, voice=voice, rate=130)
+        for text, voice in ((GERMAN, "de"), (SPANISH, "es"), (ITALIAN, "it"))
+    ] + [speech(1)]
     results = transcribe(base.model, base.tokenizer, audios, TranscribeOptions())
     assert [r.language for r in results] == ["de", "es", "it", "en"]
     assert wer(GERMAN, results[0].text) <= 0.3, results[0].text
-    [translated] = transcribe(base.model, base.tokenizer, audios[:1], TranscribeOptions(language="de", task="translate"))
+    [translated] = transcribe(
+        base.model, base.tokenizer, audios[:1], TranscribeOptions(language="de", task="translate")
+    )
     text = translated.text.lower()
     assert "berlin" in text and ("morning" in text or "bike" in text or "work" in text), translated.text
 

@@ -37,8 +37,12 @@ def test_regions_cover_the_speech_and_nothing_else(sentence):
 @pytest.mark.parametrize("noise", ["silence", "white", "hum", "brown"])
 def test_silence_and_steady_noise_hold_no_speech(noise):
     t = np.arange(60 * RATE) / RATE
-    x = {"silence": np.zeros_like(t), "white": RNG.normal(0, 0.1, t.size), "hum": 0.2 * np.sin(2 * np.pi * 50 * t),
-         "brown": np.cumsum(RNG.normal(0, 0.01, t.size)) * 0.01}[noise]
+    x = {
+        "silence": np.zeros_like(t),
+        "white": RNG.normal(0, 0.1, t.size),
+        "hum": 0.2 * np.sin(2 * np.pi * 50 * t),
+        "brown": np.cumsum(RNG.normal(0, 0.01, t.size)) * 0.01,
+    }[noise]
     assert speech_regions(x.astype(np.float32)) == []
 
 
@@ -67,9 +71,25 @@ def test_gen_run_gives_empty_text_for_silence_and_noise_and_maps_times(sentence,
     silence = encode_audio(tmp_path / "silence.m4a", np.zeros(60 * RATE, np.float32))
     noise = encode_audio(tmp_path / "noise.m4a", RNG.normal(0, 0.05, 60 * RATE).astype(np.float32))
     late = encode_audio(tmp_path / "late.m4a", np.concatenate([np.zeros(12 * RATE, np.float32), sentence]))
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(silence), str(noise), str(late), "-f",
-                        "json", "-m", "whisper-tiny.en"], capture_output=True, text=True, env=os.environ.copy(),
-                       timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            str(silence),
+            str(noise),
+            str(late),
+            "-f",
+            "json",
+            "-m",
+            "whisper-tiny.en",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [row["text"] for row in rows[:2]] == ["", ""] and rows[0]["segments"] == rows[1]["segments"] == []

@@ -16,8 +16,10 @@ from generalist_cli.infer.timing import dtw
 from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
 from generalist_cli.media.espeak import synthesize, to_16k
 
-TEXTS = ["Good morning. Today we will talk about the weather, the news, and a few good books.",
-         "Please remember to bring your passport and a pen to the meeting on Friday."]
+TEXTS = [
+    "Good morning. Today we will talk about the weather, the news, and a few good books.",
+    "Please remember to bring your passport and a pen to the meeting on Friday.",
+]
 LEAD = 1.5
 
 
@@ -47,8 +49,9 @@ def test_word_starts_match_espeak_within_0_3_s(model, vad, request):
         audio = np.concatenate([np.zeros(int(LEAD * 16000), np.float32), to_16k(sp)])
         ref = [(text[o : o + n], t + LEAD) for t, o, n in sp.words]
         total += len(ref)
-        [tr] = transcribe(loaded.model, loaded.tokenizer, [audio],
-                          TranscribeOptions(language="en", word_timestamps=True, vad=vad))
+        [tr] = transcribe(
+            loaded.model, loaded.tokenizer, [audio], TranscribeOptions(language="en", word_timestamps=True, vad=vad)
+        )
         hyp = [w for s in tr.segments for w in s.words]
         assert all(w.start <= w.end for w in hyp) and all(a.start <= b.start for a, b in zip(hyp, hyp[1:]))
         j = 0
@@ -68,15 +71,45 @@ def test_cli_words_in_json_and_one_cue_per_word_in_srt(tmp_path):
 
     sp = synthesize(TEXTS[1], voice="en")
     path = encode_audio(tmp_path / "s.m4a", to_16k(sp))
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "-m", "whisper-tiny.en",
-                        "--word-timestamps", "-f", "json"], capture_output=True, text=True, env=os.environ.copy(),
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            str(path),
+            "-m",
+            "whisper-tiny.en",
+            "--word-timestamps",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     words = [w for s in json.loads(r.stdout)["segments"] for w in s["words"]]
     assert [w["word"] for w in words][:3] == ["Please", "remember", "to"]
     assert all(set(w) == {"start", "end", "word", "probability"} and 0 < w["probability"] <= 1 for w in words)
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "-m", "whisper-tiny.en",
-                        "--word-timestamps", "-f", "srt"], capture_output=True, text=True, env=os.environ.copy(),
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            str(path),
+            "-m",
+            "whisper-tiny.en",
+            "--word-timestamps",
+            "-f",
+            "srt",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
     cues = r.stdout.strip().split("\n\n")
     assert len(cues) == len(words) and cues[0].splitlines()[2] == "Please"

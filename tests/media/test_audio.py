@@ -10,7 +10,6 @@ from generalist_cli.media.audio import decode_audio, encode_audio, is_silent
 from tests.conftest import RATE, tone, write_av
 
 
-
 @pytest.mark.parametrize("suffix", [".wav", ".m4a", ".mp3", ".flac", ".ogg", ".opus"])
 def test_containers_decode_to_16k_mono(tmp_path, suffix):
     path = encode_audio(tmp_path / f"a{suffix}", tone(1.5))

@@ -12,6 +12,7 @@ from generalist_cli.model.packing import pack, plan_rows, unpack
 from generalist_cli.model.upcycle import add_experts, freeze_experts, release_new_experts, upcycle
 from tests.conftest import dense, generalist
 
+
 def test_upcycled_equals_dense_at_init():
     d = dense()
     g = upcycle(d, n_experts=8, top_k=2, ttt="mlp").eval()
@@ -45,8 +46,10 @@ def test_packed_equals_per_example_and_needs_the_reset(monkeypatch):
         for p, a in zip(packed, alone):
             assert (p - a).abs().max() < 1e-5
         # the same packed forward with the TTT state *not* reset at example boundaries must differ
-        monkeypatch.setattr("generalist_cli.model.whisper.per_row_spans",
-                            lambda pk: [[(0, int((pk.segment_ids[r] >= 0).sum()))] for r in range(pk.segment_ids.shape[0])])
+        monkeypatch.setattr(
+            "generalist_cli.model.whisper.per_row_spans",
+            lambda pk: [[(0, int((pk.segment_ids[r] >= 0).sum()))] for r in range(pk.segment_ids.shape[0])],
+        )
         leaky = unpack(g.encode(x, packing)[0], packing)
     assert max((p - a).abs().max() for p, a in zip(leaky, alone)) > 1e-3
 
@@ -59,7 +62,7 @@ def test_packed_gradients_equal_per_example_gradients():
     for s, t in zip(seqs, tokens):
         assert (s - g.embed_text(t)).abs().max() == 0
     x, packing = pack(seqs, plan_rows([len(t) for t in tokens], 24))
-    packed = sum((o ** 2).sum() for o in unpack(g.encode(x, packing)[0], packing))
+    packed = sum((o**2).sum() for o in unpack(g.encode(x, packing)[0], packing))
     weights = [g.decoder.embed_tokens.weight, g.encoder.layers[0].ttt.q_proj.weight]
     got = torch.autograd.grad(packed, weights)
     alone = sum((g.encode(g.embed_text(t)[None])[0] ** 2).sum() for t in tokens)
@@ -142,8 +145,9 @@ def test_frozen_experts_stay_bit_identical_under_adamw():
         mel, tokens = torch.randn(2, 80, 200), torch.randint(0, 51865, (2, 6))
         enc, routers = g.encode(g.embed_audio(mel))
         hidden, dec_routers, _ = g.decoder.run(tokens, g.cross_kv(enc))
-        loss = torch.nn.functional.cross_entropy(g.logits(hidden).flatten(0, 1), tokens.flatten()) \
-            + 0.01 * load_balancing_loss(routers + dec_routers, n_experts=6, top_k=2)
+        loss = torch.nn.functional.cross_entropy(
+            g.logits(hidden).flatten(0, 1), tokens.flatten()
+        ) + 0.01 * load_balancing_loss(routers + dec_routers, n_experts=6, top_k=2)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -165,8 +169,9 @@ def test_gradients_reach_every_parameter():
     logits, enc_r, dec_r = g.forward_packed(ex, ep, tx, tp)
     valid = tp.valid
     loss = torch.nn.functional.cross_entropy(logits[valid], tx[valid])
-    loss = loss + 0.01 * load_balancing_loss(enc_r + dec_r, n_experts=4, top_k=2,
-                                             valid=[ep.valid] * len(enc_r) + [tp.valid] * len(dec_r))
+    loss = loss + 0.01 * load_balancing_loss(
+        enc_r + dec_r, n_experts=4, top_k=2, valid=[ep.valid] * len(enc_r) + [tp.valid] * len(dec_r)
+    )
     loss = loss + 0.001 * router_z_loss(enc_r + dec_r)
     h = seqs[-1]  # the text example: speech head with durations
     log_d = g.speech_head.log_durations(h[None])[0]
@@ -294,16 +299,20 @@ def test_upcycled_text_is_not_drowned_by_encoder_positions():
     with torch.no_grad():
         d.decoder.embed_tokens.weight.normal_(0, 0.03)
     g = upcycle(d, n_experts=2, top_k=1, ttt="none")
-    assert g.config.text_scale == 32 ** 0.5
+    assert g.config.text_scale == 32**0.5
     tokens = torch.randint(0, 50000, (40,))
     tok = g.embed_text(tokens) - g.encoder.embed_positions.weight[:40] - g.modality_embedding.weight[2]
     pos = g.encoder.embed_positions.weight[:40]
     ratio = float(tok.pow(2).mean().sqrt() / pos.pow(2).mean().sqrt())
     assert 0.1 < ratio < 2.0  # was 0.03 / 0.71 = 0.04 unscaled
-    assert torch.allclose(torch.cat(g.embed_texts([tokens[:15], tokens[15:]])),
-                          torch.cat([g.embed_text(tokens[:15]), g.embed_text(tokens[15:])]), atol=1e-6)
-    old = MC.from_hf({**g.config.to_hf(), "generalist": {k: v for k, v in g.config.generalist_dict().items()
-                                                          if k != "text_scale"}})
+    assert torch.allclose(
+        torch.cat(g.embed_texts([tokens[:15], tokens[15:]])),
+        torch.cat([g.embed_text(tokens[:15]), g.embed_text(tokens[15:])]),
+        atol=1e-6,
+    )
+    old = MC.from_hf(
+        {**g.config.to_hf(), "generalist": {k: v for k, v in g.config.generalist_dict().items() if k != "text_scale"}}
+    )
     assert old.text_scale == 1.0
 
 
@@ -374,7 +383,7 @@ def test_block_attention_equals_the_masked_attention_of_packed_rows():
         mask = (sq[:, :, None] == sk[:, None, :]) & (sq[:, :, None] >= 0)
         if causal:
             mask &= torch.ones(9, 9, dtype=torch.bool).tril()
-        mask |= (sq[:, :, None] < 0)  # padding queries: any row, ignored
+        mask |= sq[:, :, None] < 0  # padding queries: any row, ignored
         want = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask[:, None])
         got = Blocks(queries, ks, causal).attend(q, kk, vv)
         real = (sq >= 0)[:, None, :, None].expand_as(got)

@@ -24,8 +24,10 @@ def test_identical_experts_equal_the_dense_ffn_for_any_router():
     m = moe()
     w1, b1, w2, b2 = torch.randn(32, 16), torch.randn(32), torch.randn(16, 32), torch.randn(16)
     with torch.no_grad():
-        m.fc1_weight.copy_(w1.expand(8, -1, -1)); m.fc1_bias.copy_(b1.expand(8, -1))
-        m.fc2_weight.copy_(w2.expand(8, -1, -1)); m.fc2_bias.copy_(b2.expand(8, -1))
+        m.fc1_weight.copy_(w1.expand(8, -1, -1))
+        m.fc1_bias.copy_(b1.expand(8, -1))
+        m.fc2_weight.copy_(w2.expand(8, -1, -1))
+        m.fc2_bias.copy_(b2.expand(8, -1))
         m.router.weight.normal_(0, 1.0)
         x = torch.randn(5, 7, 16, dtype=torch.float64)
         y, _ = m(x)
@@ -43,9 +45,22 @@ def test_grouped_dispatch_equals_loop_and_per_token_reference():
         m.dispatch = "dense"  # the export path: every expert, zero gates for the unchosen
         y_dense, r_dense = m(x)
         _, weights, idx = m.route(x)
-        ref = torch.stack([sum(weights[t, s] * dense(x[t], m.fc1_weight[idx[t, s]], m.fc1_bias[idx[t, s]],
-                                                     m.fc2_weight[idx[t, s]], m.fc2_bias[idx[t, s]])
-                               for s in range(2)) for t in range(64)])
+        ref = torch.stack(
+            [
+                sum(
+                    weights[t, s]
+                    * dense(
+                        x[t],
+                        m.fc1_weight[idx[t, s]],
+                        m.fc1_bias[idx[t, s]],
+                        m.fc2_weight[idx[t, s]],
+                        m.fc2_bias[idx[t, s]],
+                    )
+                    for s in range(2)
+                )
+                for t in range(64)
+            ]
+        )
     assert (y - y_loop).abs().max() < 1e-5 and (y - ref).abs().max() < 1e-5
     assert (y_dense - ref).abs().max() < 1e-5 and torch.equal(r_dense.counts, r_loop.counts)
 
@@ -64,8 +79,9 @@ def test_routing_weights_counts_and_equivalent_softmax_forms():
 
 def test_aux_loss_is_k_when_uniform_and_approaches_e_when_collapsed():
     n, e, k = 4000, 8, 2
-    uniform = RouterOutput(torch.zeros(n, e), torch.stack([torch.arange(n) % e, (torch.arange(n) + 1) % e], 1),
-                           torch.zeros(e))
+    uniform = RouterOutput(
+        torch.zeros(n, e), torch.stack([torch.arange(n) % e, (torch.arange(n) + 1) % e], 1), torch.zeros(e)
+    )
     assert load_balancing_loss([uniform], n_experts=e, top_k=k).item() == pytest.approx(2.0, abs=1e-6)
     logits = torch.full((n, e), -20.0)
     logits[:, :2] = 20.0
@@ -81,8 +97,9 @@ def test_padding_is_excluded_from_aux_statistics():
     valid = torch.zeros(30, dtype=torch.bool)
     valid[:20] = True
     _, r20 = m(x[:20])
-    assert torch.allclose(load_balancing_loss([r], n_experts=8, top_k=2, valid=[valid]),
-                          load_balancing_loss([r20], n_experts=8, top_k=2))
+    assert torch.allclose(
+        load_balancing_loss([r], n_experts=8, top_k=2, valid=[valid]), load_balancing_loss([r20], n_experts=8, top_k=2)
+    )
     assert torch.allclose(router_z_loss([r], valid=[valid]), router_z_loss([r20]))
 
 
@@ -119,8 +136,17 @@ def test_fine_grained_upcycling_keeps_whisper_and_routes_k_per_group():
     from generalist_cli.model.upcycle import moe_layers, upcycle
 
     torch.manual_seed(0)
-    cfg = ModelConfig(n_audio_state=32, n_audio_head=2, n_audio_layer=2, n_text_state=32, n_text_head=2,
-                      n_text_layer=2, n_audio_ffn=64, n_text_ffn=64, n_vocab=51864)
+    cfg = ModelConfig(
+        n_audio_state=32,
+        n_audio_head=2,
+        n_audio_layer=2,
+        n_text_state=32,
+        n_text_head=2,
+        n_text_layer=2,
+        n_audio_ffn=64,
+        n_text_ffn=64,
+        n_vocab=51864,
+    )
     dense = Generalist(cfg).eval()
     g = upcycle(dense, n_experts=4, top_k=2, ttt="none", segments=4, shared=1).eval()
     with torch.no_grad():
@@ -150,7 +176,9 @@ def test_deepseek_balance_loss_is_one_when_balanced_and_e_over_k_when_collapsed(
 
     groups, e, k, t = 3, 4, 2, 8
     flat = torch.zeros(t, groups * e)  # uniform probabilities, every expert chosen equally often
-    idx = torch.stack([torch.tensor([g * e + (i * k + j) % e for g in range(groups) for j in range(k)]) for i in range(t)])
+    idx = torch.stack(
+        [torch.tensor([g * e + (i * k + j) % e for g in range(groups) for j in range(k)]) for i in range(t)]
+    )
     r = RouterOutput(flat, idx, torch.bincount(idx.reshape(-1), minlength=groups * e))
     assert float(load_balancing_loss([r], n_experts=e, top_k=k, groups=groups)) == pytest.approx(1.0)
     logits = torch.full((t, groups, e), -30.0)
@@ -180,14 +208,24 @@ def test_peer_product_keys_find_the_true_top_k_and_upcycling_keeps_whisper():
     with torch.no_grad():
         p.up.weight.normal_()
     p(x).pow(2).sum().backward()
-    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (p.down.weight, p.up.weight, p.query.weight,
-                                                                       p.sub_keys))
+    assert all(
+        t.grad is not None and t.grad.abs().sum() > 0 for t in (p.down.weight, p.up.weight, p.query.weight, p.sub_keys)
+    )
     assert p.down.weight.grad.abs().sum(-1).gt(0).sum() <= 10 * 4 * 8  # only retrieved experts get gradients
     with pytest.raises(ValueError, match="square"):
         PEER(64, 1000)
 
-    cfg = ModelConfig(n_audio_state=32, n_audio_head=2, n_audio_layer=2, n_text_state=32, n_text_head=2,
-                      n_text_layer=2, n_audio_ffn=64, n_text_ffn=64, n_vocab=51864)
+    cfg = ModelConfig(
+        n_audio_state=32,
+        n_audio_head=2,
+        n_audio_layer=2,
+        n_text_state=32,
+        n_text_head=2,
+        n_text_layer=2,
+        n_audio_ffn=64,
+        n_text_ffn=64,
+        n_vocab=51864,
+    )
     dense = Generalist(cfg).eval()
     g = upcycle(dense, n_experts=1, top_k=1, ttt="none", peer_experts=4096, peer_top_k=8).eval()
     mel, tokens = torch.randn(1, 80, 60), torch.randint(0, 51864, (1, 5))

@@ -35,22 +35,31 @@ def reference(m: TTTMLP, x: torch.Tensor) -> torch.Tensor:
     for start in range(0, length, mb):
         n = min(mb, length - start)
         pos = torch.arange(n)
-        qc, kc, vc = _rope(q[:, :, start:start + n], pos), _rope(k[:, :, start:start + n], pos), v[:, :, start:start + n]
+        qc, kc, vc = (
+            _rope(q[:, :, start : start + n], pos),
+            _rope(k[:, :, start : start + n], pos),
+            v[:, :, start : start + n],
+        )
         grads = []
         for j in range(n):
             Wg = [w.clone().requires_grad_() for w in W]
-            kj = kc[:, :, j:j + 1].detach()
+            kj = kc[:, :, j : j + 1].detach()
             z2 = F.gelu(kj @ Wg[0] + Wg[1], approximate="tanh") @ Wg[2] + Wg[3]
-            loss = 0.5 * ((_ln(z2, gamma.detach(), beta.detach()) - (vc[:, :, j:j + 1].detach() - kj)) ** 2).sum()
+            loss = 0.5 * ((_ln(z2, gamma.detach(), beta.detach()) - (vc[:, :, j : j + 1].detach() - kj)) ** 2).sum()
             grads.append(torch.autograd.grad(loss, Wg))
         for i in range(n):
             tau = max(0.0, 1.0 / (i + 1) + float(m.token_idx_offset[i].detach()))
-            Wi = [W[p] - sum(tau * eta[:, :, start + j, None, None].detach() * grads[j][p] for j in range(i + 1))
-                  for p in range(4)]
-            z2 = F.gelu(qc[:, :, i:i + 1] @ Wi[0] + Wi[1], approximate="tanh") @ Wi[2] + Wi[3]
-            outs.append(qc[:, :, i:i + 1] + _ln(z2, gamma, beta))
+            Wi = [
+                W[p] - sum(tau * eta[:, :, start + j, None, None].detach() * grads[j][p] for j in range(i + 1))
+                for p in range(4)
+            ]
+            z2 = F.gelu(qc[:, :, i : i + 1] @ Wi[0] + Wi[1], approximate="tanh") @ Wi[2] + Wi[3]
+            outs.append(qc[:, :, i : i + 1] + _ln(z2, gamma, beta))
         tau_n = max(0.0, 1.0 / n + float(m.token_idx_offset[n - 1].detach()))
-        W = [W[p] - sum(tau_n * eta[:, :, start + j, None, None].detach() * grads[j][p] for j in range(n)) for p in range(4)]
+        W = [
+            W[p] - sum(tau_n * eta[:, :, start + j, None, None].detach() * grads[j][p] for j in range(n))
+            for p in range(4)
+        ]
     z = torch.cat(outs, 2).transpose(1, 2).reshape(b, length, d)
     return m.o_proj(m.post_norm(z))
 
@@ -67,8 +76,11 @@ def test_dual_equals_autograd_primal_fp64():
 def test_inner_gradient_closed_form_equals_autograd():
     torch.manual_seed(1)
     z = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
-    target, gamma, beta = torch.randn(2, 3, 5, 8, dtype=torch.float64), torch.randn(3, 1, 8, dtype=torch.float64), \
-        torch.randn(3, 1, 8, dtype=torch.float64)
+    target, gamma, beta = (
+        torch.randn(2, 3, 5, 8, dtype=torch.float64),
+        torch.randn(3, 1, 8, dtype=torch.float64),
+        torch.randn(3, 1, 8, dtype=torch.float64),
+    )
     loss = 0.5 * ((_ln(z, gamma, beta) - target) ** 2).sum()
     (auto,) = torch.autograd.grad(loss, z)
     assert (auto - _ln_l2_grad(z.detach(), target, gamma, beta)).abs().max() < 1e-12
@@ -97,7 +109,7 @@ def test_chunks_and_token_by_token_equal_one_call():
             assert s2.i == end.i and (s2.w1 - end.w1).abs().max() < 1e-12
         outs, s = [], None
         for t in range(45):
-            o, s = m(x[:, t:t + 1], s)
+            o, s = m(x[:, t : t + 1], s)
             outs.append(o)
     assert (torch.cat(outs, 1) - full).abs().max() < 1e-12
 
@@ -155,8 +167,9 @@ def test_ragged_scan_equals_each_row_alone_values_and_gradients():
     assert not z[3, 16:].any()  # a row that has left reads zeros (within its last mini-batch: not meaningful)
     w = torch.randn_like(z) * (torch.arange(z.shape[1])[None, :, None] < torch.tensor(lengths)[:, None, None])
     got = torch.autograd.grad((z * w).sum(), [u, m.w1, m.token_idx_offset])
-    want = torch.autograd.grad(sum((a * w[r, : len(a)]).sum() for r, a in enumerate(alone)),
-                               [u, m.w1, m.token_idx_offset])
+    want = torch.autograd.grad(
+        sum((a * w[r, : len(a)]).sum() for r, a in enumerate(alone)), [u, m.w1, m.token_idx_offset]
+    )
     for a, b in zip(got, want):
         assert (a - b).abs().max() < 1e-10 * max(1.0, float(b.abs().max()))
     try:

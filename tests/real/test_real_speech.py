@@ -16,30 +16,36 @@ import numpy as np
 import pytest
 
 from generalist_cli.evaluate.metrics import text_scores
-from generalist_cli.features.script import script_share
 from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
 from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
 
 MEDIA = Path(__file__).parent / "media"
 ENGLISH = sorted(p for p in MEDIA.glob("*.*") if p.suffix in (".wav", ".flac") and "stereo" not in p.name)
 HINDI = sorted((MEDIA / "hindi").glob("*.m4a"))
-HINDI_TEXT = dict(line.rstrip("\n").split("\t", 1)
-                  for line in (MEDIA / "hindi" / "transcription_n2w.txt").read_text(encoding="utf-8").splitlines())
+HINDI_TEXT = dict(
+    line.rstrip("\n").split("\t", 1)
+    for line in (MEDIA / "hindi" / "transcription_n2w.txt").read_text(encoding="utf-8").splitlines()
+)
 
 
 def reference(path: Path) -> str:
     return path.with_suffix(".txt").read_text(encoding="utf-8").strip()
 
 
-GERMAN = ("Guten Tag. Ich heiße Anna und ich wohne in Berlin. Heute ist das Wetter sehr schön, und wir gehen in den "
-          "Park. Am Abend essen wir zusammen mit unseren Freunden, und danach lesen wir ein Buch. Morgen fahren wir "
-          "mit dem Zug nach Hamburg, um meine Großmutter zu besuchen.")
+GERMAN = (
+    "Guten Tag. Ich heiße Anna und ich wohne in Berlin. Heute ist das Wetter sehr schön, und wir gehen in den "
+    "Park. Am Abend essen wir zusammen mit unseren Freunden, und danach lesen wir ein Buch. Morgen fahren wir "
+    "mit dem Zug nach Hamburg, um meine Großmutter zu besuchen."
+)
 
 
 def english(pause: np.ndarray) -> list[np.ndarray]:
     """About 30 s of real English (JFK, LJSpeech) with pauses."""
-    return [x for p in (MEDIA / "jfk.flac", MEDIA / "ljspeech_LJ001-0001.wav", MEDIA / "ljspeech_LJ001-0005.wav")
-            for x in (decode_audio(p), pause)]
+    return [
+        x
+        for p in (MEDIA / "jfk.flac", MEDIA / "ljspeech_LJ001-0001.wav", MEDIA / "ljspeech_LJ001-0005.wav")
+        for x in (decode_audio(p), pause)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +67,18 @@ def to_german() -> np.ndarray:
     """The same real English, then 18 s of German (eSpeak)."""
     from generalist_cli.media.espeak import synthesize_16k
 
-    return np.concatenate(english(np.zeros(SAMPLE_RATE // 2, np.float32)) +
-                          [synthesize_16k(GERMAN, voice="de", rate=150)])
+    return np.concatenate(
+        english(np.zeros(SAMPLE_RATE // 2, np.float32)) + [synthesize_16k(GERMAN, voice="de", rate=150)]
+    )
 
 
 @pytest.mark.parametrize("name,bound", [("tiny_en", 0.08), pytest.param("base", 0.08, marks=pytest.mark.slow)])
 def test_english_wer_on_real_recordings(name, bound, request):
     """Measured: tiny.en WER 0.020, base 0.029 over the 8 files (the digit string is most of it)."""
     loaded = request.getfixturevalue(name)
-    found = transcribe(loaded.model, loaded.tokenizer, [decode_audio(p) for p in ENGLISH],
-                       TranscribeOptions(language="en"))
+    found = transcribe(
+        loaded.model, loaded.tokenizer, [decode_audio(p) for p in ENGLISH], TranscribeOptions(language="en")
+    )
     scores = text_scores([reference(p) for p in ENGLISH], [t.text for t in found], lang="en", task="transcribe")
     assert scores["wer"] <= bound, [t.text for t in found]
     assert scores["script"] == 1.0
@@ -137,16 +145,52 @@ def test_stereo_channels_are_transcribed_apart(tmp_path):
     """``--channels split``: one transcript per speaker, each matching its own channel's reference."""
     path = MEDIA / "stereo_diarization.wav"
     refs = [line.split("\t", 1)[1] for line in reference(path).splitlines()]
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "--channels", "split", "-f", "json",
-                        "-m", "whisper-tiny.en"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            str(path),
+            "--channels",
+            "split",
+            "-f",
+            "json",
+            "-m",
+            "whisper-tiny.en",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [row["channel"] for row in rows] == [0, 1]
     for row, ref in zip(rows, refs):
         assert text_scores([ref], [row["text"]], lang="en", task="transcribe")["wer"] <= 0.1, (row["text"], ref)
-    mixed = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "-m", "whisper-tiny.en"],
-                           capture_output=True, text=True, timeout=600)
+    mixed = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "run", str(path), "-m", "whisper-tiny.en"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert mixed.returncode == 0 and "channel" not in mixed.stdout
-    srt = subprocess.run([sys.executable, "-m", "generalist_cli", "run", str(path), "--channels", "split", "-f", "srt",
-                          "-m", "whisper-tiny.en"], capture_output=True, text=True, timeout=600)
+    srt = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "run",
+            str(path),
+            "--channels",
+            "split",
+            "-f",
+            "srt",
+            "-m",
+            "whisper-tiny.en",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert "[channel 0]" in srt.stdout and "[channel 1]" in srt.stdout and srt.stdout.startswith("1\n")

@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE as HELLO, Server
+from tests.conftest import EXAMPLE as HELLO
+from tests.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO_TEXT = "hello and welcome this voice was made by a computer and the model turns it back into text"
@@ -56,18 +57,24 @@ def test_bad_requests_get_one_clear_error(server, tmp_path):
         assert body["code"] == status and "Traceback" not in body["message"]
         return body["message"]
 
-    assert "not a media file" in err(server.post("/v1/audio/transcriptions",
-                                                 files={"file": ("notes.m4a", b"plain words", "audio/mp4")}), 400)
-    assert "notes.m4a" in err(server.post("/v1/audio/transcriptions",
-                                          files={"file": ("notes.m4a", b"plain words", "audio/mp4")}), 400)
+    assert "not a media file" in err(
+        server.post("/v1/audio/transcriptions", files={"file": ("notes.m4a", b"plain words", "audio/mp4")}), 400
+    )
+    assert "notes.m4a" in err(
+        server.post("/v1/audio/transcriptions", files={"file": ("notes.m4a", b"plain words", "audio/mp4")}), 400
+    )
     assert "is empty" in err(server.post("/v1/audio/transcriptions", files={"file": ("e.m4a", b"", "audio/mp4")}), 400)
     audio = {"file": ("hello.m4a", HELLO.read_bytes(), "audio/mp4")}
-    assert "does not know language 'hi'" in err(server.post("/v1/audio/transcriptions", files=audio,
-                                                            data={"language": "hi"}), 400)
-    assert "unknown language" in err(server.post("/v1/audio/transcriptions", files=audio,
-                                                 data={"language": "klingon"}), 400).lower()
-    assert "response_format" in err(server.post("/v1/audio/transcriptions", files=audio,
-                                                data={"response_format": "xml"}), 400)
+    assert "does not know language 'hi'" in err(
+        server.post("/v1/audio/transcriptions", files=audio, data={"language": "hi"}), 400
+    )
+    assert (
+        "unknown language"
+        in err(server.post("/v1/audio/transcriptions", files=audio, data={"language": "klingon"}), 400).lower()
+    )
+    assert "response_format" in err(
+        server.post("/v1/audio/transcriptions", files=audio, data={"response_format": "xml"}), 400
+    )
     assert "English-only" in err(server.post("/v1/audio/translations", files=audio), 400)
     assert "recipes/tts.toml" in err(server.post("/v1/convert", data={"to": "speech", "text": "Hello."}), 400)
     assert "needs lang" in err(server.post("/v1/convert", data={"to": "text", "text": "Hello."}), 400)
@@ -88,7 +95,9 @@ def test_metrics_count_requests_latency_and_audio(server):
 
     key = 'gen_requests_total{endpoint="/v1/audio/transcriptions",status="200"}'
     assert value(text, key) == value(before, key) + 1
-    assert value(text, "gen_audio_seconds_total") == pytest.approx(value(before, "gen_audio_seconds_total") + 7.1, abs=0.1)
+    assert value(text, "gen_audio_seconds_total") == pytest.approx(
+        value(before, "gen_audio_seconds_total") + 7.1, abs=0.1
+    )
     assert value(text, "gen_compute_seconds_total") > value(before, "gen_compute_seconds_total")
     assert 0 < value(text, "gen_real_time_factor") < 10
     assert 'gen_request_duration_seconds_bucket{endpoint="/v1/audio/transcriptions",le="+Inf"}' in text
@@ -100,8 +109,18 @@ def test_limits_and_a_full_queue(tiny_en, tmp_path):
     the requests it cannot hold, serves the rest, and keeps serving."""
     from generalist_cli.media.audio import encode_audio
 
-    s = Server("whisper-tiny.en", "--max-mb", "0.1", "--max-seconds", "20", "--queue-size", "1", "--max-batch", "1",
-               tmp=tmp_path / "tmp")
+    s = Server(
+        "whisper-tiny.en",
+        "--max-mb",
+        "0.1",
+        "--max-seconds",
+        "20",
+        "--queue-size",
+        "1",
+        "--max-batch",
+        "1",
+        tmp=tmp_path / "tmp",
+    )
     try:
         big = {"file": ("big.m4a", os.urandom(200_000), "audio/mp4")}
         r = s.post("/v1/audio/transcriptions", files=big)

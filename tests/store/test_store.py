@@ -33,10 +33,10 @@ def hf_tiny(tmp_path_factory):
 
 
 def _ct2(hf, folder, quantization):
+    import copy
+
     import ctranslate2
     from ctranslate2.converters.transformers import WhisperLoader
-
-    import copy
 
     spec = WhisperLoader().get_model_spec(copy.deepcopy(hf))  # quantising rewrites the source tensors in place
     spec.register_vocabulary([f"t{i}" for i in range(hf.config.vocab_size)])
@@ -58,7 +58,9 @@ def test_ct2_import_matches_source_weights(hf_tiny, tmp_path, quantization, tol)
     for name, value in ref.items():
         got = weights[name].astype(np.float32)
         assert got.shape == value.shape, name
-        bound = tol * max(1.0, float(np.abs(value).max())) if quantization != "int8" else np.abs(value).max() / 127 * 0.51
+        bound = (
+            tol * max(1.0, float(np.abs(value).max())) if quantization != "int8" else np.abs(value).max() / 127 * 0.51
+        )
         assert np.abs(got - value).max() <= bound + 1e-7, name
     assert config.n_audio_layer == 2 and config.n_text_head == 4 and config.n_vocab == 51864
 
@@ -141,7 +143,9 @@ def test_hub_id_pull_reads_the_hub_cache(hf_tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     entry = store.pull("openai/whisper-tiny.en", dest=tmp_path / "pulled")
     assert entry.meta["source_kind"] == "hub" and entry.meta["source"] == "openai/whisper-tiny.en"
-    assert entry.meta["parameters"] == sum(v.numel() for k, v in hf_tiny[0].state_dict().items() if k != "proj_out.weight")
+    assert entry.meta["parameters"] == sum(
+        v.numel() for k, v in hf_tiny[0].state_dict().items() if k != "proj_out.weight"
+    )
 
 
 def test_a_checkpoint_from_another_major_version_is_refused_clearly(tmp_path):
@@ -159,8 +163,13 @@ def test_a_checkpoint_from_another_major_version_is_refused_clearly(tmp_path):
     major = int(__version__.split(".")[0])
     meta["gen_version"] = f"{major + 1}.0.0"
     (entry.path / "meta.json").write_text(json.dumps(meta))
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "run", "examples/hello.m4a", "-m", str(entry.path)],
-                       capture_output=True, text=True, env=os.environ.copy(), timeout=120,
-                       cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "run", "examples/hello.m4a", "-m", str(entry.path)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"was written by gen {major + 1}.0.0" in r.stderr and f"install gen {major + 1}.x" in r.stderr

@@ -30,26 +30,51 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     tok = PACKAGES["whisper-tiny.en"].folder_path() / "tokenizer.json"
     torch.manual_seed(0)
-    cfg = ModelConfig(n_audio_state=32, n_audio_head=2, n_audio_layer=1, n_text_state=32, n_text_head=2,
-                      n_text_layer=1, n_audio_ffn=64, n_text_ffn=64, n_vocab=51864)
+    cfg = ModelConfig(
+        n_audio_state=32,
+        n_audio_head=2,
+        n_audio_layer=1,
+        n_text_state=32,
+        n_text_head=2,
+        n_text_layer=1,
+        n_audio_ffn=64,
+        n_text_ffn=64,
+        n_vocab=51864,
+    )
     model = Generalist(cfg)
     with torch.no_grad():
         model.decoder.embed_tokens.weight.normal_(0, 0.02)  # GPT-2 style init for the tied embedding
     save_model(model, tok, root / "init", name="init", source="test", kind="test")
     lines = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()
     (root / "en.txt").write_text("\n".join(lines[:8]) + "\n")
-    prepare(speak.items(text_file=root / "en.txt", lang="en", valid_every=4), out=root / "data", source="speak",
-            options={}, tokenizer=tok)
+    prepare(
+        speak.items(text_file=root / "en.txt", lang="en", valid_every=4),
+        out=root / "data",
+        source="speak",
+        options={},
+        tokenizer=tok,
+    )
     return root
 
 
 def recipe_file(world: Path, name: str, ttt: str = "none", **train) -> Path:
-    settings = {"lr": 3e-3, "batch_size": 4, "warmup_steps": 0, "max_steps": 6, "mixed_precision": "no",
-                "log_every": 1, "save_every": 3, "schedule": "constant", **train}
+    settings = {
+        "lr": 3e-3,
+        "batch_size": 4,
+        "warmup_steps": 0,
+        "max_steps": 6,
+        "mixed_precision": "no",
+        "log_every": 1,
+        "save_every": 3,
+        "schedule": "constant",
+        **train,
+    }
     body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
-    text = (f'[run]\nname = "{name}"\nout = "{world / "runs"}"\n\n[model]\ninit = "{world / "init"}"\nexperts = 2\n'
-            f'top_k = 1\nttt = "{ttt}"\n\n[[data.sources]]\npath = "{world / "data"}"\n\n[train]\n{body}\n\n'
-            f'[eval]\nevery = 0\nwer_examples = 2\nmax_examples = 4\nmax_new_tokens = 8\n')
+    text = (
+        f'[run]\nname = "{name}"\nout = "{world / "runs"}"\n\n[model]\ninit = "{world / "init"}"\nexperts = 2\n'
+        f'top_k = 1\nttt = "{ttt}"\n\n[[data.sources]]\npath = "{world / "data"}"\n\n[train]\n{body}\n\n'
+        f"[eval]\nevery = 0\nwer_examples = 2\nmax_examples = 4\nmax_new_tokens = 8\n"
+    )
     path = world / f"{name}.toml"
     path.write_text("# test recipe: gen train recipes/" + name + ".toml\n" + text)
     return path
@@ -94,10 +119,22 @@ def test_outputs_resume_equality_and_checkpoints(world):
     run = world / "runs" / "full"
     assert (run / "recipe.resolved.toml").exists() and any((run / "tensorboard").iterdir())
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert ckpts == ["last", "step_0000003", "step_0000006"] and os.readlink(run / "checkpoints" / "last") == "step_0000006"
+    assert (
+        ckpts == ["last", "step_0000003", "step_0000006"]
+        and os.readlink(run / "checkpoints" / "last") == "step_0000006"
+    )
     row = a[-1]
-    assert {"loss", "lr", "tasks", "tokens_per_s", "padding", "expert_util", "router_entropy", "ttt_gate",
-            "ttt_inner_loss_ratio"} <= set(row)
+    assert {
+        "loss",
+        "lr",
+        "tasks",
+        "tokens_per_s",
+        "padding",
+        "expert_util",
+        "router_entropy",
+        "ttt_gate",
+        "ttt_inner_loss_ratio",
+    } <= set(row)
     assert set().union(*(m["tasks"] for m in a)) == {"transcribe", "tts"}  # per-task losses over the run
     # a checkpoint is a model folder gen run can load
     from generalist_cli.store.load import load_model
@@ -121,10 +158,31 @@ def test_ddp_two_cpu_processes_equal_one(world):
     path = recipe_file(world, "ddp", max_steps=3, aux_loss_coef=0.0, z_loss_coef=0.0)
     run_train(recipe_file(world, "single", max_steps=3, aux_loss_coef=0.0, z_loss_coef=0.0))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                        "-m", "generalist_cli", "train", str(path), "-q"],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "2",
+            "--cpu",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "generalist_cli",
+            "train",
+            str(path),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = metrics(world, "single"), metrics(world, "ddp")
     assert len(a) == len(b) == 3
@@ -134,8 +192,9 @@ def test_ddp_two_cpu_processes_equal_one(world):
 
 def test_nan_loss_stops_with_a_clear_message(world):
     path = recipe_file(world, "nan", max_steps=5, save_every=1, lr=1e30, clip=0.0)
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "train", str(path), "-q"], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "generalist_cli", "train", str(path), "-q"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 1 and "the loss became" in r.stderr and "Traceback" not in r.stderr
     assert "last good checkpoint" in r.stderr
 
@@ -144,8 +203,12 @@ def test_nan_loss_stops_with_a_clear_message(world):
 def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world, sig, code):
     name = f"interrupt{code}"
     path = recipe_file(world, name, max_steps=400, save_every=1000)
-    proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = world / "runs" / name / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
@@ -169,8 +232,12 @@ def test_kill_9_then_resume_continues_from_the_last_complete_checkpoint(world):
 
     steps = 24
     path = recipe_file(world, "killed", max_steps=steps, save_every=2, keep_last=2)
-    proc = subprocess.Popen([sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generalist_cli", "train", str(path), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     log = world / "runs" / "killed" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 7):
@@ -201,9 +268,10 @@ def test_lifelong_freezes_old_experts(world):
     base = recipe_file(world, "phase1", max_steps=2)
     run_train(base)
     phase2 = recipe_file(world, "phase2", max_steps=3)
-    text = phase2.read_text().replace(f'init = "{world / "init"}"',
-                                      f'init = "{world / "runs" / "phase1" / "checkpoints" / "last"}"\n'
-                                      'add_experts = 2\nfreeze_old_experts = true')
+    text = phase2.read_text().replace(
+        f'init = "{world / "init"}"',
+        f'init = "{world / "runs" / "phase1" / "checkpoints" / "last"}"\nadd_experts = 2\nfreeze_old_experts = true',
+    )
     phase2.write_text(text)
     run_train(phase2)
     old = load_file(str(world / "runs" / "phase1" / "checkpoints" / "last" / "model.safetensors"))
@@ -221,15 +289,40 @@ def test_loss_falls_on_the_tiny_recipe(tmp_path):
     from generalist_cli.data.prepare import prepare
     from generalist_cli.store.store import tokenizer_for
 
-    prepare(speak.items(text_file=ROOT / "examples" / "sentences_en.txt", lang="en", voices=("en-us", "en")),
-            out=tmp_path / "tiny-speak", source="speak", options={}, tokenizer=tokenizer_for("whisper-tiny.en"))
-    text = (ROOT / "recipes" / "tiny.toml").read_text().replace('path = "data/tiny-speak"',
-                                                                f'path = "{tmp_path / "tiny-speak"}"')
+    prepare(
+        speak.items(text_file=ROOT / "examples" / "sentences_en.txt", lang="en", voices=("en-us", "en")),
+        out=tmp_path / "tiny-speak",
+        source="speak",
+        options={},
+        tokenizer=tokenizer_for("whisper-tiny.en"),
+    )
+    text = (
+        (ROOT / "recipes" / "tiny.toml")
+        .read_text()
+        .replace('path = "data/tiny-speak"', f'path = "{tmp_path / "tiny-speak"}"')
+    )
     (tmp_path / "tiny.toml").write_text(text)
-    r = subprocess.run([sys.executable, "-m", "generalist_cli", "train", str(tmp_path / "tiny.toml"), "-q",
-                        "--set", f"run.out={tmp_path / 'runs'}", "--set", "train.max_steps=3",
-                        "--set", "train.batch_size=4", "--set", "model.experts=2"],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generalist_cli",
+            "train",
+            str(tmp_path / "tiny.toml"),
+            "-q",
+            "--set",
+            f"run.out={tmp_path / 'runs'}",
+            "--set",
+            "train.max_steps=3",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "model.experts=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"], [x["loss"] for x in rows]
@@ -308,8 +401,9 @@ def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tm
     (tmp_path / "note.txt").write_text("Good morning.\nSee you soon.\n")
 
     def gen(*args):
-        return subprocess.run([sys.executable, "-m", "generalist_cli", "run", *args], capture_output=True, text=True,
-                              env=env, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "generalist_cli", "run", *args], capture_output=True, text=True, env=env, timeout=300
+        )
 
     r = gen(str(tmp_path / "note.txt"), "--to", "speech", "--out", str(tmp_path / "note.wav"), "--model", str(ckpt))
     assert r.returncode == 0, r.stderr
@@ -321,8 +415,16 @@ def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tm
 
     encode_audio(tmp_path / "said.m4a", synthesize_16k("Good morning."))
     (tmp_path / "empty.txt").write_text("  \n")
-    r = gen(str(tmp_path / "said.m4a"), str(tmp_path / "empty.txt"), "--to", "speech", "--out", str(tmp_path / "out"),
-            "--model", str(ckpt))
+    r = gen(
+        str(tmp_path / "said.m4a"),
+        str(tmp_path / "empty.txt"),
+        "--to",
+        "speech",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(ckpt),
+    )
     assert r.returncode == 1 and "empty.txt: is empty" in r.stderr and "Traceback" not in r.stderr
     with av.open(str(tmp_path / "out" / "said.m4a")) as c:
         assert c.streams.audio and c.duration > 0
@@ -390,8 +492,10 @@ def test_architecture_variants_train_from_recipe_keys(world):
     from generalist_cli.store.load import load_model
 
     path = recipe_file(world, "variants", max_steps=3, save_every=3)
-    text = path.read_text().replace("experts = 2\n", 'experts = 2\nsegments = 2\nshared_experts = 1\n'
-                                    'encoder = "conformer"\npeer_experts = 64\npeer_top_k = 4\n')
+    text = path.read_text().replace(
+        "experts = 2\n",
+        'experts = 2\nsegments = 2\nshared_experts = 1\nencoder = "conformer"\npeer_experts = 64\npeer_top_k = 4\n',
+    )
     path.write_text(text)
     result = run_train(path)
     assert result.step == 3 and math.isfinite(result.loss)
