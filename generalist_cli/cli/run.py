@@ -165,10 +165,10 @@ def run(
     and skipped; the exit code is 1 when any file failed. Under [bold]accelerate launch[/] (or with
     --num-processes), each process converts its share of the files and the outputs are merged in input order.
     """
-    from generalist_cli.cli.common import print_error, warn
+    from generalist_cli.cli.common import warn
     from generalist_cli.cli.outputs import Sink, process_state, relaunch
     from generalist_cli.cli.outputs import out_dir as find_out_dir
-    from generalist_cli.errors import GenError, UsageError
+    from generalist_cli.errors import UsageError
     from generalist_cli.languages import resolve_language
 
     language = resolve_language(lang) if lang else None
@@ -176,35 +176,11 @@ def run(
     if num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         raise typer.Exit(relaunch(num_processes))
     out_dir = find_out_dir(out, len(files))
-
-    from rich.markup import escape
-
-    from generalist_cli.console import debug, note, progress
-    from generalist_cli.infer.files import transcribe_files
-    from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting
-    from generalist_cli.infer.writers import render, render_channels
-    from generalist_cli.store.store import open_model
-
     state = process_state()
-    if device == "auto" and state is not None:  # this process's device (open_model resolves plain "auto")
-        device = str(state.device)
-    loaded = open_model(model, device=device, on_pull=lambda m: note(escape(m)))
-    debug(f"model {model}: {loaded.path} on {device}; {len(files)} file(s)")
-    tok = loaded.tokenizer
-    from generalist_cli.infer.convert import check_language
+    loaded = _open(model, device, state, n_files=len(files))
+    from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting
 
-    language = check_language(tok, language, model)
-    if task is Task.translate and not tok.multilingual:
-        raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
-    if word_timestamps and loaded.kind == "onnx":
-        raise UsageError(
-            f"{model}: word timestamps read the PyTorch model's cross-attention",
-            hint="use the checkpoint the export came from for --word-timestamps",
-        )
-    allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
-    unknown = [c for c in allowed if c not in tok.language_codes]
-    if unknown:
-        raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
+    language, allowed = _check_languages(loaded, model, language, langs, task, word_timestamps)
     options = TranscribeOptions(
         language=language,
         languages=allowed,
@@ -236,39 +212,84 @@ def run(
     files_total = len(files)
     if state is not None:  # this process's share: every num_processes-th file
         files = files[state.process_index :: state.num_processes]
-    speech_in = [f for f in files if kinds[f] == "audio" and to is To.text]
     others = [f for f in files if kinds[f] != "audio" or to is not To.text]
-
     failed = 0
     if others:
         failed += _convert(
-            loaded,
-            model,
-            others,
-            kinds,
-            to=to,
-            fmt=fmt,
-            language=language,
-            src_lang=source_language,
-            options=options,
-            sink=sink,
+            loaded, model, others, kinds, to=to, fmt=fmt, language=language, src_lang=source_language,
+            options=options, sink=sink,
+        )  # fmt: skip
+    speech = [f for f in files if kinds[f] == "audio" and to is To.text]
+    failed += _transcribe(
+        loaded, speech, options, fmt, channels, sink, quiet=state is not None and not state.is_main_process
+    )
+    failed = sink.finish(failed, state)
+    if state is not None:  # leave the job cleanly: gloo's threads left running can abort the exit (code 250,
+        import torch.distributed as dist  # "terminate called without an active exception")
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if failed and (state is None or state.is_main_process):
+        warn(f"{failed} of {files_total} file(s) failed")
+        raise typer.Exit(1)
+
+
+def _open(model: str, device: str, state, *, n_files: int):
+    """The model on this process's device (open_model resolves a plain "auto"), pulled on first use."""
+    from rich.markup import escape
+
+    from generalist_cli.console import debug, note
+    from generalist_cli.store.store import open_model
+
+    if device == "auto" and state is not None:
+        device = str(state.device)
+    loaded = open_model(model, device=device, on_pull=lambda m: note(escape(m)))
+    debug(f"model {model}: {loaded.path} on {device}; {n_files} file(s)")
+    return loaded
+
+
+def _check_languages(loaded, model: str, language, langs, task, word_timestamps) -> tuple:
+    """(--lang checked against the model, --langs as codes); refuses what the model cannot do."""
+    from generalist_cli.errors import UsageError
+    from generalist_cli.infer.convert import check_language
+    from generalist_cli.languages import resolve_language
+
+    tok = loaded.tokenizer
+    language = check_language(tok, language, model)
+    if task is Task.translate and not tok.multilingual:
+        raise UsageError(f"model {model} is English-only and cannot translate", hint="use --model whisper-base")
+    if word_timestamps and loaded.kind == "onnx":
+        raise UsageError(
+            f"{model}: word timestamps read the PyTorch model's cross-attention",
+            hint="use the checkpoint the export came from for --word-timestamps",
         )
-    files = speech_in
-    with progress(disable=not files or (state is not None and not state.is_main_process)) as bar:
+    allowed = tuple(resolve_language(x.strip()) for x in (langs or "").split(",") if x.strip())
+    unknown = [c for c in allowed if c not in tok.language_codes]
+    if unknown:
+        raise UsageError(f"model {model} does not know language(s) {', '.join(unknown)}")
+    return language, allowed
+
+
+def _transcribe(loaded, files: list[Path], options, fmt, channels, sink, *, quiet: bool) -> int:
+    """Speech -> text for ``files`` in batches, with a progress bar in audio seconds; returns the failures."""
+    from generalist_cli.cli.common import print_error
+    from generalist_cli.console import progress
+    from generalist_cli.errors import GenError
+    from generalist_cli.infer.files import transcribe_files
+    from generalist_cli.infer.writers import render, render_channels
+
+    failed = 0
+    with progress(disable=not files or quiet) as bar:
         job = bar.add_task("transcribing", total=0)
 
         def add_total(seconds: float) -> None:
             bar.update(job, total=(bar.tasks[0].total or 0) + round(seconds, 2))
 
-        for result in transcribe_files(
-            loaded.model,
-            tok,
-            files,
-            options,
-            on_progress=lambda s: bar.advance(job, round(s, 2)),
-            on_duration=add_total,
-            channels=channels.value,
-        ):
+        results = transcribe_files(
+            loaded.model, loaded.tokenizer, files, options, on_progress=lambda s: bar.advance(job, round(s, 2)),
+            on_duration=add_total, channels=channels.value,
+        )  # fmt: skip
+        for result in results:
             if result.error is not None:
                 failed += 1
                 print_error(result.error)
@@ -283,15 +304,7 @@ def run(
             except GenError as exc:
                 failed += 1
                 print_error(exc)
-    failed = sink.finish(failed, state)
-    if state is not None:  # leave the job cleanly: gloo's threads left running can abort the exit (code 250,
-        import torch.distributed as dist  # "terminate called without an active exception")
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if failed and (state is None or state.is_main_process):
-        warn(f"{failed} of {files_total} file(s) failed")
-        raise typer.Exit(1)
+    return failed
 
 
 def _convert(

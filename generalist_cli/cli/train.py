@@ -65,19 +65,8 @@ def train(
     )
 
     def on_eval(row: dict) -> None:
-        parts = []
-        for name, e in row.items():
-            if isinstance(e, dict):
-                s = f"{name}: loss {e['loss']:.3f} acc {e['accuracy']:.3f}" if e.get("tokens") else f"{name}:"
-                if "mel_l1" in e:
-                    s += f" mel L1 {e['mel_l1']:.3f}"
-                if "wer" in e:
-                    s += f" WER {e['wer']:.3f} CER {e['cer']:.3f}"
-                if "bleu" in e:
-                    s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f}"
-                parts.append(s)
         if console.verbosity >= 0:
-            err.print(f"[cyan]eval @ step {row['step']}[/] " + escape("; ".join(parts)), soft_wrap=True)
+            err.print(f"[cyan]eval @ step {row['step']}[/] " + escape(eval_line(row)), soft_wrap=True)
 
     with bar:
         job = bar.add_task(f"training {r.run.name}", total=r.train.max_steps, loss=float("nan"), speed=0.0)
@@ -113,3 +102,19 @@ def train(
             f"{result.run_dir}: step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}",
             markup=False,
         )
+
+
+def eval_line(row: dict) -> str:
+    """One line of an evaluation row: per source, loss and accuracy, and its text or speech scores."""
+    parts = []
+    for name, e in row.items():
+        if isinstance(e, dict):
+            s = f"{name}: loss {e['loss']:.3f} acc {e['accuracy']:.3f}" if e.get("tokens") else f"{name}:"
+            if "mel_l1" in e:
+                s += f" mel L1 {e['mel_l1']:.3f}"
+            if "wer" in e:
+                s += f" WER {e['wer']:.3f} CER {e['cer']:.3f}"
+            if "bleu" in e:
+                s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f}"
+            parts.append(s)
+    return "; ".join(parts)

@@ -30,5 +30,13 @@ def items(*, p: int = 97, op: str = "add", train_fraction: float = 0.5, seed: in
     n_train = round(train_fraction * len(pairs))
     train = set(order[:n_train])
     for i, (a, b) in enumerate(pairs):
-        yield RawItem(id=f"{op}{p}-{a}-{b}", split="train" if i in train else "valid", task="text_translate",
-                      modality="text", source=f"{a} {symbol} {b} =", text=str(fn(a, b, p)), lang="en", src_lang="en")
+        yield RawItem(
+            id=f"{op}{p}-{a}-{b}",
+            split="train" if i in train else "valid",
+            task="text_translate",
+            modality="text",
+            source=f"{a} {symbol} {b} =",
+            text=str(fn(a, b, p)),
+            lang="en",
+            src_lang="en",
+        )

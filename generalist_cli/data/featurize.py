@@ -7,8 +7,15 @@ import math
 
 import numpy as np
 
-from generalist_cli.data.schema import (MAX_AUDIO_SECONDS, MIN_AUDIO_SECONDS, AudioBytes, RawItem, Reject, Speak,
-                                        empty_row)
+from generalist_cli.data.schema import (
+    MAX_AUDIO_SECONDS,
+    MIN_AUDIO_SECONDS,
+    AudioBytes,
+    RawItem,
+    Reject,
+    Speak,
+    empty_row,
+)
 from generalist_cli.data.tables import clean
 from generalist_cli.errors import MediaError
 from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
@@ -33,9 +40,15 @@ class Featurizer:
         text = clean(item.text)
         if not text:
             raise Reject("empty text")
-        row = empty_row(self.n_mels) | {"id": item.id, "task": item.task, "modality": item.modality,
-                                         "lang": item.lang, "src_lang": item.src_lang, "text": text,
-                                         "label": item.label}
+        row = empty_row(self.n_mels) | {
+            "id": item.id,
+            "task": item.task,
+            "modality": item.modality,
+            "lang": item.lang,
+            "src_lang": item.src_lang,
+            "text": text,
+            "label": item.label,
+        }
         row["tgt_tokens"] = self.tokens(" " + text)
         if item.modality == "audio":
             audio = self._audio(item.source)
@@ -83,8 +96,12 @@ class Featurizer:
         except MediaError as exc:
             raise Reject(exc.problem) from exc
         patches, grid = patchify(frames)
-        return {"patches": patches.astype(np.uint8), "grid": list(grid), "duration": len(frames) / VIDEO_FPS,
-                "length": patches.shape[0]}
+        return {
+            "patches": patches.astype(np.uint8),
+            "grid": list(grid),
+            "duration": len(frames) / VIDEO_FPS,
+            "length": patches.shape[0],
+        }
 
     def _speak(self, item: RawItem) -> list[dict]:
         from generalist_cli.media.espeak import synthesize, to_16k
@@ -104,8 +121,20 @@ class Featurizer:
             rows.append(base | {"id": item.id, "task": "transcribe", "modality": "audio", **mel})
         if "tts" in item.tasks:
             src = self.tokens(text)
-            rows.append(base | {"id": item.id + "-tts", "task": "tts", "modality": "text", "src_text": text,
-                                "src_tokens": src, "tgt_mel": mel["mel"], "duration": mel["duration"],
-                                "word_starts": [w[0] for w in speech.words], "phonemes": speech.phoneme_names,
-                                "phoneme_starts": [p[0] for p in speech.phonemes], "length": len(src)})
+            rows.append(
+                base
+                | {
+                    "id": item.id + "-tts",
+                    "task": "tts",
+                    "modality": "text",
+                    "src_text": text,
+                    "src_tokens": src,
+                    "tgt_mel": mel["mel"],
+                    "duration": mel["duration"],
+                    "word_starts": [w[0] for w in speech.words],
+                    "phonemes": speech.phoneme_names,
+                    "phoneme_starts": [p[0] for p in speech.phonemes],
+                    "length": len(src),
+                }
+            )
         return rows

@@ -14,18 +14,23 @@ def load_hub(hub_id: str, *, config: str | None = None, split: str, streaming: b
     import datasets
 
     try:
-        return datasets.load_dataset(hub_id, config, split=split, streaming=streaming,
-                                     token=os.environ.get("HF_TOKEN") or None)
+        return datasets.load_dataset(
+            hub_id, config, split=split, streaming=streaming, token=os.environ.get("HF_TOKEN") or None
+        )
     except Exception as exc:  # offline, gated (401/403), missing config/split, ...
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise GenError(f"cannot load {hub_id}" + (f" ({config})" if config else "") + f" split {split!r} from the "
-                       f"Hugging Face Hub: {reason}",
-                       hint="check HF_TOKEN and the network, or read a local copy with --local DIR") from exc
+        raise GenError(
+            f"cannot load {hub_id}" + (f" ({config})" if config else "") + f" split {split!r} from the "
+            f"Hugging Face Hub: {reason}",
+            hint="check HF_TOKEN and the network, or read a local copy with --local DIR",
+        ) from exc
 
 
 def first_column(columns, candidates: tuple[str, ...], *, what: str, hub_id: str) -> str:
     for name in candidates:
         if name in columns:
             return name
-    raise GenError(f"{hub_id} has no {what} column (looked for {', '.join(candidates)}; it has {', '.join(columns)})",
-                   hint="name it with --text-column")
+    raise GenError(
+        f"{hub_id} has no {what} column (looked for {', '.join(candidates)}; it has {', '.join(columns)})",
+        hint="name it with --text-column",
+    )

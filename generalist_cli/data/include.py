@@ -83,16 +83,40 @@ def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, .
     label = {s: i for i, s in enumerate(signs)}
     for path, category, sign in found:
         rel = path.relative_to(local).as_posix()
-        split = next((s for s, entries in lists.items() if _listed(path, local, entries)), None) if lists \
+        split = (
+            next((s for s, entries in lists.items() if _listed(path, local, entries)), None)
+            if lists
             else _hash_split(rel)
-        problem = ("not in a <Category>/<N>. <Sign>/ folder" if not sign
-                   else "in none of the split lists" if split is None else "")
+        )
+        problem = (
+            "not in a <Category>/<N>. <Sign>/ folder"
+            if not sign
+            else "in none of the split lists"
+            if split is None
+            else ""
+        )
         if problem:  # reported in rejected.jsonl (under train), not dropped
-            yield RawItem(id=f"include-{rel}".replace(" ", "_").replace("/", "-"), split="train", task="sign",
-                          modality="video", source=path, text=sign, lang="en", problem=problem)
+            yield RawItem(
+                id=f"include-{rel}".replace(" ", "_").replace("/", "-"),
+                split="train",
+                task="sign",
+                modality="video",
+                source=path,
+                text=sign,
+                lang="en",
+                problem=problem,
+            )
         elif split in splits:  # the splits the user asked for
-            yield RawItem(id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"), split=split, task="sign",
-                          modality="video", source=path, text=sign, lang="en", label=label[sign])
+            yield RawItem(
+                id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"),
+                split=split,
+                task="sign",
+                modality="video",
+                source=path,
+                text=sign,
+                lang="en",
+                label=label[sign],
+            )
 
 
 def _listed(path: Path, root: Path, entries: set[str]) -> bool:

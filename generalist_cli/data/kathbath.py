@@ -17,8 +17,20 @@ from generalist_cli.data.tables import read_table
 from generalist_cli.errors import GenError
 
 HUB_ID = "ai4bharat/Kathbath"
-LANGUAGES = {"bn": "bengali", "gu": "gujarati", "hi": "hindi", "kn": "kannada", "ml": "malayalam", "mr": "marathi",
-             "or": "odia", "pa": "punjabi", "sa": "sanskrit", "ta": "tamil", "te": "telugu", "ur": "urdu"}
+LANGUAGES = {
+    "bn": "bengali",
+    "gu": "gujarati",
+    "hi": "hindi",
+    "kn": "kannada",
+    "ml": "malayalam",
+    "mr": "marathi",
+    "or": "odia",
+    "pa": "punjabi",
+    "sa": "sanskrit",
+    "ta": "tamil",
+    "te": "telugu",
+    "ur": "urdu",
+}
 SPLITS = ("train", "valid", "test_known", "test_unknown")
 TRANSCRIPTS = ("transcription_n2w.txt", "transcription.txt")
 
@@ -38,13 +50,21 @@ def language(value: str) -> str:
         except UsageError:
             code = None
     if code not in LANGUAGES:
-        raise UsageError(f"Kathbath has no language {value!r}",
-                         hint="use one of: " + ", ".join(f"{c} ({n})" for c, n in LANGUAGES.items()))
+        raise UsageError(
+            f"Kathbath has no language {value!r}",
+            hint="use one of: " + ", ".join(f"{c} ({n})" for c, n in LANGUAGES.items()),
+        )
     return code
 
 
-def items(*, lang: str, splits: tuple[str, ...] = SPLITS, local: Path | None = None, text_column: str | None = None,
-          limit: int | None = None) -> Iterator[RawItem]:
+def items(
+    *,
+    lang: str,
+    splits: tuple[str, ...] = SPLITS,
+    local: Path | None = None,
+    text_column: str | None = None,
+    limit: int | None = None,
+) -> Iterator[RawItem]:
     """Items of every split in turn; ``limit`` per split (a streamed hub split stops reading there)."""
     from itertools import islice
 
@@ -63,7 +83,9 @@ def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
     if folder is None:
         if split == "train" or any((root / s).is_dir() or (root / name / s).is_dir() for s in SPLITS if s != split):
             return  # a release copied without this split
-        raise GenError(f"{root}: no Kathbath {name} split folders", hint=f"expected {name}/{split}/ or {split}/ below it")
+        raise GenError(
+            f"{root}: no Kathbath {name} split folders", hint=f"expected {name}/{split}/ or {split}/ below it"
+        )
     transcript = next((folder / t for t in TRANSCRIPTS if (folder / t).exists()), None)
     if transcript is None:
         raise GenError(f"{folder}: has no {TRANSCRIPTS[0]}")
@@ -75,14 +97,32 @@ def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
         path = audio.get(key, folder / f"{key}.m4a")  # a missing file is rejected with its reason later
         values = [v for i, v in sorted(row.fields.items()) if i < 2 or v.strip()]  # a trailing tab is no field
         text = values[1] if len(values) == 2 else ""
-        problem = row.problem or ("" if len(values) == 2 else f"{len(values)} field(s), expected "
-                                                                "<file name><TAB><text>")
-        yield RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
-                      source=path, text=text, lang=code, line=row.line, problem=problem)
+        problem = row.problem or (
+            "" if len(values) == 2 else f"{len(values)} field(s), expected <file name><TAB><text>"
+        )
+        yield RawItem(
+            id=f"kathbath-{code}-{split}-{key}",
+            split=split,
+            task="transcribe",
+            modality="audio",
+            source=path,
+            text=text,
+            lang=code,
+            line=row.line,
+            problem=problem,
+        )
     for key, path in audio.items():  # speech the transcript does not name is reported, not dropped
         if key not in named:
-            yield RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
-                          source=path, text="", lang=code, problem=f"no line in {transcript.name}")
+            yield RawItem(
+                id=f"kathbath-{code}-{split}-{key}",
+                split=split,
+                task="transcribe",
+                modality="audio",
+                source=path,
+                text="",
+                lang=code,
+                problem=f"no line in {transcript.name}",
+            )
 
 
 def _hub(code: str, split: str, text_column: str | None) -> Iterator[RawItem]:
@@ -93,12 +133,20 @@ def _hub(code: str, split: str, text_column: str | None) -> Iterator[RawItem]:
     ds = load_hub(HUB_ID, config=LANGUAGES[code], split=split)
     columns = list(ds.features or {})
     audio_col = first_column(columns, ("audio_filepath", "audio"), what="audio", hub_id=HUB_ID)
-    text_col = text_column or first_column(columns, ("text", "transcript", "transcription", "sentence"),
-                                           what="text", hub_id=HUB_ID)
+    text_col = text_column or first_column(
+        columns, ("text", "transcript", "transcription", "sentence"), what="text", hub_id=HUB_ID
+    )
     ds = ds.cast_column(audio_col, Audio(decode=False))  # we decode the bytes with PyAV ourselves
     for i, row in enumerate(ds):
         audio = row[audio_col] or {}
         name = Path(audio.get("path") or f"{i:08d}").stem
         source = AudioBytes(audio.get("bytes") or b"", name) if audio.get("bytes") else Path(audio.get("path") or "")
-        yield RawItem(id=f"kathbath-{code}-{split}-{name}", split=split, task="transcribe", modality="audio",
-                      source=source, text=str(row.get(text_col) or ""), lang=code)
+        yield RawItem(
+            id=f"kathbath-{code}-{split}-{name}",
+            split=split,
+            task="transcribe",
+            modality="audio",
+            source=source,
+            text=str(row.get(text_col) or ""),
+            lang=code,
+        )

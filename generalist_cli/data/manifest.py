@@ -31,8 +31,16 @@ def items(*, manifest: Path, lang: str | None = None, valid_every: int = 0) -> I
         n, row = got.line, got.fields
         problem = got.problem or ("" if row.get("path") not in (None, "") else "no path")
         if problem:
-            yield RawItem(id=f"{manifest.stem}-{n:07d}", split="train", task="transcribe", modality="audio",
-                          source=manifest.name, text="", line=n, problem=problem)
+            yield RawItem(
+                id=f"{manifest.stem}-{n:07d}",
+                split="train",
+                task="transcribe",
+                modality="audio",
+                source=manifest.name,
+                text="",
+                line=n,
+                problem=problem,
+            )
             continue
         media = Path(str(row["path"]))
         media = media if media.is_absolute() else base / media
@@ -43,6 +51,13 @@ def items(*, manifest: Path, lang: str | None = None, valid_every: int = 0) -> I
         except GenError:
             pass  # kept as given; the user's own language tags
         split = str(row.get("split") or ("valid" if valid_every and n % valid_every == 0 else "train"))
-        yield RawItem(id=f"{manifest.stem}-{n:07d}", split=split, task=task,
-                      modality="video" if media.suffix.lower() in VIDEO else "audio", source=media,
-                      text=str(row.get("target") or row.get("text") or ""), lang=code, line=n)
+        yield RawItem(
+            id=f"{manifest.stem}-{n:07d}",
+            split=split,
+            task=task,
+            modality="video" if media.suffix.lower() in VIDEO else "audio",
+            source=media,
+            text=str(row.get("target") or row.get("text") or ""),
+            lang=code,
+            line=n,
+        )

@@ -124,8 +124,10 @@ def _shards(items: Iterable[RawItem], shard_size: int, limit: int | None) -> Ite
     seen: dict[str, int] = {}
     for item in items:
         if item.split not in seen and not SPLIT_NAME.fullmatch(item.split):
-            raise GenError(f"{item.id}: split {item.split!r} is not a plain name",
-                           hint="use letters, digits and _ (train, valid, test_known)")
+            raise GenError(
+                f"{item.id}: split {item.split!r} is not a plain name",
+                hint="use letters, digits and _ (train, valid, test_known)",
+            )
         n = seen.get(item.split, 0)
         if limit is not None and n >= limit:
             continue
@@ -139,9 +141,20 @@ def _shards(items: Iterable[RawItem], shard_size: int, limit: int | None) -> Ite
         yield split, index.get(split, 0), rest
 
 
-def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, tokenizer: Path,
-            n_mels: int = 80, num_proc: int = 1, shard_size: int = 256, limit: int | None = None,
-            force: bool = False, on_progress: Callable[[int], None] | None = None) -> Report:
+def prepare(
+    items: Iterable[RawItem],
+    *,
+    out: Path,
+    source: str,
+    options: dict,
+    tokenizer: Path,
+    n_mels: int = 80,
+    num_proc: int = 1,
+    shard_size: int = 256,
+    limit: int | None = None,
+    force: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Report:
     """Run the stages above; ``on_progress(n)`` is told of every ``n`` items done."""
     import datasets
 
@@ -153,11 +166,19 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
         stamp = json.loads(stamp_path.read_text())
         same = {k: stamp.get(k) for k in wanted} == wanted
         if stamp.get("status") == "complete" and same and not force:
-            return Report(out, stamp.get("counts", {}), stamp.get("rejected_reasons", {}), already=True,
-                          read=stamp.get("read", 0), taken=stamp.get("taken", 0))
+            return Report(
+                out,
+                stamp.get("counts", {}),
+                stamp.get("rejected_reasons", {}),
+                already=True,
+                read=stamp.get("read", 0),
+                taken=stamp.get("taken", 0),
+            )
         if not same and not force:
-            raise GenError(f"{out}: already holds a prepared dataset made with other options",
-                           hint="choose another --out, or pass --force to replace it")
+            raise GenError(
+                f"{out}: already holds a prepared dataset made with other options",
+                hint="choose another --out, or pass --force to replace it",
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         work = out / ".work"
@@ -200,7 +221,9 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
                     report.reused_shards += 1
                 finished(split, idx, len(chunk), *got)
         else:
-            with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
+            with ProcessPoolExecutor(
+                num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)
+            ) as pool:
                 running = {}
                 for split, idx, chunk in shards:
                     shard_dir = work / split / f"shard-{idx:05d}"
@@ -221,19 +244,31 @@ def prepare(items: Iterable[RawItem], *, out: Path, source: str, options: dict, 
     except OSError as exc:  # a full disk or a folder that became unwritable; finished shards stay for a rerun
         if not is_write_failure(exc):
             raise
-        raise write_failure(out, exc, hint="free disk space and run the same command again: finished shards "
-                                           "are kept") from exc
+        raise write_failure(
+            out, exc, hint="free disk space and run the same command again: finished shards are kept"
+        ) from exc
     report.seconds = time.perf_counter() - started
     if report.examples == 0:
-        raise GenError(f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",
-                       hint=f"see {out / 'rejected.jsonl'}")
+        raise GenError(
+            f"{out}: no example could be prepared ({sum(report.rejected.values())} rejected)",
+            hint=f"see {out / 'rejected.jsonl'}",
+        )
     if report.read != report.taken + report.n_rejected:  # every item is taken or rejected (_run_shard)
         raise GenError(f"{out}: {report.accounting()} does not add up; this is a bug in gen prepare")
-    stamp = {**wanted, "status": "complete", "counts": report.counts, "read": report.read, "taken": report.taken,
-             "rejected": report.n_rejected,
-             "rejected_reasons": report.rejected, "tokenizer": str(tokenizer),
-             "tokenizer_sha256": tokenizer_fingerprint(tokenizer), "gen_version": __version__,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(report.seconds, 2)}
+    stamp = {
+        **wanted,
+        "status": "complete",
+        "counts": report.counts,
+        "read": report.read,
+        "taken": report.taken,
+        "rejected": report.n_rejected,
+        "rejected_reasons": report.rejected,
+        "tokenizer": str(tokenizer),
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+        "gen_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(report.seconds, 2),
+    }
     _write_json(stamp_path, stamp)
     shutil.rmtree(work, ignore_errors=True)
     return report

@@ -16,11 +16,21 @@ from generalist_cli.model.packing import plan_rows
 
 
 class PackingSampler:
-    def __init__(self, lengths: Sequence[int], *, capacity: int = 2048, rows_per_batch: int = 1, pool: int = 2048,
-                 shuffle: bool = True, seed: int = 42) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        *,
+        capacity: int = 2048,
+        rows_per_batch: int = 1,
+        pool: int = 2048,
+        shuffle: bool = True,
+        seed: int = 42,
+    ) -> None:
         too_long = [i for i, n in enumerate(lengths) if n > capacity]
         if too_long:
-            raise ValueError(f"example {too_long[0]} has {lengths[too_long[0]]} positions, more than a row's {capacity}")
+            raise ValueError(
+                f"example {too_long[0]} has {lengths[too_long[0]]} positions, more than a row's {capacity}"
+            )
         self.lengths, self.capacity, self.rows_per_batch = list(lengths), capacity, rows_per_batch
         self.pool, self.shuffle, self.seed, self.epoch = pool, shuffle, seed, 0
 

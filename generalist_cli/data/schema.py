@@ -21,36 +21,52 @@ MIN_AUDIO_SECONDS = 0.1
 def features(n_mels: int = 80):
     from datasets import Array2D, Features, List, Value
 
-    return Features({
-        "id": Value("string"),
-        "task": Value("string"),
-        "modality": Value("string"),  # of the source: audio | video | text
-        "lang": Value("string"),  # of the target text (or of the speech for tts)
-        "src_lang": Value("string"),
-        "text": Value("string"),  # target text, human readable
-        "src_text": Value("string"),
-        "mel": Array2D(shape=(None, n_mels), dtype="float16"),  # source audio log-mel (frames, mels)
-        "patches": Array2D(shape=(None, PATCH_VALUES), dtype="uint8"),  # source video tubelets
-        "grid": List(Value("int32")),  # (Nt, Nr, Nc) of the patches
-        "src_tokens": List(Value("int32")),  # source text tokens
-        "tgt_tokens": List(Value("int32")),  # target text tokens
-        "tgt_mel": Array2D(shape=(None, n_mels), dtype="float16"),  # target speech (tts)
-        "word_starts": List(Value("float32")),  # seconds, per word of the spoken text (tts durations)
-        "phonemes": List(Value("string")),  # eSpeak NG's phonemes of the spoken text (tts with phoneme inputs)
-        "phoneme_starts": List(Value("float32")),  # seconds, per phoneme (their durations)
-        "label": Value("int32"),  # sign class, -1 otherwise
-        "duration": Value("float32"),  # seconds of source (audio/video); 0 for text
-        "length": Value("int32"),  # encoder positions the source takes (for packing)
-    })
+    return Features(
+        {
+            "id": Value("string"),
+            "task": Value("string"),
+            "modality": Value("string"),  # of the source: audio | video | text
+            "lang": Value("string"),  # of the target text (or of the speech for tts)
+            "src_lang": Value("string"),
+            "text": Value("string"),  # target text, human readable
+            "src_text": Value("string"),
+            "mel": Array2D(shape=(None, n_mels), dtype="float16"),  # source audio log-mel (frames, mels)
+            "patches": Array2D(shape=(None, PATCH_VALUES), dtype="uint8"),  # source video tubelets
+            "grid": List(Value("int32")),  # (Nt, Nr, Nc) of the patches
+            "src_tokens": List(Value("int32")),  # source text tokens
+            "tgt_tokens": List(Value("int32")),  # target text tokens
+            "tgt_mel": Array2D(shape=(None, n_mels), dtype="float16"),  # target speech (tts)
+            "word_starts": List(Value("float32")),  # seconds, per word of the spoken text (tts durations)
+            "phonemes": List(Value("string")),  # eSpeak NG's phonemes of the spoken text (tts with phoneme inputs)
+            "phoneme_starts": List(Value("float32")),  # seconds, per phoneme (their durations)
+            "label": Value("int32"),  # sign class, -1 otherwise
+            "duration": Value("float32"),  # seconds of source (audio/video); 0 for text
+            "length": Value("int32"),  # encoder positions the source takes (for packing)
+        }
+    )
 
 
 def empty_row(n_mels: int = 80) -> dict:
     return {
-        "id": "", "task": "", "modality": "", "lang": "", "src_lang": "", "text": "", "src_text": "",
-        "mel": np.zeros((0, n_mels), np.float16), "patches": np.zeros((0, PATCH_VALUES), np.uint8), "grid": [],
-        "src_tokens": [], "tgt_tokens": [], "tgt_mel": np.zeros((0, n_mels), np.float16), "word_starts": [],
-        "phonemes": [], "phoneme_starts": [],
-        "label": -1, "duration": 0.0, "length": 0,
+        "id": "",
+        "task": "",
+        "modality": "",
+        "lang": "",
+        "src_lang": "",
+        "text": "",
+        "src_text": "",
+        "mel": np.zeros((0, n_mels), np.float16),
+        "patches": np.zeros((0, PATCH_VALUES), np.uint8),
+        "grid": [],
+        "src_tokens": [],
+        "tgt_tokens": [],
+        "tgt_mel": np.zeros((0, n_mels), np.float16),
+        "word_starts": [],
+        "phonemes": [],
+        "phoneme_starts": [],
+        "label": -1,
+        "duration": 0.0,
+        "length": 0,
     }
 
 

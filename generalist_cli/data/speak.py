@@ -15,9 +15,18 @@ from generalist_cli.data.schema import RawItem, Speak
 from generalist_cli.errors import GenError
 
 
-def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tuple[int, int] = (130, 170),
-          pitch: tuple[int, int] = (40, 60), tasks: tuple[str, ...] = ("transcribe", "tts"), seed: int = 0,
-          valid_every: int = 20, split: str | None = None) -> Iterator[RawItem]:
+def items(
+    *,
+    text_file: Path,
+    lang: str,
+    voices: tuple[str, ...] = (),
+    rate: tuple[int, int] = (130, 170),
+    pitch: tuple[int, int] = (40, 60),
+    tasks: tuple[str, ...] = ("transcribe", "tts"),
+    seed: int = 0,
+    valid_every: int = 20,
+    split: str | None = None,
+) -> Iterator[RawItem]:
     """Every ``valid_every``-th line goes to ``valid``, the rest to ``train``; ``split`` puts all in one split."""
     from generalist_cli.languages import resolve_language
 
@@ -34,5 +43,14 @@ def items(*, text_file: Path, lang: str, voices: tuple[str, ...] = (), rate: tup
     for i, line in enumerate(lines):  # would also split at U+2028, form feeds and other separators inside a line)
         request = Speak(voice=rng.choice(voices), rate=rng.randint(*rate), pitch=rng.randint(*pitch))
         which = split or ("valid" if valid_every and i % valid_every == valid_every - 1 else "train")
-        yield RawItem(id=f"speak-{code}-{i:07d}", split=which, task="transcribe", modality="audio", source=request,
-                      text=line.strip(), lang=code, tasks=tuple(tasks), line=i + 1)
+        yield RawItem(
+            id=f"speak-{code}-{i:07d}",
+            split=which,
+            task="transcribe",
+            modality="audio",
+            source=request,
+            text=line.strip(),
+            lang=code,
+            tasks=tuple(tasks),
+            line=i + 1,
+        )

@@ -25,9 +25,17 @@ import numpy as np
 # (category, sign, hands, path): path(u) for u in [0, 1] gives, per hand, (x, y, scale, angle) in
 # body-relative units (x right, y down, the head at (0, -1), the chest at (0, 0)).
 SIGNS: list[tuple[str, str]] = [
-    ("Greetings", "Hello"), ("Greetings", "Thank You"), ("Greetings", "Good Morning"),
-    ("Colours", "Red"), ("Colours", "Blue"), ("Home", "House"), ("Home", "Bed"),
-    ("Pronouns", "You"), ("Pronouns", "Me"), ("Adjectives", "Big"), ("Adjectives", "Small"),
+    ("Greetings", "Hello"),
+    ("Greetings", "Thank You"),
+    ("Greetings", "Good Morning"),
+    ("Colours", "Red"),
+    ("Colours", "Blue"),
+    ("Home", "House"),
+    ("Home", "Bed"),
+    ("Pronouns", "You"),
+    ("Pronouns", "Me"),
+    ("Adjectives", "Big"),
+    ("Adjectives", "Small"),
     ("Actions", "Eat"),
 ]
 
@@ -41,8 +49,20 @@ HANDSHAPES: dict[str, list[tuple[float, float]]] = {
     "V": [(-0.3, 1.2), (0.3, 1.2)],
     "Y": [(-1.2, 0.9), (0.9, 0.9)],
 }
-HANDSHAPE = {"Hello": "spread", "Thank You": "flat", "Good Morning": "fist", "Red": "point", "Blue": "V",
-             "House": "flat", "Bed": "Y", "You": "point", "Me": "fist", "Big": "spread", "Small": "V", "Eat": "Y"}
+HANDSHAPE = {
+    "Hello": "spread",
+    "Thank You": "flat",
+    "Good Morning": "fist",
+    "Red": "point",
+    "Blue": "V",
+    "House": "flat",
+    "Bed": "Y",
+    "You": "point",
+    "Me": "fist",
+    "Big": "spread",
+    "Small": "V",
+    "Eat": "Y",
+}
 
 
 def _paths(sign: str, u: float) -> list[tuple[float, float, float, float]]:
@@ -100,9 +120,15 @@ def make_signer(rng: np.random.Generator) -> Signer:
     skin = tuple(int(v) for v in (np.array([240, 200, 170]) * (1 - tone) + np.array([120, 80, 55]) * tone))
     shirt = tuple(int(v) for v in rng.integers(20, 235, 3))
     background = tuple(int(v) for v in rng.integers(0, 256, 3))
-    return Signer(skin=skin, shirt=shirt, background=background, hand=float(rng.uniform(9.0, 12.0)),
-                  centre=(float(rng.uniform(48, 64)), float(rng.uniform(66, 76))), unit=float(rng.uniform(26, 32)),
-                  speed=float(rng.uniform(0.75, 1.3)))
+    return Signer(
+        skin=skin,
+        shirt=shirt,
+        background=background,
+        hand=float(rng.uniform(9.0, 12.0)),
+        centre=(float(rng.uniform(48, 64)), float(rng.uniform(66, 76))),
+        unit=float(rng.uniform(26, 32)),
+        speed=float(rng.uniform(0.75, 1.3)),
+    )
 
 
 def _ellipse(yy, xx, cy, cx, ry, rx, angle):
@@ -149,8 +175,17 @@ def render(sign: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
     return np.clip(video, 0, 255).astype(np.uint8)
 
 
-def write_release(root: Path, *, signs: int = len(SIGNS), signers: int = 40, takes: int = 3, val_signers: int = 2,
-                  test_signers: int = 4, seed: int = 0, on_video=None) -> dict[str, int]:
+def write_release(
+    root: Path,
+    *,
+    signs: int = len(SIGNS),
+    signers: int = 40,
+    takes: int = 3,
+    val_signers: int = 2,
+    test_signers: int = 4,
+    seed: int = 0,
+    on_video=None,
+) -> dict[str, int]:
     """Write ``signs`` x ``signers`` x ``takes`` MOV files as ``<Category>/<N>. <Sign>/MVI_<signer><take>.MOV``
     with ``include_{train,val,test}.csv`` lists (the last signers are held out). Returns videos per split."""
     from generalist_cli.errors import GenError
@@ -159,12 +194,16 @@ def write_release(root: Path, *, signs: int = len(SIGNS), signers: int = 40, tak
     if not 1 <= signs <= len(SIGNS):
         raise GenError(f"--signs must be between 1 and {len(SIGNS)}")
     if signers <= val_signers + test_signers:
-        raise GenError(f"--signers {signers} leaves no training signer after {val_signers} validation and "
-                       f"{test_signers} test signers")
+        raise GenError(
+            f"--signers {signers} leaves no training signer after {val_signers} validation and "
+            f"{test_signers} test signers"
+        )
     rng = np.random.default_rng(seed)
     people = [make_signer(rng) for _ in range(signers)]
-    split_of = {s: ("test" if s >= signers - test_signers else "val" if s >= signers - test_signers - val_signers
-                    else "train") for s in range(signers)}
+    split_of = {
+        s: ("test" if s >= signers - test_signers else "val" if s >= signers - test_signers - val_signers else "train")
+        for s in range(signers)
+    }
     lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for n, (category, sign) in enumerate(SIGNS[:signs], start=1):
         folder = root / category / f"{n}. {sign}"

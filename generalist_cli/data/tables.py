@@ -49,11 +49,13 @@ class Row:
     problem: str = ""  # why the row cannot be read ("" when it can)
 
 
-def read_table(path: Path, *, required: tuple[str, ...] = (), tsv_suffixes: tuple[str, ...] = (".tsv", ".txt"),
-               header: bool = True) -> Iterator[Row]:
+def read_table(
+    path: Path, *, required: tuple[str, ...] = (), tsv_suffixes: tuple[str, ...] = (".tsv", ".txt"), header: bool = True
+) -> Iterator[Row]:
     """Rows of ``path`` by its suffix (``.csv``: CSV; ``.jsonl``/``.json``: JSONL; ``tsv_suffixes``: TSV).
-    ``header=False``: a TSV without a header line (Kathbath's transcripts), fields keyed 0, 1, .... A header without a ``required`` column, an unknown suffix or a file that
-    is not UTF-8 is a GenError naming the file: no row of it could be read."""
+    ``header=False``: a TSV without a header line (Kathbath's transcripts), fields keyed 0, 1, ... A header
+    without a ``required`` column, an unknown suffix or a file that is not UTF-8 is a GenError naming the
+    file: no row of it could be read."""
     suffix = path.suffix.lower()
     try:
         data = path.read_bytes()
@@ -77,8 +79,9 @@ def _text(path: Path, data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise GenError(f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x})",
-                       hint="save the file as UTF-8") from None
+        raise GenError(
+            f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x})", hint="save the file as UTF-8"
+        ) from None
 
 
 def _lines(path: Path, data: bytes) -> list[str]:
@@ -98,13 +101,15 @@ def _header(path: Path, names: list[str], required: tuple[str, ...]) -> list[str
         raise GenError(f"{path}: the header names {', '.join(repr(n) for n in twice)} more than once")
     missing = [c for c in required if c not in names]
     if missing:
-        raise GenError(f"{path}: the header has no {', '.join(repr(c) for c in missing)} column "
-                       f"(it has {', '.join(repr(n) for n in names) or 'nothing'})")
+        raise GenError(
+            f"{path}: the header has no {', '.join(repr(c) for c in missing)} column "
+            f"(it has {', '.join(repr(n) for n in names) or 'nothing'})"
+        )
     return names
 
 
 def _fit(names: list[str], values: list[str], line: int) -> Row:
-    if len(values) > len(names) and not any(v.strip() for v in values[len(names):]):
+    if len(values) > len(names) and not any(v.strip() for v in values[len(names) :]):
         values = values[: len(names)]  # trailing tabs or commas
     if len(values) != len(names):
         return Row(line, problem=f"{len(values)} field(s), the header has {len(names)}")

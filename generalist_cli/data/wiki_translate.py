@@ -17,9 +17,24 @@ from generalist_cli.data.tables import Row, read_table
 from generalist_cli.errors import GenError
 
 HUB_ID = "soketlabs/bhasha-wiki-translated"
-FLORES = {"en": "eng_Latn", "hi": "hin_Deva", "bn": "ben_Beng", "gu": "guj_Gujr", "kn": "kan_Knda", "ml": "mal_Mlym",
-          "mr": "mar_Deva", "or": "ory_Orya", "pa": "pan_Guru", "sa": "san_Deva", "ta": "tam_Taml", "te": "tel_Telu",
-          "ur": "urd_Arab", "as": "asm_Beng", "ne": "npi_Deva", "sd": "snd_Arab"}
+FLORES = {
+    "en": "eng_Latn",
+    "hi": "hin_Deva",
+    "bn": "ben_Beng",
+    "gu": "guj_Gujr",
+    "kn": "kan_Knda",
+    "ml": "mal_Mlym",
+    "mr": "mar_Deva",
+    "or": "ory_Orya",
+    "pa": "pan_Guru",
+    "sa": "san_Deva",
+    "ta": "tam_Taml",
+    "te": "tel_Telu",
+    "ur": "urd_Arab",
+    "as": "asm_Beng",
+    "ne": "npi_Deva",
+    "sd": "snd_Arab",
+}
 
 
 def column_for(lang: str) -> str:
@@ -32,9 +47,19 @@ def column_for(lang: str) -> str:
     return FLORES[code]
 
 
-def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: str = HUB_ID,
-          src_column: str | None = None, tgt_column: str | None = None, split: str = "train",
-          valid_fraction: float = 0.01, limit: int | None = None, into: str | None = None) -> Iterator[RawItem]:
+def items(
+    *,
+    src_lang: str,
+    tgt_lang: str,
+    local: Path | None = None,
+    hub_id: str = HUB_ID,
+    src_column: str | None = None,
+    tgt_column: str | None = None,
+    split: str = "train",
+    valid_fraction: float = 0.01,
+    limit: int | None = None,
+    into: str | None = None,
+) -> Iterator[RawItem]:
     """Rows as ``text_translate`` items; every ``1/valid_fraction``-th row goes to the ``valid`` split, or
     every row to ``into`` (a held-out file prepared as one split). ``limit`` stops reading after that many
     rows (a streamed hub dataset is not read further)."""
@@ -48,18 +73,31 @@ def items(*, src_lang: str, tgt_lang: str, local: Path | None = None, hub_id: st
     for i, (where, got) in enumerate(rows):
         row = got.fields
         which = into or ("valid" if every and i % every == every - 1 else "train")
-        base = dict(id=f"wiki-{src_col}-{tgt_col}-{i:09d}", split=which, task="text_translate", modality="text",
-                    lang=_code(tgt_lang), src_lang=_code(src_code), line=got.line)
+        base = dict(
+            id=f"wiki-{src_col}-{tgt_col}-{i:09d}",
+            split=which,
+            task="text_translate",
+            modality="text",
+            lang=_code(tgt_lang),
+            src_lang=_code(src_code),
+            line=got.line,
+        )
         if got.problem:
             yield RawItem(**base, source=where, text="", problem=got.problem)
             continue
         if not checked and (src_col not in row or tgt_col not in row):  # a wrong column name: stop at once
-            raise GenError(f"{where}: no column {src_col if src_col not in row else tgt_col}",
-                           hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column")
+            raise GenError(
+                f"{where}: no column {src_col if src_col not in row else tgt_col}",
+                hint="columns are: " + ", ".join(row) + "; name them with --src-column/--tgt-column",
+            )
         checked = True
         missing = [c for c in (src_col, tgt_col) if c not in row]
-        yield RawItem(**base, source=str(row.get(src_col) or ""), text=str(row.get(tgt_col) or ""),
-                      problem=f"no column {missing[0]}" if missing else "")
+        yield RawItem(
+            **base,
+            source=str(row.get(src_col) or ""),
+            text=str(row.get(tgt_col) or ""),
+            problem=f"no column {missing[0]}" if missing else "",
+        )
 
 
 def _code(lang: str) -> str:
@@ -77,8 +115,11 @@ def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, Row]]:
 
 def _local_rows(root: Path) -> Iterator[tuple[str, Row]]:
     """(file, row) of every table below ``root``; a parquet row's ``line`` is its row number (1-based)."""
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in
-                                                 (".parquet", ".tsv", ".csv", ".jsonl", ".json"))
+    files = (
+        [root]
+        if root.is_file()
+        else sorted(p for p in root.rglob("*") if p.suffix.lower() in (".parquet", ".tsv", ".csv", ".jsonl", ".json"))
+    )
     if not files:
         raise GenError(f"{root}: no parquet/TSV/CSV/JSONL files")
     for f in files:

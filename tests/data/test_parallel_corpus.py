@@ -26,6 +26,9 @@ def test_pairs_agree_in_gender_number_and_negation():
 def test_bundled_tsvs_are_current_and_the_test_pairs_are_held_out():
     m = _module()
     train, test = m.corpus()
-    rows = lambda name: [tuple(x.split("\t")) for x in (ROOT / "examples" / name).read_text(encoding="utf-8").splitlines()[1:]]  # noqa: E731
+
+    def rows(name):
+        return [tuple(x.split("\t")) for x in (ROOT / "examples" / name).read_text(encoding="utf-8").splitlines()[1:]]
+
     assert rows("parallel_en_hi_train.tsv") == train and rows("parallel_en_hi_test.tsv") == test
     assert len(train) == 2000 and len(test) == 100 and not {en for en, _ in train} & {en for en, _ in test}

@@ -145,8 +145,9 @@ def include_release(tmp_path_factory) -> Path:
 
 
 def test_include_local_release(include_release, tokenizer, tmp_path):
-    report = prepare(include.items(local=include_release), out=tmp_path / "inc", source="include", options={},
-                     tokenizer=tokenizer)
+    report = prepare(
+        include.items(local=include_release), out=tmp_path / "inc", source="include", options={}, tokenizer=tokenizer
+    )
     assert report.counts == {"train": 4, "test": 2}
     ds = load(tmp_path / "inc")
     row = ds["train"][0]
@@ -157,14 +158,18 @@ def test_include_local_release(include_release, tokenizer, tmp_path):
     assert row["grid"][1:] == [7, 7] and len(patches) == row["length"] == np.prod(row["grid"])
     labels = {r["text"]: r["label"] for s in ds for r in ds[s]}
     assert labels == {"good morning": 0, "hello": 1, "red": 2}
-    sub = prepare(include.items(local=include_release, subset="include50"), out=tmp_path / "inc50",
-                  source="include", options={"subset": "include50"}, tokenizer=tokenizer)
+    sub = prepare(
+        include.items(local=include_release, subset="include50"),
+        out=tmp_path / "inc50",
+        source="include",
+        options={"subset": "include50"},
+        tokenizer=tokenizer,
+    )
     assert sub.counts == {"train": 1, "test": 1}
     assert {r["text"] for s in load(tmp_path / "inc50") for r in load(tmp_path / "inc50")[s]} == {"hello"}
 
 
-def test_include_videos_outside_the_layout_or_the_lists_are_rejected_not_dropped(include_release, tokenizer,
-                                                                                   tmp_path):
+def test_include_videos_outside_the_layout_or_the_lists_are_rejected_not_dropped(include_release, tokenizer, tmp_path):
     import shutil
 
     copy = tmp_path / "copy"
@@ -172,11 +177,12 @@ def test_include_videos_outside_the_layout_or_the_lists_are_rejected_not_dropped
     stray = next(copy.rglob("*.MOV"))
     shutil.copy(stray, copy / "MVI_0050_ (1).MOV")  # at the top: no category or sign
     shutil.copy(stray, stray.parent / "MVI_9999.MOV")  # in a sign folder, in no split list
-    report = prepare(include.items(local=copy), out=tmp_path / "inc", source="include", options={},
-                     tokenizer=tokenizer)
+    report = prepare(include.items(local=copy), out=tmp_path / "inc", source="include", options={}, tokenizer=tokenizer)
     assert report.counts == {"train": 4, "test": 2} and (report.read, report.taken, report.n_rejected) == (8, 6, 2)
     assert sorted(r["reason"] for r in rejected(tmp_path / "inc")) == [
-        "in none of the split lists", "not in a <Category>/<N>. <Sign>/ folder"]
+        "in none of the split lists",
+        "not in a <Category>/<N>. <Sign>/ folder",
+    ]
 
 
 def test_include_without_split_lists_uses_a_stable_hash(include_release, tmp_path):
@@ -198,8 +204,13 @@ def test_wiki_translate_local_parquet_tsv_and_hub(monkeypatch, tokenizer, tmp_pa
     hi = [f"नदी संख्या {i} लंबी है।" for i in range(120)] + ["खाली"]
     (tmp_path / "local").mkdir()
     pq.write_table(pa.table({"eng_Latn": en, "hin_Deva": hi}), tmp_path / "local" / "part-0.parquet")
-    report = prepare(wiki_translate.items(src_lang="en", tgt_lang="hindi", local=tmp_path / "local"),
-                     out=tmp_path / "wt", source="wiki-translate", options={}, tokenizer=tokenizer)
+    report = prepare(
+        wiki_translate.items(src_lang="en", tgt_lang="hindi", local=tmp_path / "local"),
+        out=tmp_path / "wt",
+        source="wiki-translate",
+        options={},
+        tokenizer=tokenizer,
+    )
     assert report.counts == {"train": 119, "valid": 1} and report.rejected == {"empty source text": 1}
     row = load(tmp_path / "wt")["train"][0]
     assert (row["task"], row["modality"], row["src_lang"], row["lang"]) == ("text_translate", "text", "en", "hi")
@@ -241,16 +252,29 @@ def test_speak_makes_asr_and_tts_pairs(tokenizer, tmp_path):
 
 def test_manifest_tsv_csv_jsonl(tokenizer, tmp_path):
     clip = encode_audio(tmp_path / "clip.wav", synthesize_16k("good morning everyone"))
-    (tmp_path / "m.tsv").write_text("path\ttext\tlang\nclip.wav\tgood morning everyone\ten\nnope.wav\tmissing\ten\n"
-                                    "clip.wav\t\ten\n")
+    (tmp_path / "m.tsv").write_text(
+        "path\ttext\tlang\nclip.wav\tgood morning everyone\ten\nnope.wav\tmissing\ten\nclip.wav\t\ten\n"
+    )
     (tmp_path / "m.csv").write_text(f"path,text\n{clip},good morning everyone\n")
-    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "clip.wav", "text": "x", "target": "good morning",
-                                                  "task": "translate", "lang": "hi"}) + "\n")
-    r = prepare(manifest.items(manifest=tmp_path / "m.tsv"), out=tmp_path / "a", source="manifest", options={},
-                tokenizer=tokenizer)
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"path": "clip.wav", "text": "x", "target": "good morning", "task": "translate", "lang": "hi"})
+        + "\n"
+    )
+    r = prepare(
+        manifest.items(manifest=tmp_path / "m.tsv"),
+        out=tmp_path / "a",
+        source="manifest",
+        options={},
+        tokenizer=tokenizer,
+    )
     assert r.counts == {"train": 1} and sum(r.rejected.values()) == 2
-    assert prepare(manifest.items(manifest=tmp_path / "m.csv"), out=tmp_path / "b", source="manifest", options={},
-                   tokenizer=tokenizer).counts == {"train": 1}
+    assert prepare(
+        manifest.items(manifest=tmp_path / "m.csv"),
+        out=tmp_path / "b",
+        source="manifest",
+        options={},
+        tokenizer=tokenizer,
+    ).counts == {"train": 1}
     [item] = list(manifest.items(manifest=tmp_path / "m.jsonl"))
     assert (item.task, item.text, item.lang) == ("translate", "good morning", "hi")
     (tmp_path / "bad.tsv").write_text("file\ttext\nclip.wav\thello\n")
@@ -261,8 +285,14 @@ def test_manifest_tsv_csv_jsonl(tokenizer, tmp_path):
     # a split is a folder below --out: a manifest cannot name one outside it
     (tmp_path / "evil.tsv").write_text("path\ttext\tsplit\nclip.wav\thello\ttrain\nclip.wav\thello\t../../escape\n")
     with pytest.raises(GenError, match="split '../../escape' is not a plain name"):
-        prepare(manifest.items(manifest=tmp_path / "evil.tsv"), out=tmp_path / "o" / "p", source="manifest",
-                options={}, tokenizer=tokenizer, shard_size=1)
+        prepare(
+            manifest.items(manifest=tmp_path / "evil.tsv"),
+            out=tmp_path / "o" / "p",
+            source="manifest",
+            options={},
+            tokenizer=tokenizer,
+            shard_size=1,
+        )
     assert not (tmp_path / "escape").exists() and not (tmp_path / "o" / "escape").exists()
 
 
@@ -282,15 +312,34 @@ def test_resume_after_interruption_and_rerun_is_a_no_op(tokenizer, tmp_path):
         prepare(interrupted(), out=out, source="speak", options={}, tokenizer=tokenizer, shard_size=3)
     assert len(list((out / ".work" / "train").glob("shard-*/done"))) == 2  # 6 items were safely written
     done = []
-    report = prepare(speak.items(text_file=text, lang="en", tasks=("transcribe",)), out=out, source="speak",
-                     options={}, tokenizer=tokenizer, shard_size=3, on_progress=done.append)
+    report = prepare(
+        speak.items(text_file=text, lang="en", tasks=("transcribe",)),
+        out=out,
+        source="speak",
+        options={},
+        tokenizer=tokenizer,
+        shard_size=3,
+        on_progress=done.append,
+    )
     assert report.reused_shards == 2 and report.counts == {"train": 10}
-    fresh = prepare(speak.items(text_file=text, lang="en", tasks=("transcribe",)), out=tmp_path / "fresh",
-                    source="speak", options={}, tokenizer=tokenizer, shard_size=3)
+    fresh = prepare(
+        speak.items(text_file=text, lang="en", tasks=("transcribe",)),
+        out=tmp_path / "fresh",
+        source="speak",
+        options={},
+        tokenizer=tokenizer,
+        shard_size=3,
+    )
     assert [r["id"] for r in load(out)["train"]] == [r["id"] for r in load(tmp_path / "fresh")["train"]]
     assert fresh.reused_shards == 0 and not (out / ".work").exists()
-    again = prepare(speak.items(text_file=text, lang="en", tasks=("transcribe",)), out=out, source="speak",
-                    options={}, tokenizer=tokenizer, shard_size=3)
+    again = prepare(
+        speak.items(text_file=text, lang="en", tasks=("transcribe",)),
+        out=out,
+        source="speak",
+        options={},
+        tokenizer=tokenizer,
+        shard_size=3,
+    )
     assert again.already and again.counts == {"train": 10}
     from generalist_cli.errors import GenError
 
@@ -302,10 +351,23 @@ def test_multiprocess_equals_single_process(tokenizer, tmp_path):
     lines = (Path(__file__).resolve().parents[2] / "examples" / "sentences_en.txt").read_text().splitlines()
     text = tmp_path / "en.txt"
     text.write_text("\n".join(lines[:8]) + "\n")
-    one = prepare(speak.items(text_file=text, lang="en"), out=tmp_path / "one", source="speak", options={},
-                  tokenizer=tokenizer, shard_size=2)
-    two = prepare(speak.items(text_file=text, lang="en"), out=tmp_path / "two", source="speak", options={},
-                  tokenizer=tokenizer, shard_size=2, num_proc=2)
+    one = prepare(
+        speak.items(text_file=text, lang="en"),
+        out=tmp_path / "one",
+        source="speak",
+        options={},
+        tokenizer=tokenizer,
+        shard_size=2,
+    )
+    two = prepare(
+        speak.items(text_file=text, lang="en"),
+        out=tmp_path / "two",
+        source="speak",
+        options={},
+        tokenizer=tokenizer,
+        shard_size=2,
+        num_proc=2,
+    )
     assert one.counts == two.counts == {"train": 16}
     a, b = load(tmp_path / "one")["train"], load(tmp_path / "two")["train"]
     assert [r["id"] for r in a] == [r["id"] for r in b]

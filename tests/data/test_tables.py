@@ -113,8 +113,17 @@ def test_wiki_translate_accounts_for_every_hostile_row(tmp_path, tokenizer):
     items = wiki_translate.items(src_lang="en", tgt_lang="hi", local=src, into="test")
     report = prepare(items, out=tmp_path / "out", source="wiki", options={}, tokenizer=tokenizer)
     bad = {r["line"]: r["reason"] for r in rejected(tmp_path / "out")}
-    assert bad == {10: "empty text", 11: "1 field(s), the header has 2", 12: "3 field(s), the header has 2",
-                   13: "blank line", 14: bad[14]} and "longer than the encoder" in bad[14]
+    assert (
+        bad
+        == {
+            10: "empty text",
+            11: "1 field(s), the header has 2",
+            12: "3 field(s), the header has 2",
+            13: "blank line",
+            14: bad[14],
+        }
+        and "longer than the encoder" in bad[14]
+    )
     assert report.read == len(HOSTILE) == report.taken + report.n_rejected and report.taken == len(HOSTILE) - 5
     stamp = json.loads((tmp_path / "out" / "prepare.json").read_text())
     assert (stamp["read"], stamp["taken"], stamp["rejected"]) == (len(HOSTILE), len(HOSTILE) - 5, 5)
@@ -130,10 +139,16 @@ def test_manifest_rows_are_taken_or_rejected_with_their_line(tmp_path, tokenizer
     from generalist_cli.media.espeak import synthesize_16k
 
     encode_audio(tmp_path / "a.m4a", synthesize_16k("hello there", voice="en", rate=160))
-    (tmp_path / "m.tsv").write_text('path\ttext\na.m4a\t"hello" there\n\tno path\nmissing.m4a\tgone\nx.m4a\n',
-                                    encoding="utf-8")
-    report = prepare(manifest.items(manifest=tmp_path / "m.tsv", lang="en"), out=tmp_path / "out",
-                     source="manifest", options={}, tokenizer=tokenizer)
+    (tmp_path / "m.tsv").write_text(
+        'path\ttext\na.m4a\t"hello" there\n\tno path\nmissing.m4a\tgone\nx.m4a\n', encoding="utf-8"
+    )
+    report = prepare(
+        manifest.items(manifest=tmp_path / "m.tsv", lang="en"),
+        out=tmp_path / "out",
+        source="manifest",
+        options={},
+        tokenizer=tokenizer,
+    )
     assert (report.read, report.taken, report.n_rejected) == (4, 1, 3)
     bad = {r["line"]: r["reason"] for r in rejected(tmp_path / "out")}
     assert bad[3] == "no path" and "not found" in bad[4] and bad[5] == "1 field(s), the header has 2"
