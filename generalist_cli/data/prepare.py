@@ -160,33 +160,12 @@ def prepare(
 
     datasets.disable_progress_bars()
     started = time.perf_counter()
-    stamp_path = out / STAMP
     wanted = {"source": source, "options": options, "limit": limit, "n_mels": n_mels}
-    if stamp_path.exists():
-        stamp = json.loads(stamp_path.read_text())
-        same = {k: stamp.get(k) for k in wanted} == wanted
-        if stamp.get("status") == "complete" and same and not force:
-            return Report(
-                out,
-                stamp.get("counts", {}),
-                stamp.get("rejected_reasons", {}),
-                already=True,
-                read=stamp.get("read", 0),
-                taken=stamp.get("taken", 0),
-            )
-        if not same and not force:
-            raise GenError(
-                f"{out}: already holds a prepared dataset made with other options",
-                hint="choose another --out, or pass --force to replace it",
-            )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        work = out / ".work"
-        work.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise GenError(f"{out}: cannot write ({exc.strerror})", hint="check the folder is writable") from exc
+    previous = _previous(out, wanted, force)
+    if previous is not None:
+        return previous
+    work = _work_dir(out)
     report = Report(out)
-    threads = 1 if num_proc > 1 else max(1, min(4, os.cpu_count() or 1))
     done_shards: list[tuple[str, int]] = []
 
     def finished(split: str, idx: int, n_items: int, examples: int, taken: int, reasons: dict[str, int]) -> None:
@@ -198,48 +177,10 @@ def prepare(
         if on_progress is not None:
             on_progress(n_items)
 
-    def reuse(shard_dir: Path) -> tuple[int, int, dict[str, int]] | None:
-        if not (shard_dir / "done").exists():
-            return None
-        reasons: dict[str, int] = {}
-        for line in (shard_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)["reason"]
-            reasons[r] = reasons.get(r, 0) + 1
-        done = json.loads((shard_dir / "done").read_text())
-        return done["examples"], done.get("taken", done["examples"]), reasons
-
     try:
         shards = _shards(items, shard_size, limit)
-        if num_proc <= 1:
-            _init_worker(str(tokenizer), n_mels, threads)
-            for split, idx, chunk in shards:
-                shard_dir = work / split / f"shard-{idx:05d}"
-                got = reuse(shard_dir)
-                if got is None:
-                    got = _run_shard(str(shard_dir), chunk, n_mels)
-                else:
-                    report.reused_shards += 1
-                finished(split, idx, len(chunk), *got)
-        else:
-            with ProcessPoolExecutor(
-                num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)
-            ) as pool:
-                running = {}
-                for split, idx, chunk in shards:
-                    shard_dir = work / split / f"shard-{idx:05d}"
-                    got = reuse(shard_dir)
-                    if got is not None:
-                        report.reused_shards += 1
-                        finished(split, idx, len(chunk), *got)
-                        continue
-                    running[pool.submit(_run_shard, str(shard_dir), chunk, n_mels)] = (split, idx, len(chunk))
-                    while len(running) >= 2 * num_proc:  # bounded: items are not all held in memory
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            finished(*running.pop(fut), *fut.result())
-                for fut in list(running):
-                    finished(*running.pop(fut), *fut.result())
-
+        report.reused_shards = _featurize(shards, work, tokenizer=tokenizer, n_mels=n_mels, num_proc=num_proc,
+                                          finished=finished)  # fmt: skip
         report.counts = _assemble(out, work, sorted(done_shards))
     except OSError as exc:  # a full disk or a folder that became unwritable; finished shards stay for a rerun
         if not is_write_failure(exc):
@@ -255,7 +196,87 @@ def prepare(
         )
     if report.read != report.taken + report.n_rejected:  # every item is taken or rejected (_run_shard)
         raise GenError(f"{out}: {report.accounting()} does not add up; this is a bug in gen prepare")
-    stamp = {
+    _write_json(out / STAMP, _stamp(report, wanted, tokenizer))
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _previous(out: Path, wanted: dict, force: bool) -> Report | None:
+    """The report of a complete dataset already prepared with the same options (nothing to do); refuses one
+    made with other options unless ``force``."""
+    stamp_path = out / STAMP
+    if not stamp_path.exists():
+        return None
+    stamp = json.loads(stamp_path.read_text())
+    same = {k: stamp.get(k) for k in wanted} == wanted
+    if stamp.get("status") == "complete" and same and not force:
+        return Report(out, stamp.get("counts", {}), stamp.get("rejected_reasons", {}), already=True,
+                      read=stamp.get("read", 0), taken=stamp.get("taken", 0))  # fmt: skip
+    if not same and not force:
+        raise GenError(
+            f"{out}: already holds a prepared dataset made with other options",
+            hint="choose another --out, or pass --force to replace it",
+        )
+    return None
+
+
+def _work_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = out / ".work"
+        work.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise GenError(f"{out}: cannot write ({exc.strerror})", hint="check the folder is writable") from exc
+    return work
+
+
+def _reuse(shard_dir: Path) -> tuple[int, int, dict[str, int]] | None:
+    """(examples, taken, rejected by reason) of a shard a previous run finished, else None."""
+    if not (shard_dir / "done").exists():
+        return None
+    reasons: dict[str, int] = {}
+    for line in (shard_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)["reason"]
+        reasons[r] = reasons.get(r, 0) + 1
+    done = json.loads((shard_dir / "done").read_text())
+    return done["examples"], done.get("taken", done["examples"]), reasons
+
+
+def _featurize(shards, work: Path, *, tokenizer: Path, n_mels: int, num_proc: int, finished) -> int:
+    """Featurise every shard not finished before (in this process, or ``num_proc`` workers with at most
+    2 x num_proc shards in flight); ``finished(split, idx, n_items, examples, taken, reasons)`` is told of each.
+    Returns the number of shards reused."""
+    threads = 1 if num_proc > 1 else max(1, min(4, os.cpu_count() or 1))
+    reused = 0
+    if num_proc <= 1:
+        _init_worker(str(tokenizer), n_mels, threads)
+        for split, idx, chunk in shards:
+            shard_dir = work / split / f"shard-{idx:05d}"
+            got = _reuse(shard_dir)
+            reused += got is not None
+            finished(split, idx, len(chunk), *(got or _run_shard(str(shard_dir), chunk, n_mels)))
+        return reused
+    with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
+        running = {}
+        for split, idx, chunk in shards:
+            shard_dir = work / split / f"shard-{idx:05d}"
+            got = _reuse(shard_dir)
+            if got is not None:
+                reused += 1
+                finished(split, idx, len(chunk), *got)
+                continue
+            running[pool.submit(_run_shard, str(shard_dir), chunk, n_mels)] = (split, idx, len(chunk))
+            while len(running) >= 2 * num_proc:  # bounded: items are not all held in memory
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished(*running.pop(fut), *fut.result())
+        for fut in list(running):
+            finished(*running.pop(fut), *fut.result())
+    return reused
+
+
+def _stamp(report: Report, wanted: dict, tokenizer: Path) -> dict:
+    return {
         **wanted,
         "status": "complete",
         "counts": report.counts,
@@ -269,9 +290,6 @@ def prepare(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(report.seconds, 2),
     }
-    _write_json(stamp_path, stamp)
-    shutil.rmtree(work, ignore_errors=True)
-    return report
 
 
 def tokenizer_fingerprint(path: Path) -> str:

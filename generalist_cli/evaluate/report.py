@@ -61,12 +61,9 @@ def evaluate(
     script: str = "auto",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    import datasets
     import torch
 
-    from generalist_cli.evaluate.decode import greedy_tokens
     from generalist_cli.store.store import open_model
-    from generalist_cli.train.batches import collate, read_rows
 
     loaded = open_model(model, device=device)
     exported = loaded.kind == "onnx"
@@ -76,7 +73,49 @@ def evaluate(
         )
     if engine == "torch" and exported:
         raise UsageError(f"{model}: is an ONNX export; use --engine onnx (or auto)")
-    m, tok, c = loaded.model, loaded.tokenizer, loaded.config
+    m, c = loaded.model, loaded.config
+    rows, examples = _examples(data, split, limit, loaded)
+    counts: dict[tuple[str, str], torch.Tensor] = {}
+    hooks, current = _route_hooks(m, counts) if not exported else ([], {})
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_task.setdefault(str(r["task"]), []).append(i)
+    report: dict = {"model": model, "engine": loaded.kind, "data": str(data), "split": split,
+                    "examples": len(rows), "tasks": {}}  # fmt: skip
+    done = [0]
+
+    def tick(n: int = 1) -> None:
+        done[0] += n
+        if on_progress:
+            on_progress(done[0], len(rows))
+
+    try:
+        for task, idx in by_task.items():
+            current["key"] = (task, str(rows[idx[0]]["lang"]))
+            if task == "tts":
+                picked = [examples[i] for i in idx], [rows[i] for i in idx]
+                report["tasks"][task] = {"examples": len(idx), **tts_scores(m, *picked, exported, asr_model=asr_model)}
+                tick(len(idx))
+                continue
+            report["tasks"][task] = _score_task(loaded, [examples[i] for i in idx], [rows[i] for i in idx], task,
+                                                script=script, current=current, tick=tick)  # fmt: skip
+    finally:
+        for h in hooks:
+            h.remove()
+    report["model_info"] = _model_info(m, c, loaded.path, exported)
+    if counts:
+        report["expert_utilisation"] = {
+            f"{t}/{lang}": (v / v.sum()).tolist() for (t, lang), v in counts.items() if float(v.sum()) > 0
+        }
+    return report
+
+
+def _examples(data: Path, split: str, limit: int | None, loaded) -> tuple[list, list]:
+    """(rows, collated examples) of a prepared split, the first ``limit`` of them."""
+    import datasets
+
+    from generalist_cli.train.batches import collate, read_rows
+
     try:
         dd = datasets.load_from_disk(str(data))
     except FileNotFoundError:
@@ -90,74 +129,44 @@ def evaluate(
         raise GenError(f"{data}: split {split!r} is empty")
     ds = ds.with_format("numpy")
     rows = read_rows([ds], [(0, i) for i in range(len(ds))])
+    c, tok = loaded.config, loaded.tokenizer
     examples = collate(rows, tok, max_target_tokens=c.n_text_ctx // 2, phonemes=c.tts_input == "phonemes").examples
+    return rows, examples
 
-    counts: dict[tuple[str, str], torch.Tensor] = {}
-    hooks, current = _route_hooks(m, counts) if not exported else ([], {})
-    by_task: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_task.setdefault(str(r["task"]), []).append(i)
-    report: dict = {
-        "model": model,
-        "engine": "onnx" if exported else "torch",
-        "data": str(data),
-        "split": split,
-        "examples": len(rows),
-        "tasks": {},
-    }
-    done = 0
-    try:
-        for task, idx in by_task.items():
-            entry: dict = {"examples": len(idx)}
-            current["key"] = (task, str(rows[idx[0]]["lang"]))
-            if task == "tts":
-                entry.update(
-                    tts_scores(m, [examples[i] for i in idx], [rows[i] for i in idx], exported, asr_model=asr_model)
-                )
-                report["tasks"][task] = entry
-                done += len(idx)
-                if on_progress:
-                    on_progress(done, len(rows))
-                continue
-            if not exported:
-                from generalist_cli.evaluate.decode import token_loss
 
-                entry.update(token_loss(m, [examples[i] for i in idx], batch_size=16))
-            hyps, refs, lat, n_tok, secs = [], [], [], 0, 0.0
-            skipped = 0
-            for i in idx:
-                e, r = examples[i], rows[i]
-                if exported and e.modality != "audio":
-                    skipped += 1
-                    continue
-                current["key"] = (task, str(r["lang"]))
-                t0 = time.perf_counter()
-                tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported, script=script)
-                lat.append(time.perf_counter() - t0)
-                n_tok += len(tokens) + 1
-                hyps.append(tok.decode(tokens).strip())
-                refs.append(str(r["text"]))
-                secs += float(r["duration"]) if e.modality == "audio" else 0.0
-                done += 1
-                if on_progress:
-                    on_progress(done, len(rows))
-            if skipped:
-                entry["skipped"] = f"{skipped} non-audio examples: the ONNX export takes audio only"
-            if hyps:
-                lang = str(rows[idx[0]]["lang"])
-                entry.update(text_scores(refs, hyps, lang=lang, task=task))
-                entry.update(speed(lat, tokens=n_tok, audio_seconds=secs))
-                entry["sample"] = {"ref": refs[0], "hyp": hyps[0]}
-            report["tasks"][task] = entry
-    finally:
-        for h in hooks:
-            h.remove()
-    report["model_info"] = _model_info(m, c, loaded.path, exported)
-    if counts:
-        report["expert_utilisation"] = {
-            f"{t}/{lang}": (v / v.sum()).tolist() for (t, lang), v in counts.items() if float(v.sum()) > 0
-        }
-    return report
+def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, current: dict, tick) -> dict:
+    """One text task's scores: teacher-forced CE (PyTorch), greedy outputs scored (WER/CER, BLEU/chrF, top-1),
+    latency and throughput. An ONNX export skips non-audio examples, and says so."""
+    from generalist_cli.evaluate.decode import greedy_tokens
+
+    m, tok, exported = loaded.model, loaded.tokenizer, loaded.kind == "onnx"
+    entry: dict = {"examples": len(examples)}
+    if not exported:
+        from generalist_cli.evaluate.decode import token_loss
+
+        entry.update(token_loss(m, examples, batch_size=16))
+    hyps, refs, lat, n_tok, secs = [], [], [], 0, 0.0
+    skipped = 0
+    for e, r in zip(examples, rows):
+        if exported and e.modality != "audio":
+            skipped += 1
+            continue
+        current["key"] = (task, str(r["lang"]))
+        t0 = time.perf_counter()
+        tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported, script=script)
+        lat.append(time.perf_counter() - t0)
+        n_tok += len(tokens) + 1
+        hyps.append(tok.decode(tokens).strip())
+        refs.append(str(r["text"]))
+        secs += float(r["duration"]) if e.modality == "audio" else 0.0
+        tick()
+    if skipped:
+        entry["skipped"] = f"{skipped} non-audio examples: the ONNX export takes audio only"
+    if hyps:
+        entry.update(text_scores(refs, hyps, lang=str(rows[0]["lang"]), task=task))
+        entry.update(speed(lat, tokens=n_tok, audio_seconds=secs))
+        entry["sample"] = {"ref": refs[0], "hyp": hyps[0]}
+    return entry
 
 
 def _route_hooks(model, counts: dict) -> tuple[list, dict]:

@@ -95,9 +95,6 @@ def export_model(
     on_step: Callable[[str], None] | None = None,
 ) -> dict:
     import generalist_cli
-    from generalist_cli.export import prune as pruning
-    from generalist_cli.export.onnx import export_graphs
-    from generalist_cli.export.quantize import quantize_dynamic, quantize_static
     from generalist_cli.store.load import load_export
     from generalist_cli.store.store import open_model
 
@@ -117,64 +114,18 @@ def export_model(
             hint=f"pull the model into the store first: gen models pull {model}",
         )
     report: dict = {"model": model, "quantize": quantize, "calibration_examples": len(cal.mels)}
-    original = torch_model
-    if prune_experts:
-        step("measuring expert use on the calibration audio")
-        usage = pruning.expert_usage(torch_model, cal.mels, tok, language=cal.language)
-        torch_model, info = pruning.drop_experts(torch_model, prune_experts, usage)
-        report["expert_pruning"] = info | {"usage": [u.tolist() for u in usage]}
-    if prune:
-        if torch_model is original:
-            import copy
-
-            torch_model = copy.deepcopy(torch_model)
-        report["magnitude_pruning"] = pruning.magnitude_prune(torch_model, prune)
-
+    pruned = _prune(torch_model, tok, cal, prune=prune, prune_experts=prune_experts, report=report, step=step)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
             fp32, final = Path(tmp) / "fp32", Path(tmp) / "final"
-            fp32.mkdir()
-            final.mkdir()
             for folder in (fp32, final):
-                (folder / "config.json").write_text(json.dumps(torch_model.config.to_hf(), indent=2))
+                folder.mkdir()
+                (folder / "config.json").write_text(json.dumps(pruned.config.to_hf(), indent=2))
                 shutil.copy(tokenizer_file, folder / "tokenizer.json")
-            step("exporting ONNX graphs")
-            export_graphs(torch_model, fp32)
-            step("checking parity with PyTorch")
-            diff = logit_difference(torch_model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
-            report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
-            if not diff <= PARITY_LIMIT:
-                raise GenError(
-                    f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
-                    f"(limit {PARITY_LIMIT:g}); nothing was written"
-                )
-            if quantize == "int8":
-                step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
-                # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
-                # dynamic, its activations change token by token (static decoder INT8 gave WER 1.0: measured)
-                if static:
-                    quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(fp32, cal))
-                else:
-                    quantize_dynamic(fp32 / "encoder.onnx", final / "encoder.onnx")
-                quantize_dynamic(fp32 / "decoder.onnx", final / "decoder.onnx")
-            else:
-                for name in ("encoder.onnx", "decoder.onnx"):
-                    shutil.move(str(fp32 / name), final / name)
+            _graphs(pruned, tok, cal, fp32, final, out=out, quantize=quantize, static=static, report=report, step=step)
             step("measuring WER on the calibration audio")
-            ref_wer, export_wer = calibration_wer(original, load_export(final, device="cpu").model, tok, cal)
-            report["parity"].update(
-                calibration_wer_pytorch=ref_wer,
-                calibration_wer_export=export_wer,
-                wer_change=None if ref_wer is None else export_wer - ref_wer,
-            )
-            if ref_wer is not None and export_wer - ref_wer > max_wer_change:
-                raise GenError(
-                    f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
-                    f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
-                    "nothing was written",
-                    hint="prune less, or export with --quantize none",
-                )
+            _check_wer(torch_model, load_export(final, device="cpu").model, tok, cal, out, max_wer_change, report)
             sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
             report["bytes"] = sizes | {"total": sum(sizes.values())}
             report["gen_version"] = generalist_cli.__version__
@@ -189,6 +140,74 @@ def export_model(
             raise
         raise write_failure(out, exc, hint="choose a writable --out with free space; nothing was written") from exc
     return report
+
+
+def _prune(model, tok, cal: Calibration, *, prune: float, prune_experts: int, report: dict, step):
+    """The model to export: with ``prune_experts``, the least-used experts on the calibration audio dropped;
+    with ``prune``, magnitude pruning of a copy (the original stays the WER reference)."""
+    from generalist_cli.export import prune as pruning
+
+    pruned = model
+    if prune_experts:
+        step("measuring expert use on the calibration audio")
+        usage = pruning.expert_usage(model, cal.mels, tok, language=cal.language)
+        pruned, info = pruning.drop_experts(model, prune_experts, usage)
+        report["expert_pruning"] = info | {"usage": [u.tolist() for u in usage]}
+    if prune:
+        if pruned is model:
+            import copy
+
+            pruned = copy.deepcopy(model)
+        report["magnitude_pruning"] = pruning.magnitude_prune(pruned, prune)
+    return pruned
+
+
+def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path, quantize: str, static: bool,
+            report: dict, step) -> None:  # fmt: skip
+    """fp32 ONNX graphs into ``fp32``, checked against PyTorch, then (quantised) into ``final``."""
+    from generalist_cli.export.onnx import export_graphs
+    from generalist_cli.export.quantize import quantize_dynamic, quantize_static
+    from generalist_cli.store.load import load_export
+
+    step("exporting ONNX graphs")
+    export_graphs(model, fp32)
+    step("checking parity with PyTorch")
+    diff = logit_difference(model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
+    report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
+    if not diff <= PARITY_LIMIT:
+        raise GenError(
+            f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
+            f"(limit {PARITY_LIMIT:g}); nothing was written"
+        )
+    if quantize != "int8":
+        for name in ("encoder.onnx", "decoder.onnx"):
+            shutil.move(str(fp32 / name), final / name)
+        return
+    step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
+    # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
+    # dynamic, its activations change token by token (static decoder INT8 gave WER 1.0: measured)
+    if static:
+        quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(fp32, cal))
+    else:
+        quantize_dynamic(fp32 / "encoder.onnx", final / "encoder.onnx")
+    quantize_dynamic(fp32 / "decoder.onnx", final / "decoder.onnx")
+
+
+def _check_wer(original, exported, tok, cal: Calibration, out: Path, max_wer_change: float, report: dict) -> None:
+    """The export's WER on the calibration audio beside the original PyTorch model's; refused past the limit."""
+    ref_wer, export_wer = calibration_wer(original, exported, tok, cal)
+    report["parity"].update(
+        calibration_wer_pytorch=ref_wer,
+        calibration_wer_export=export_wer,
+        wer_change=None if ref_wer is None else export_wer - ref_wer,
+    )
+    if ref_wer is not None and export_wer - ref_wer > max_wer_change:
+        raise GenError(
+            f"{out}: the export's WER on the calibration audio is {export_wer:.3f}, "
+            f"{export_wer - ref_wer:+.3f} against PyTorch's {ref_wer:.3f} (limit +{max_wer_change}); "
+            "nothing was written",
+            hint="prune less, or export with --quantize none",
+        )
 
 
 def _feeds(fp32: Path, cal: Calibration) -> list[dict]:

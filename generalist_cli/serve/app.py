@@ -44,48 +44,213 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
 
 
+class Service:
+    """What the endpoints do, on one model: upload limits, audio decoding, language checks, speech -> text
+    through the micro-batcher, every other conversion through gen run's conversion service
+    (infer/convert.py), one at a time under the model lock."""
+
+    def __init__(self, config: ServeConfig, loaded) -> None:
+        from generalist_cli.infer.transcribe import pack_setting, transcribe
+        from generalist_cli.serve.batcher import Batcher
+        from generalist_cli.serve.metrics import Metrics
+
+        self.config, self.loaded, self.tok = config, loaded, loaded.tokenizer
+        self.pack = pack_setting(loaded, config.model, config.pack)
+        self.metrics = Metrics()
+        self.lock = threading.Lock()
+        self.batcher = Batcher(
+            lambda audios, options: transcribe(loaded.model, self.tok, audios, options),
+            max_batch=config.max_batch,
+            max_wait=config.max_wait_ms / 1000,
+            queue_size=config.queue_size,
+            lock=self.lock,
+            on_batch=self.metrics.batch,
+        )
+
+    def health(self) -> dict:
+        from generalist_cli import __version__
+
+        c = self.config
+        return {"status": "ok", "model": c.model, "version": __version__, "queue": self.batcher.depth,
+                "max_batch": c.max_batch, "pack": self.pack}  # fmt: skip
+
+    async def read_upload(self, file: UploadFile) -> bytes:
+        limit = int(self.config.max_mb * 1024 * 1024)
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(
+                413, f"{file.filename}: larger than the server's {self.config.max_mb:g} MB limit",
+                kind="request_too_large",
+            )  # fmt: skip
+        if not data:
+            raise ApiError(400, f"{file.filename}: is empty (0 bytes)")
+        return data
+
+    async def decode(self, file: UploadFile):
+        from generalist_cli.errors import GenError
+        from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
+
+        data = await self.read_upload(file)
+        try:
+            audio = await asyncio.to_thread(decode_audio, io.BytesIO(data))
+        except GenError as exc:
+            raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
+        seconds = len(audio) / SAMPLE_RATE
+        if seconds > self.config.max_seconds:
+            raise ApiError(
+                400,
+                f"{file.filename}: audio lasts {seconds:.0f} s, over the server's {self.config.max_seconds:g} s limit",
+            )
+        return audio
+
+    def language_of(self, language: str | None) -> str | None:
+        from generalist_cli.errors import GenError
+        from generalist_cli.infer.convert import check_language
+
+        try:
+            return check_language(self.tok, language, self.config.model)
+        except GenError as exc:
+            raise ApiError(400, exc.message) from None
+
+    async def speech_to_text(self, file: UploadFile, *, task: str, language: str | None, prompt: str,
+                             response_format: str):  # fmt: skip
+        from generalist_cli.infer.transcribe import TranscribeOptions
+        from generalist_cli.media.audio import SAMPLE_RATE
+        from generalist_cli.serve.batcher import Busy
+
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(
+                400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}"
+            )
+        if task == "translate" and not self.tok.multilingual:
+            raise ApiError(400, f"model {self.config.model} is English-only and cannot translate")
+        options = TranscribeOptions(language=self.language_of(language), task=task, prompt=prompt or "",
+                                    batch_size=max(8, self.config.max_batch), pack=self.pack)  # fmt: skip
+        audio = await self.decode(file)
+        self.metrics.audio(len(audio) / SAMPLE_RATE)
+        try:
+            transcript = await asyncio.wrap_future(self.batcher.submit(audio, options))
+        except Busy:
+            self.metrics.reject()
+            raise ApiError(503, "the server is busy: too many requests are waiting", kind="server_busy",
+                           headers={"Retry-After": "1"}) from None  # fmt: skip
+        return render(transcript, response_format, task=task)
+
+    async def convert(self, *, to: str, file: UploadFile | None, text: str, lang: str, src_lang: str,
+                      audio_format: str):  # fmt: skip
+        """/v1/convert: the input (``text`` or an upload, told apart by content) to ``to``."""
+        from generalist_cli.errors import GenError
+
+        if to not in ("text", "speech"):
+            raise ApiError(400, f"to must be text or speech, not {to!r}")
+        if audio_format not in AUDIO_FORMATS:
+            raise ApiError(400, f"audio_format must be one of {', '.join(AUDIO_FORMATS)}")
+        if file is None and not text.strip():
+            raise ApiError(400, "give a file or text")
+        with tempfile.TemporaryDirectory(prefix="gen-serve-") as tmp:
+            kind, source = "text", text
+            if file is not None:
+                kind, source = await self._upload_source(file, Path(tmp))
+            language = self.language_of(lang)
+            if (kind, to) == ("audio", "text"):
+                await file.seek(0)
+                return await self.speech_to_text(file, task="transcribe", language=lang or None, prompt="",
+                                                 response_format="json")  # fmt: skip
+            try:
+                return await asyncio.to_thread(
+                    self._convert, kind, source, to, language, self.language_of(src_lang), audio_format, Path(tmp)
+                )
+            except GenError as exc:
+                raise ApiError(400, str(exc)) from None
+
+    async def _upload_source(self, file: UploadFile, tmp: Path) -> tuple[str, Path | str]:
+        """(modality, the text or the saved file) of an uploaded input."""
+        from generalist_cli.errors import GenError
+        from generalist_cli.infer import convert as conv
+
+        path = tmp / ("input" + Path(file.filename or "").suffix.lower()[:8])
+        path.write_bytes(await self.read_upload(file))
+        try:
+            kind = conv.detect_modality(path, sign="sign" in (conv.trained_tasks(self.loaded) or ()))
+            return kind, conv.read_text(path) if kind == "text" else path
+        except GenError as exc:
+            raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
+
+    def _convert(self, kind: str, source, to: str, language, src_lang, audio_format: str, tmp: Path):
+        from generalist_cli.infer import convert as conv
+        from generalist_cli.infer.transcribe import TranscribeOptions
+
+        conv.check_request(self.loaded, self.config.model, {kind}, to, language)
+        options = TranscribeOptions(language=language, batch_size=max(8, self.config.max_batch), pack=self.pack)
+        with self.lock:
+            result = conv.convert(self.loaded, source, kind, to, language=language, src_lang=src_lang, options=options)
+        if result.audio is None:
+            return {k: v for k, v in result.as_json("").items() if k != "file"}
+        from generalist_cli.media.audio import encode_audio
+
+        out = tmp / f"speech.{audio_format}"
+        encode_audio(out, result.audio)
+        return Response(out.read_bytes(), media_type=AUDIO_FORMATS[audio_format])
+
+
 def create_app(config: ServeConfig, loaded=None):
-    """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened)."""
+    """The app for ``config`` (``loaded``: an already opened model, else ``config.model`` is opened): the
+    routes, error handlers and request metrics around a :class:`Service`."""
     from generalist_cli import __version__
-    from generalist_cli.errors import GenError
-    from generalist_cli.infer.transcribe import TranscribeOptions, pack_setting, transcribe
-    from generalist_cli.media.audio import SAMPLE_RATE, decode_audio
-    from generalist_cli.serve.batcher import Batcher, Busy
-    from generalist_cli.serve.metrics import Metrics
 
     if loaded is None:
         from generalist_cli.store.store import open_model
 
         loaded = open_model(config.model, device=config.device, threads=config.threads or None)
-    model, tok = loaded.model, loaded.tokenizer
-    pack = pack_setting(loaded, config.model, config.pack)
-    metrics = Metrics()
-    lock = threading.Lock()
-
-    def run_batch(audios, options):
-        return transcribe(model, tok, audios, options)
-
-    batcher = Batcher(
-        run_batch,
-        max_batch=config.max_batch,
-        max_wait=config.max_wait_ms / 1000,
-        queue_size=config.queue_size,
-        lock=lock,
-        on_batch=metrics.batch,
-    )
+    svc = Service(config, loaded)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        batcher.close()
+        svc.batcher.close()
 
-    app = FastAPI(
-        title="gen serve",
-        version=__version__,
-        lifespan=lifespan,
-        description="Speech, text, sign video and speech synthesis with one generalist model.",
-    )
-    app.state.batcher, app.state.metrics, app.state.loaded = batcher, metrics, loaded
+    app = FastAPI(title="gen serve", version=__version__, lifespan=lifespan,
+                  description="Speech, text, sign video and speech synthesis with one generalist model.")  # fmt: skip
+    app.state.batcher, app.state.metrics, app.state.loaded = svc.batcher, svc.metrics, loaded
+    _handlers(app, svc)
+
+    @app.get("/health")
+    def health():
+        return svc.health()
+
+    @app.get("/metrics")
+    def prometheus():
+        return PlainTextResponse(svc.metrics.render(queue_depth=svc.batcher.depth),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")  # fmt: skip
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(file: UploadFile = File(...), model: str = Form(""), language: str = Form(""),
+                             prompt: str = Form(""), response_format: str = Form("json"),
+                             temperature: float = Form(0.0)):  # fmt: skip
+        """OpenAI-compatible transcription (``model`` and ``temperature`` are accepted and ignored:
+        the server has one model and decodes greedily with its fallbacks)."""
+        return await svc.speech_to_text(file, task="transcribe", language=language, prompt=prompt,
+                                        response_format=response_format)  # fmt: skip
+
+    @app.post("/v1/audio/translations")
+    async def translations(file: UploadFile = File(...), model: str = Form(""), prompt: str = Form(""),
+                           response_format: str = Form("json"), temperature: float = Form(0.0)):  # fmt: skip
+        """OpenAI-compatible translation of speech into English text."""
+        return await svc.speech_to_text(file, task="translate", language=None, prompt=prompt,
+                                        response_format=response_format)  # fmt: skip
+
+    @app.post("/v1/convert")
+    async def convert(to: str = Form(...), file: Optional[UploadFile] = File(None), text: str = Form(""),
+                      lang: str = Form(""), src_lang: str = Form(""), audio_format: str = Form("wav")):  # fmt: skip
+        """Any conversion of ``gen run``: ``to`` = text | speech; the input is ``text`` or an uploaded file
+        (text, audio or video, told apart by content). Speech comes back as audio (``audio_format``)."""
+        return await svc.convert(to=to, file=file, text=text, lang=lang, src_lang=src_lang, audio_format=audio_format)
+
+    return app
+
+
+def _handlers(app, svc: Service) -> None:
+    """OpenAI-shaped JSON errors (one log line for an unexpected one) and per-request metrics."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -109,175 +274,8 @@ def create_app(config: ServeConfig, loaded=None):
     async def _measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
-        metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
+        svc.metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
         return response
-
-    async def read_upload(file: UploadFile) -> bytes:
-        limit = int(config.max_mb * 1024 * 1024)
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise ApiError(
-                413, f"{file.filename}: larger than the server's {config.max_mb:g} MB limit", kind="request_too_large"
-            )
-        if not data:
-            raise ApiError(400, f"{file.filename}: is empty (0 bytes)")
-        return data
-
-    async def decode(file: UploadFile):
-        data = await read_upload(file)
-        try:
-            audio = await asyncio.to_thread(decode_audio, io.BytesIO(data))
-        except GenError as exc:
-            raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
-        seconds = len(audio) / SAMPLE_RATE
-        if seconds > config.max_seconds:
-            raise ApiError(
-                400, f"{file.filename}: audio lasts {seconds:.0f} s, over the server's {config.max_seconds:g} s limit"
-            )
-        return audio
-
-    def language_of(language: str | None) -> str | None:
-        from generalist_cli.infer.convert import check_language
-
-        try:
-            return check_language(tok, language, config.model)
-        except GenError as exc:
-            raise ApiError(400, exc.message) from None
-
-    async def speech_to_text(file: UploadFile, *, task: str, language: str | None, prompt: str, response_format: str):
-        if response_format not in RESPONSE_FORMATS:
-            raise ApiError(
-                400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}"
-            )
-        if task == "translate" and not tok.multilingual:
-            raise ApiError(400, f"model {config.model} is English-only and cannot translate")
-        options = TranscribeOptions(
-            language=language_of(language),
-            task=task,
-            prompt=prompt or "",
-            batch_size=max(8, config.max_batch),
-            pack=pack,
-        )
-        audio = await decode(file)
-        metrics.audio(len(audio) / SAMPLE_RATE)
-        try:
-            transcript = await asyncio.wrap_future(batcher.submit(audio, options))
-        except Busy:
-            metrics.reject()
-            raise ApiError(
-                503,
-                "the server is busy: too many requests are waiting",
-                kind="server_busy",
-                headers={"Retry-After": "1"},
-            ) from None
-        return render(transcript, response_format, task=task)
-
-    @app.get("/health")
-    def health():
-        return {
-            "status": "ok",
-            "model": config.model,
-            "version": __version__,
-            "queue": batcher.depth,
-            "max_batch": config.max_batch,
-            "pack": pack,
-        }
-
-    @app.get("/metrics")
-    def prometheus():
-        return PlainTextResponse(
-            metrics.render(queue_depth=batcher.depth), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
-
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(
-        file: UploadFile = File(...),
-        model: str = Form(""),
-        language: str = Form(""),
-        prompt: str = Form(""),
-        response_format: str = Form("json"),
-        temperature: float = Form(0.0),
-    ):
-        """OpenAI-compatible transcription (``model`` and ``temperature`` are accepted and ignored:
-        the server has one model and decodes greedily with its fallbacks)."""
-        return await speech_to_text(
-            file, task="transcribe", language=language, prompt=prompt, response_format=response_format
-        )
-
-    @app.post("/v1/audio/translations")
-    async def translations(
-        file: UploadFile = File(...),
-        model: str = Form(""),
-        prompt: str = Form(""),
-        response_format: str = Form("json"),
-        temperature: float = Form(0.0),
-    ):
-        """OpenAI-compatible translation of speech into English text."""
-        return await speech_to_text(
-            file, task="translate", language=None, prompt=prompt, response_format=response_format
-        )
-
-    @app.post("/v1/convert")
-    async def convert(
-        to: str = Form(...),
-        file: Optional[UploadFile] = File(None),
-        text: str = Form(""),
-        lang: str = Form(""),
-        src_lang: str = Form(""),
-        audio_format: str = Form("wav"),
-    ):
-        """Any conversion of ``gen run``: ``to`` = text | speech; the input is ``text`` or an uploaded file
-        (text, audio or video, told apart by content). Speech comes back as audio (``audio_format``)."""
-        from generalist_cli.infer import convert as conv
-
-        if to not in ("text", "speech"):
-            raise ApiError(400, f"to must be text or speech, not {to!r}")
-        if audio_format not in AUDIO_FORMATS:
-            raise ApiError(400, f"audio_format must be one of {', '.join(AUDIO_FORMATS)}")
-        if file is None and not text.strip():
-            raise ApiError(400, "give a file or text")
-        with tempfile.TemporaryDirectory(prefix="gen-serve-") as tmp:
-            kind = "text"
-            if file is not None:
-                data = await read_upload(file)
-                path = Path(tmp) / ("input" + Path(file.filename or "").suffix.lower()[:8])
-                path.write_bytes(data)
-                sign = "sign" in (conv.trained_tasks(loaded) or ())
-                try:
-                    kind = conv.detect_modality(path, sign=sign)
-                    if kind == "text":
-                        text = conv.read_text(path)
-                except GenError as exc:
-                    raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None
-            language = language_of(lang)
-            if (kind, to) == ("audio", "text"):
-                await file.seek(0)
-                return await speech_to_text(
-                    file, task="transcribe", language=lang or None, prompt="", response_format="json"
-                )
-            source = text if kind == "text" else path
-            options = TranscribeOptions(language=language, batch_size=max(8, config.max_batch), pack=pack)
-
-            def work():  # the conversion service of gen run (infer/convert.py), one request at a time
-                conv.check_request(loaded, config.model, {kind}, to, language)
-                with lock:
-                    result = conv.convert(
-                        loaded, source, kind, to, language=language, src_lang=language_of(src_lang), options=options
-                    )
-                if result.audio is None:
-                    return {k: v for k, v in result.as_json("").items() if k != "file"}
-                from generalist_cli.media.audio import encode_audio
-
-                out = Path(tmp) / f"speech.{audio_format}"
-                encode_audio(out, result.audio)
-                return Response(out.read_bytes(), media_type=AUDIO_FORMATS[audio_format])
-
-            try:
-                return await asyncio.to_thread(work)
-            except GenError as exc:
-                raise ApiError(400, str(exc)) from None
-
-    return app
 
 
 def render(transcript, fmt: str, *, task: str):
