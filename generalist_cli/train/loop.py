@@ -77,26 +77,45 @@ def build_model(recipe: Recipe, ckpt: Path | None):
             peer_experts=m.peer_experts,
             peer_top_k=m.peer_top_k,
         )
-    if m.video_motion and model.config.generalist and not model.config.video_motion:
-        model.video.add_motion()
-        model.config = dataclasses.replace(model.config, video_motion=True)
-    if model.config.generalist and m.video_tokens != model.config.video_tokens:
-        model.video.set_tokens(m.video_tokens)
-        model.config = dataclasses.replace(model.config, video_tokens=m.video_tokens)
-    c = model.config
-    if c.generalist and m.speech_layers and m.speech_layers != c.speech_layers:
-        from generalist_cli.model.heads import SpeechHead
-
-        model.config = c = dataclasses.replace(c, speech_layers=m.speech_layers)
-        model.speech_head = SpeechHead(
-            c.n_audio_state, c.n_speech_mels, progress=c.speech_progress, layers=c.speech_layers
-        ).to(next(model.parameters()).dtype)
-    if c.generalist and m.tts_input != c.tts_input:
-        model.config = dataclasses.replace(c, tts_input=m.tts_input)
+    if model.config.generalist:
+        model = _with_config(model, _final_config(model.config, m))
     old = model.config.n_experts
     if m.add_experts:
         model = add_experts(model, m.add_experts, init=m.add_experts_init)
     return model, tokenizer, old
+
+
+def _final_config(c, m):
+    """The generalist config ``m`` (the recipe's model section) asks for on top of the init's ``c``: the video
+    motion stream and tokens, the speech head's depth, the TTS input. A pure function."""
+    return dataclasses.replace(
+        c,
+        video_motion=c.video_motion or m.video_motion,
+        video_tokens=m.video_tokens,
+        speech_layers=m.speech_layers or c.speech_layers,
+        tts_input=m.tts_input,
+    )
+
+
+def _with_config(model, config):
+    """``model`` as built from ``config``: a new model made from the final config, the old weights loaded
+    where they fit (by name and shape); new parts keep their construction init (the motion stream starts at
+    zero, so the function is unchanged until trained). The same model when nothing changed."""
+    if config == model.config:
+        return model
+    from generalist_cli.model.generalist import Generalist
+
+    p = next(model.parameters())
+    new = Generalist(config).to(device=p.device, dtype=p.dtype).train(model.training)
+    target = new.state_dict()
+    old = model.state_dict()
+    if config.speech_layers != model.config.speech_layers:  # a new speech head: none of the old one's layers
+        old = {k: v for k, v in old.items() if not k.startswith("speech_head.")}
+    misfits = [k for k, v in old.items() if k not in target or target[k].shape != v.shape]
+    if misfits:
+        raise ValueError(f"weights that do not fit the final config: {misfits[:3]}")
+    new.load_state_dict(old, strict=False)
+    return new
 
 
 def _scratch(m):

@@ -563,3 +563,29 @@ def test_a_store_named_init_keeps_the_tasks_it_was_trained_on(world):
     path.write_text(path.read_text().replace(f'init = "{world / "init"}"', 'init = "tts-trained"'))
     result = run_train(path)
     assert json.loads((result.checkpoint / "meta.json").read_text())["tasks"] == ["sign", "transcribe", "tts"]
+
+
+def test_models_are_built_from_their_final_config_keeping_every_old_weight():
+    """The recipe's additions (motion stream, a deeper speech head) make a new model from the final config;
+    the init's weights load into it, the motion stream starts at zero (same embeddings), and a mismatch fails."""
+    import dataclasses
+
+    from generalist_cli.recipe import ModelSection
+    from generalist_cli.train.loop import _final_config, _with_config
+    from tests.conftest import generalist
+
+    g = generalist(live=False)
+    final = _final_config(g.config, ModelSection(video_motion=True, speech_layers=g.config.speech_layers + 1))
+    assert (final.video_motion, final.speech_layers) == (True, g.config.speech_layers + 1)
+    new = _with_config(g, final)
+    assert new is not g and new.config == final and new.video.motion is not None
+    old = g.state_dict()
+    for k, v in new.state_dict().items():
+        if k in old and not k.startswith("speech_head."):
+            assert torch.equal(v, old[k]), k
+    patches = torch.rand(4 * 2 * 2, 2 * 8 * 8 * 3) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(new.embed_patches(patches, (4, 2, 2)), g.embed_patches(patches, (4, 2, 2)))
+    assert _with_config(g, g.config) is g  # nothing asked: the same model
+    with pytest.raises(ValueError, match="do not fit"):
+        _with_config(g, dataclasses.replace(g.config, n_text_ffn=2 * g.config.n_text_ffn))
