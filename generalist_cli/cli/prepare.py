@@ -22,6 +22,13 @@ ShardSize = Annotated[int, typer.Option("--shard-size", min=1, help="Items per r
 Force = Annotated[bool, typer.Option("--force", help="Replace a dataset prepared with other options.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 Model = Annotated[str, typer.Option("--model", help="Whose tokenizer makes the token ids.")]
+Repo = Annotated[
+    str,
+    typer.Option(
+        help="Hub dataset id, or a local folder in the Hub's layout (a README with configs: and "
+        "parquet files), read by datasets.load_dataset exactly as the Hub."
+    ),
+]
 
 
 def _run(
@@ -108,6 +115,7 @@ def kathbath(
     local: Local = None,
     splits: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,valid,test_known,test_unknown",
     text_column: Annotated[Optional[str], typer.Option(help="Hub text column (default: detected).")] = None,
+    repo: Repo = "ai4bharat/Kathbath",
     num_proc: NumProc = 1,
     limit: Limit = None,
     shard_size: ShardSize = 256,
@@ -116,15 +124,17 @@ def kathbath(
     model: Model = "whisper-base",
 ) -> None:
     """Kathbath Indic speech (AI4Bharat): speech -> text pairs as log-mel + token ids."""
+    from generalist_cli.cli.common import warn
     from generalist_cli.data import kathbath as kb
 
     code = kb.language(lang)
     split_list = tuple(s.strip() for s in splits.split(",") if s.strip())
-    items = kb.items(lang=code, splits=split_list, local=local, text_column=text_column, limit=limit)
+    items = kb.items(lang=code, splits=split_list, local=local, repo=repo, text_column=text_column, limit=limit,
+                     on_skip=warn)  # fmt: skip
     _run(
         items,
         source="kathbath",
-        options={"lang": code, "splits": list(split_list), "local": str(local or ""), "hub_id": kb.HUB_ID},
+        options={"lang": code, "splits": list(split_list), "local": str(local or ""), "hub_id": repo},
         out=out,
         num_proc=num_proc,
         limit=limit,
@@ -181,7 +191,15 @@ def wiki_translate(
     tgt_lang: Annotated[str, typer.Option(help="Target language.")] = "hi",
     out: Out = Path("data/wiki-translate"),
     local: Local = None,
-    hub_id: Annotated[str, typer.Option(help="Hub dataset id.")] = "soketlabs/bhasha-wiki-translated",
+    hub_id: Annotated[
+        str,
+        typer.Option(
+            "--repo",
+            "--hub-id",
+            help="Hub dataset id, or a local folder in the Hub's layout (read by "
+            "datasets.load_dataset exactly as the Hub).",
+        ),
+    ] = "soketlabs/bhasha-wiki-translated",
     src_column: Annotated[
         Optional[str], typer.Option(help="Source column (default: FLORES code, e.g. eng_Latn).")
     ] = None,

@@ -10,7 +10,7 @@ one folder per language.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from generalist_cli.data.schema import AudioBytes, RawItem
 from generalist_cli.data.tables import read_table
@@ -62,30 +62,49 @@ def items(
     lang: str,
     splits: tuple[str, ...] = SPLITS,
     local: Path | None = None,
+    repo: str = HUB_ID,
     text_column: str | None = None,
     limit: int | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> Iterator[RawItem]:
-    """Items of every split in turn; ``limit`` per split (a streamed hub split stops reading there)."""
+    """Items of every split in turn; ``limit`` per split (a streamed hub split stops reading there). A split
+    the release lacks (the Hub's parquet release has train and valid only) is skipped and ``on_skip`` told
+    in one line; none found is an error. ``repo``: a Hub id or a local folder in the Hub's layout, read by
+    ``datasets.load_dataset`` exactly as the Hub."""
     from itertools import islice
 
     code = language(lang)
+    found = 0
     for split in splits:
         if split not in SPLITS:
             raise GenError(f"Kathbath has no split {split!r}", hint="use " + ", ".join(SPLITS))
-        rows = _local(local, code, split) if local is not None else _hub(code, split, text_column)
+        rows = _local(local, code, split) if local is not None else _hub(code, split, text_column, repo)
+        if rows is None:
+            if on_skip is not None:
+                on_skip(f"Kathbath {LANGUAGES[code]}: {local or repo} has no {split!r} split; skipped")
+            continue
+        found += 1
         yield from islice(rows, limit)
+    if not found:
+        raise GenError(f"{local or repo}: has none of the Kathbath {LANGUAGES[code]} splits {', '.join(splits)}",
+                       hint="its splits are " + ", ".join(SPLITS[:2]) + " on the Hub; pass --splits")  # fmt: skip
 
 
-def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
+def _local(root: Path, code: str, split: str) -> Iterator[RawItem] | None:
+    """The split's items, or None when the release was copied without it."""
     name = LANGUAGES[code]
     candidates = [root / name / split, root / code / split, root / split, root / name / "data" / split]
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
         if split == "train" or any((root / s).is_dir() or (root / name / s).is_dir() for s in SPLITS if s != split):
-            return  # a release copied without this split
+            return None
         raise GenError(
             f"{root}: no Kathbath {name} split folders", hint=f"expected {name}/{split}/ or {split}/ below it"
         )
+    return _local_rows(folder, code, split)
+
+
+def _local_rows(folder: Path, code: str, split: str) -> Iterator[RawItem]:
     transcript = next((folder / t for t in TRANSCRIPTS if (folder / t).exists()), None)
     if transcript is None:
         raise GenError(f"{folder}: has no {TRANSCRIPTS[0]}")
@@ -125,17 +144,27 @@ def _local(root: Path, code: str, split: str) -> Iterator[RawItem]:
             )
 
 
-def _hub(code: str, split: str, text_column: str | None) -> Iterator[RawItem]:
-    from datasets import Audio
-
+def _hub(code: str, split: str, text_column: str | None, repo: str = HUB_ID) -> Iterator[RawItem] | None:
+    """The split's items from the Hub (or a local copy in its layout), or None when it has no such split."""
     from generalist_cli.data.hub import first_column, load_hub
 
-    ds = load_hub(HUB_ID, config=LANGUAGES[code], split=split)
+    try:
+        ds = load_hub(repo, config=LANGUAGES[code], split=split)
+    except GenError as exc:
+        if isinstance(exc.__cause__, ValueError) and "split" in str(exc.__cause__).lower():
+            return None  # datasets: "Bad split: test_known. Available splits: ['train', 'valid']"
+        raise
     columns = list(ds.features or {})
-    audio_col = first_column(columns, ("audio_filepath", "audio"), what="audio", hub_id=HUB_ID)
+    audio_col = first_column(columns, ("audio_filepath", "audio"), what="audio", hub_id=repo)
     text_col = text_column or first_column(
-        columns, ("text", "transcript", "transcription", "sentence"), what="text", hub_id=HUB_ID
+        columns, ("text", "transcript", "transcription", "sentence"), what="text", hub_id=repo
     )
+    return _hub_rows(ds, code, split, audio_col, text_col)
+
+
+def _hub_rows(ds, code: str, split: str, audio_col: str, text_col: str) -> Iterator[RawItem]:
+    from datasets import Audio
+
     ds = ds.cast_column(audio_col, Audio(decode=False))  # we decode the bytes with PyAV ourselves
     for i, row in enumerate(ds):
         audio = row[audio_col] or {}

@@ -17,6 +17,7 @@ from generalist_cli.data.tables import Row, read_table
 from generalist_cli.errors import GenError
 
 HUB_ID = "soketlabs/bhasha-wiki-translated"
+HUB_CONFIG = "wiki_translated"  # its config: one row per article, each language column a list of sentences
 FLORES = {
     "en": "eng_Latn",
     "hi": "hin_Deva",
@@ -59,6 +60,7 @@ def items(
     valid_fraction: float = 0.01,
     limit: int | None = None,
     into: str | None = None,
+    config: str | None = HUB_CONFIG,
 ) -> Iterator[RawItem]:
     """Rows as ``text_translate`` items; every ``1/valid_fraction``-th row goes to the ``valid`` split, or
     every row to ``into`` (a held-out file prepared as one split). ``limit`` stops reading after that many
@@ -67,7 +69,7 @@ def items(
 
     src_col, tgt_col = src_column or column_for(src_lang), tgt_column or column_for(tgt_lang)
     src_code = "or" if src_lang.lower() in ("or", "odia") else src_lang
-    rows = islice(_local_rows(local) if local is not None else _hub_rows(hub_id, split), limit)
+    rows = islice(_local_rows(local) if local is not None else _hub_rows(hub_id, split, config), limit)
     every = max(1, round(1 / valid_fraction)) if valid_fraction > 0 else 0
     checked = False
     for i, (where, got) in enumerate(rows):
@@ -92,12 +94,32 @@ def items(
             )
         checked = True
         missing = [c for c in (src_col, tgt_col) if c not in row]
+        src, tgt = row.get(src_col), row.get(tgt_col)
+        if isinstance(src, (list, tuple)) or isinstance(tgt, (list, tuple)):  # the Hub's one row per article
+            yield from _article(base, where, src, tgt, src_col, tgt_col)
+            continue
         yield RawItem(
             **base,
-            source=str(row.get(src_col) or ""),
-            text=str(row.get(tgt_col) or ""),
+            source=str(src or ""),
+            text=str(tgt or ""),
             problem=f"no column {missing[0]}" if missing else "",
         )
+
+
+def _article(base: dict, where: str, src, tgt, src_col: str, tgt_col: str) -> Iterator[RawItem]:
+    """An article's aligned sentence lists as one item per sentence pair (``<id>-<j>``); lists of unequal
+    length cannot be paired by position and are rejected as one item saying so, as is an empty article."""
+    src = list(src) if isinstance(src, (list, tuple)) else [] if src is None else [src]
+    tgt = list(tgt) if isinstance(tgt, (list, tuple)) else [] if tgt is None else [tgt]
+    if len(src) != len(tgt):
+        yield RawItem(**base, source=where, text="",
+                      problem=f"{len(src)} {src_col} sentences, {len(tgt)} {tgt_col}: not aligned")  # fmt: skip
+        return
+    if not src:
+        yield RawItem(**base, source=where, text="", problem="an article with no sentences")
+        return
+    for j, (a, b) in enumerate(zip(src, tgt)):
+        yield RawItem(**{**base, "id": f"{base['id']}-{j:04d}"}, source=str(a or ""), text=str(b or ""))
 
 
 def _code(lang: str) -> str:
@@ -106,10 +128,10 @@ def _code(lang: str) -> str:
     return "or" if lang.lower() in ("or", "odia", "oriya") else resolve_language(lang)
 
 
-def _hub_rows(hub_id: str, split: str) -> Iterator[tuple[str, Row]]:
+def _hub_rows(hub_id: str, split: str, config: str | None) -> Iterator[tuple[str, Row]]:
     from generalist_cli.data.hub import load_hub
 
-    for i, row in enumerate(load_hub(hub_id, split=split)):
+    for i, row in enumerate(load_hub(hub_id, config=config, split=split)):
         yield hub_id, Row(i + 1, row)
 
 

@@ -225,9 +225,9 @@ def test_wiki_translate_local_parquet_tsv_and_hub(monkeypatch, tokenizer, tmp_pa
 
     calls = []
     table = datasets.Dataset.from_dict({"eng_Latn": en[:3], "hin_Deva": hi[:3]})
-    _fake_hub(monkeypatch, {("soketlabs/bhasha-wiki-translated", None, "train"): table}, calls)
+    _fake_hub(monkeypatch, {("soketlabs/bhasha-wiki-translated", "wiki_translated", "train"): table}, calls)
     items = list(wiki_translate.items(src_lang="en", tgt_lang="hi", limit=2))
-    assert calls == [("soketlabs/bhasha-wiki-translated", None, "train", True)] and len(items) == 2
+    assert calls == [("soketlabs/bhasha-wiki-translated", "wiki_translated", "train", True)] and len(items) == 2
     from generalist_cli.errors import GenError
 
     with pytest.raises(GenError, match="no column guj_Gujr"):
