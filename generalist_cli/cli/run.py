@@ -196,10 +196,10 @@ def run(
     )
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))
-    from generalist_cli.infer.convert import detect_modality, trained_tasks
+    from generalist_cli.infer.convert import detect_modality, modality_rule
 
-    sign = "sign" in (trained_tasks(loaded) or ())
-    kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f, sign=sign)) for f in files}
+    rule = modality_rule(loaded)
+    kinds = {f: (from_.value if from_ is not From.auto else detect_modality(f, **rule)) for f in files}
     if to is To.speech and out is None:
         raise UsageError("--to speech writes audio: give --out FILE.m4a|.wav (or a folder)")
 

@@ -53,10 +53,12 @@ MEDIA_SUFFIXES = {
 }
 
 
-def detect_modality(path: Path, *, sign: bool = False) -> str:
+def detect_modality(path: Path, *, sign: bool = False, speech: bool = True) -> str:
     """``text`` for text files (by suffix; without a media suffix also by UTF-8 content without NUL bytes);
-    ``video`` for a container with a video track and no audio track when the model reads sign video
-    (``sign``); otherwise ``audio`` (the audio reader then names whatever is wrong with the file)."""
+    ``video`` when the model reads sign video (``sign``) and the container has a video track: always for a
+    sign-only model (``speech=False``: a camera clip's audio track is room noise, as in INCLUDE's MOVs),
+    for a model that also transcribes only when there is no audio track; otherwise ``audio`` (the audio
+    reader then names whatever is wrong with the file). ``--from`` overrides all of it."""
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return "text"
@@ -77,11 +79,17 @@ def detect_modality(path: Path, *, sign: bool = False) -> str:
         import av
 
         with av.open(str(path)) as container:
-            if container.streams.video and not container.streams.audio:
+            if container.streams.video and (not speech or not container.streams.audio):
                 return "video"
     except Exception:  # noqa: BLE001 - PyAV raises many types; the audio reader will name the problem
         pass
     return "audio"
+
+
+def modality_rule(loaded) -> dict:
+    """The keywords of :func:`detect_modality` for ``loaded``: what its trained tasks say."""
+    tasks = trained_tasks(loaded) or set()
+    return {"sign": "sign" in tasks, "speech": not tasks or bool({"transcribe", "translate"} & tasks)}
 
 
 def trained_tasks(loaded) -> set[str] | None:

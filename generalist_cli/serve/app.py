@@ -171,7 +171,7 @@ class Service:
         path = tmp / ("input" + Path(file.filename or "").suffix.lower()[:8])
         path.write_bytes(await self.read_upload(file))
         try:
-            kind = conv.detect_modality(path, sign="sign" in (conv.trained_tasks(self.loaded) or ()))
+            kind = conv.detect_modality(path, **conv.modality_rule(self.loaded))
             return kind, conv.read_text(path) if kind == "text" else path
         except GenError as exc:
             raise ApiError(400, f"{file.filename}: {getattr(exc, 'problem', exc.message)}") from None

@@ -145,6 +145,7 @@ def test_input_modality_from_name_and_content(tmp_path):
     import av
 
     from generalist_cli.infer.convert import detect_modality
+    from tests.conftest import write_av
 
     (tmp_path / "a.txt").write_text("hello")
     (tmp_path / "notes").write_text("plain text without a suffix\n")
@@ -162,6 +163,19 @@ def test_input_modality_from_name_and_content(tmp_path):
     assert detect_modality(silent, sign=True) == "video"
     assert detect_modality(silent) == "audio"  # a model without sign training: the audio reader reports it
     assert detect_modality(EXAMPLE, sign=True) == "audio"
+    camera = tmp_path / "MVI_0050_ (1).MOV"  # an INCLUDE camera clip: a video track and room noise
+    write_av(camera, rate=48_000, channels=2, video=True)
+    assert detect_modality(camera, sign=True, speech=False) == "video"  # a sign-only model reads the video
+    assert detect_modality(camera, sign=True, speech=True) == "audio"  # a model that also transcribes: speech
+    assert detect_modality(camera) == "audio"
+    from types import SimpleNamespace
+
+    from generalist_cli.infer.convert import modality_rule
+
+    rule = lambda tasks: modality_rule(SimpleNamespace(meta={"tasks": tasks} if tasks is not None else {}))  # noqa: E731
+    assert rule(["sign"]) == {"sign": True, "speech": False}  # an INCLUDE model: its MOVs are sign video
+    assert rule(["sign", "transcribe"]) == {"sign": True, "speech": True}
+    assert rule(None) == {"sign": False, "speech": True}  # a plain Whisper
     (tmp_path / "fake.m4a").write_text("text in an audio name")
     assert detect_modality(tmp_path / "fake.m4a") == "audio"  # media names are never read as text
 

@@ -387,3 +387,24 @@ def test_packing_sampler_fills_rows():
     assert [r for b in sampler for r in b] != [r for b in batches for r in b]  # reshuffled per epoch
     with pytest.raises(ValueError, match="more than a row"):
         PackingSampler([3000])
+
+
+def test_include_release_quirks_names_with_brackets_and_one_file_name_in_two_signs(tmp_path, tokenizer):
+    """The real release: ``12. Second (Number)`` beside ``3. Second``, ``MVI_0050_ (1).MOV``, and the same file
+    name in two sign folders: each video is its own example with its own sign."""
+    from generalist_cli.media.video import encode_video
+
+    rng = np.random.default_rng(1)
+    for folder in ("Numbers/12. Second (Number)", "Days_and_Time/3. Second"):
+        for name in ("MVI_0050_ (1).MOV", "MVI_0051.MOV"):
+            (tmp_path / "rel" / folder).mkdir(parents=True, exist_ok=True)
+            encode_video(
+                tmp_path / "rel" / folder / name, rng.integers(0, 255, (12, 60, 80, 3), dtype=np.uint8), fps=10
+            )
+    found = list(include.items(local=tmp_path / "rel"))
+    assert sorted({i.text for i in found}) == ["second", "second (number)"]
+    assert len({i.id for i in found}) == 4 and len({i.source for i in found}) == 4
+    assert {i.text: i.label for i in found} == {"second": 0, "second (number)": 1}
+    report = prepare(include.items(local=tmp_path / "rel"), out=tmp_path / "inc", source="include", options={},
+                     tokenizer=tokenizer)  # fmt: skip
+    assert report.examples == 4 and report.n_rejected == 0
