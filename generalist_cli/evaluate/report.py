@@ -45,8 +45,11 @@ def speed(latencies: list[float], *, tokens: int, audio_seconds: float) -> dict:
 
 
 def model_size(path: Path) -> int:
-    files = [p for p in path.iterdir() if p.suffix in (".safetensors", ".onnx", ".bin")] if path.is_dir() else []
-    return sum(p.stat().st_size for p in files)
+    """Bytes of a model folder's weights: safetensors, ONNX graphs and their external data, model.bin."""
+    if not path.is_dir():
+        return 0
+    weights = (".safetensors", ".onnx", ".bin")
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in weights or p.name.endswith(".onnx.data"))
 
 
 def evaluate(

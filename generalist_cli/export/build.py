@@ -126,7 +126,7 @@ def export_model(
             _graphs(pruned, tok, cal, fp32, final, out=out, quantize=quantize, static=static, report=report, step=step)
             step("measuring WER on the calibration audio")
             _check_wer(torch_model, load_export(final, device="cpu").model, tok, cal, out, max_wer_change, report)
-            sizes = {n: (final / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")}
+            sizes = {n: graph_bytes(final / n) for n in ("encoder.onnx", "decoder.onnx")}
             report["bytes"] = sizes | {"total": sum(sizes.values())}
             report["gen_version"] = generalist_cli.__version__
             report["prune"], report["prune_experts"], report["static"] = prune, prune_experts, static
@@ -180,8 +180,9 @@ def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path,
             f"(limit {PARITY_LIMIT:g}); nothing was written"
         )
     if quantize != "int8":
-        for name in ("encoder.onnx", "decoder.onnx"):
-            shutil.move(str(fp32 / name), final / name)
+        for f in fp32.iterdir():  # the graphs and their external data, if any
+            if f.name.startswith(("encoder.onnx", "decoder.onnx")):
+                shutil.move(str(f), final / f.name)
         return
     step("quantising to INT8" + (" (static, calibrated)" if static else " (dynamic)"))
     # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
@@ -208,6 +209,12 @@ def _check_wer(original, exported, tok, cal: Calibration, out: Path, max_wer_cha
             "nothing was written",
             hint="prune less, or export with --quantize none",
         )
+
+
+def graph_bytes(path: Path) -> int:
+    """A graph's bytes on disk, its external data (``<name>.data``) included."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
 def _feeds(fp32: Path, cal: Calibration) -> list[dict]:

@@ -165,13 +165,56 @@ def ttt_state_shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
     return {f"ttt_{n}": (len(layers), batch) + one[n] for n in TTT_STATE}
 
 
-def export_graphs(model, out_dir, *, n_frames: int = 3000) -> dict:
-    """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` (eval mode, fp32, CPU) into ``out_dir``."""
+def export_graphs(model, out_dir, *, n_frames: int = 3000, external: bool | None = None) -> dict:
+    """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` (eval mode, fp32, CPU) into ``out_dir``.
+    ``external``: weights in ``<graph>.onnx.data`` beside each graph (ONNX's external data, needed past
+    protobuf's 2 GB: large-v3's encoder); None: when a graph's weights pass :data:`EXTERNAL_BYTES`."""
     from pathlib import Path
 
     model = model.float().cpu().eval()
     with dense_experts(model):
-        return _export_graphs(model, Path(out_dir), n_frames)
+        info = _export_graphs(model, Path(out_dir), n_frames)
+    info["external_data"] = [n for n in ("encoder.onnx", "decoder.onnx") if _externalize(Path(out_dir) / n, external)]
+    return info
+
+
+EXTERNAL_BYTES = 1_800_000_000  # a graph with more weight bytes keeps them outside the protobuf (2 GB limit)
+
+
+def _externalize(path, external: bool | None) -> bool:
+    """Rewrite ``path`` with its weights in one ``<name>.data`` file beside it when asked or when they pass
+    :data:`EXTERNAL_BYTES` (torch's exporter may have spread a large graph's weights over many files: those
+    this graph names are removed once rewritten)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    header = onnx.load(str(path), load_external_data=False)
+    before = {
+        entry.value
+        for t in header.graph.initializer
+        if uses_external_data(t)
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    model = onnx.load(str(path))  # with the external tensors
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    if not (external or (external is None and (size > EXTERNAL_BYTES or before))):
+        return False
+    location = path.name + ".data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=1024)  # fmt: skip
+    for name in before - {location}:
+        (path.parent / name).unlink(missing_ok=True)
+    return True
+
+
+def has_external_data(path) -> bool:
+    """Whether the graph at ``path`` keeps tensors outside its protobuf."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(uses_external_data(t) for t in model.graph.initializer)
 
 
 def _export_graphs(model, out, n_frames: int) -> dict:

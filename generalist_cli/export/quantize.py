@@ -33,8 +33,11 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
+    from generalist_cli.export.onnx import has_external_data
+
     with _quiet():
-        ort_quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=OP_TYPES)
+        ort_quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=OP_TYPES,
+                             use_external_data_format=has_external_data(src))  # fmt: skip
 
 
 def quantize_static(src: Path, dst: Path, feeds: Iterable[dict]) -> None:
@@ -51,6 +54,8 @@ def quantize_static(src: Path, dst: Path, feeds: Iterable[dict]) -> None:
 
     from onnxruntime.quantization import CalibrationMethod
 
+    from generalist_cli.export.onnx import has_external_data
+
     with _quiet():
         ort_quantize_static(
             str(src),
@@ -63,4 +68,5 @@ def quantize_static(src: Path, dst: Path, feeds: Iterable[dict]) -> None:
             per_channel=True,
             calibrate_method=CalibrationMethod.Percentile,
             extra_options={"CalibPercentile": 99.99},
+            use_external_data_format=has_external_data(src),
         )

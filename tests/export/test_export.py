@@ -198,3 +198,33 @@ def test_static_int8_with_a_calibration_folder(tmp_path):
     assert report["parity"]["calibration_wer_export"] <= 0.1  # 0.056: one word of 18 (measured)
     ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "static" / "encoder.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format
+
+
+def test_graphs_with_external_data_load_quantise_and_equal_the_inline_ones(tiny_en, tmp_path):
+    """Past protobuf's 2 GB (large-v3's encoder) weights go to ``<graph>.onnx.data``: forced here on a small
+    model, the graphs give the same logits as inline ones, INT8 quantisation keeps the format, sizes count it."""
+    from generalist_cli.export.onnx import has_external_data
+    from generalist_cli.export.quantize import quantize_dynamic
+
+    model = dense().eval()
+    mel = torch.randn(1, 80, 3000)
+    prompt = torch.tensor([[50258, 50259, 50359, 50363]])
+    for name in ("inline", "ext", "q"):
+        (tmp_path / name).mkdir()
+    inline = _export(model, tiny_en.path, tmp_path / "inline")
+    export_graphs(model, tmp_path / "ext", external=True)
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(tmp_path / "inline" / name, tmp_path / "ext" / name)
+    assert sorted(p.name for p in (tmp_path / "ext").glob("*.data")) == ["decoder.onnx.data", "encoder.onnx.data"]
+    assert has_external_data(tmp_path / "ext" / "encoder.onnx") and not has_external_data(
+        tmp_path / "inline" / "encoder.onnx"
+    )
+    ext = OnnxModel(tmp_path / "ext", threads=1, device="cpu")
+    for a, b in zip(_logits(inline, mel, prompt, steps=2), _logits(ext, mel, prompt, steps=2)):
+        assert (a == b).all()
+    quantize_dynamic(tmp_path / "ext" / "encoder.onnx", tmp_path / "q" / "encoder.onnx")
+    assert (tmp_path / "q" / "encoder.onnx.data").exists()
+    assert build.graph_bytes(tmp_path / "ext" / "encoder.onnx") > (tmp_path / "ext" / "encoder.onnx").stat().st_size
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(tmp_path / "q" / "encoder.onnx"), providers=["CPUExecutionProvider"])
