@@ -13,14 +13,22 @@ from generalist_cli.cli import app
 @app.command(
     "export",
     epilog="""[bold]Examples:[/]\n
+  gen export --quantize int8                      (the default model into exports/whisper-base-int8)\n
   gen export whisper-base --out exports/whisper-base-int8\n
   gen run examples/hello.m4a --to text --model exports/whisper-base-int8\n
   gen export whisper-base --out exports/base-fp32 --quantize none\n
   gen export runs/asr-hi/last --out exports/asr-hi --prune 0.3 --prune-experts 2 --calibration data/speak-hi-dev""",
 )
 def export(
-    model: Annotated[str, typer.Argument(help="A model name, store entry, checkpoint or Whisper folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The export folder to create (must not hold files).")],
+    model: Annotated[
+        str, typer.Argument(help="A model name, store entry, checkpoint or Whisper folder (default: gen run's).")
+    ] = "whisper-base",
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="The export folder to create (must not hold files); default exports/<model>-<quantize>."
+        ),
+    ] = None,
     quantize: Annotated[str, typer.Option(help="int8 (ONNX Runtime quantisation) or none (fp32).")] = "int8",
     prune: Annotated[float, typer.Option(help="Global magnitude pruning: fraction of weights set to zero.")] = 0.0,
     prune_experts: Annotated[int, typer.Option(help="Drop this many least-used experts per MoE layer.")] = 0,
@@ -47,6 +55,7 @@ def export(
     from generalist_cli.console import out as stdout
     from generalist_cli.export.build import export_model
 
+    out = out or default_out(model, quantize)
     report = export_model(
         model,
         out,
@@ -82,3 +91,15 @@ def export(
         e = report["expert_pruning"]
         lines.append(f"  experts: {e['experts_before']} -> {e['experts_after']} (top-{e['top_k']})")
     stdout.print("\n".join(lines), markup=False, highlight=False)
+
+
+def default_out(model: str, quantize: str) -> Path:
+    """``exports/<model>-<int8|fp32>``; a checkpoint path is named by its run (``runs/asr-hi/checkpoints/last``
+    -> ``exports/asr-hi-last-int8``)."""
+    path = Path(model)
+    name = path.name
+    if name == "last" or name.startswith("step_"):
+        name = (
+            f"{path.parent.parent.name}-{name}" if path.parent.name == "checkpoints" else f"{path.parent.name}-{name}"
+        )
+    return Path("exports") / f"{name}-{'fp32' if quantize == 'none' else quantize}"

@@ -172,6 +172,33 @@ def _ttt_inner_ratio(model, capture: dict) -> float | None:
         return layer.inner_loss_ratio(x[:1, : layer.mini_batch].float())
 
 
+def check_sources(recipe: Recipe) -> None:
+    """Every data source is a prepared dataset: one error naming each missing one with the ``gen prepare``
+    command that makes it (from the recipe's header, where recipes show their commands)."""
+    from generalist_cli.data.prepare import STAMP
+
+    header = [line.lstrip("# ").strip() for line in _recipe_text(recipe).splitlines() if line.startswith("#")]
+    missing = []
+    for s in recipe.data.sources:
+        path = Path(s.path)
+        if (path / "dataset_dict.json").exists() or (path / STAMP).exists():
+            continue
+        cmd = next((c for c in header if c.startswith("gen prepare") and s.path in c.split()), None)
+        missing.append(f"{s.path} (make it with: {cmd or 'gen prepare ... --out ' + s.path})")
+    if missing:
+        raise GenError(
+            f"{recipe.path or 'the recipe'}: no prepared dataset at " + "; ".join(missing),
+            hint="prepare the data first, then train",
+        )
+
+
+def _recipe_text(recipe: Recipe) -> str:
+    try:
+        return Path(recipe.path).read_text(encoding="utf-8") if recipe.path else ""
+    except OSError:
+        return ""
+
+
 def combine_losses(ce, mel, dur, *, n_tok: int, n_mel: int, n_dur: int, t) -> "torch.Tensor | float":
     """The training loss from its sums and *global* counts (tensors for backward, floats for the logs):
     CE per target token + mel L1 per value + log-duration MSE per phoneme, weighted by the recipe."""
@@ -230,6 +257,7 @@ class Trainer:
                 f"rate only reaches {t.max_steps / t.warmup_steps:.0%} of {t.lr:g}"
             )
         self.run_dir = Path(r.run.out) / r.run.name
+        check_sources(r)  # before any model work
         ckpt = self._checkpoint_to_resume(resume)
         set_seed(r.run.seed)
         model, tokenizer_path, n_old = build_model(r, ckpt)

@@ -54,8 +54,9 @@ def test_kathbath_hub_layout_with_only_train_and_valid_skips_the_test_splits_say
 def test_gen_prepare_kathbath_repo_path_prints_one_line_per_missing_split(kathbath_repo, tmp_path):
     from tests.conftest import gen
 
-    r = gen("prepare", "kathbath", "--lang", "hi", "--repo", str(kathbath_repo), "--out", str(tmp_path / "o"))
+    r = gen("prepare", "kathbath", "--repo", str(kathbath_repo), "--out", str(tmp_path / "o"))  # no --lang
     assert r.returncode == 0, r.stderr
+    assert "no --lang given; preparing Hindi (hi)" in r.stderr
     assert r.stderr.count("skipped") == 2 and "Traceback" not in r.stderr
     assert "3 examples (train 2, valid 1); items 3 read = 3 taken + 0 rejected" in r.stdout
 

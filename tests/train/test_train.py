@@ -589,3 +589,26 @@ def test_models_are_built_from_their_final_config_keeping_every_old_weight():
     assert _with_config(g, g.config) is g  # nothing asked: the same model
     with pytest.raises(ValueError, match="do not fit"):
         _with_config(g, dataclasses.replace(g.config, n_text_ffn=2 * g.config.n_text_ffn))
+
+
+def test_missing_data_is_named_with_its_prepare_command_before_any_model_work(tmp_path):
+    """``gen train recipes/multitask.toml`` on a fresh machine: one error naming each missing source and the
+    ``gen prepare`` command of the recipe's header that makes it; exit 1, and no run folder (no model work)."""
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "generalist_cli", "train", str(ROOT / "recipes" / "multitask.toml")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "make it with: gen prepare kathbath --lang hi --out data/kathbath-hi" in r.stderr
+    assert "gen prepare wiki-translate --src-lang en --tgt-lang hi --out data/wiki-en-hi" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_gen_export_defaults_to_the_default_model_and_an_exports_folder():
+    import inspect
+
+    from generalist_cli.cli.export import default_out, export
+
+    assert inspect.signature(export).parameters["model"].default == "whisper-base"
+    assert default_out("whisper-base", "int8") == Path("exports/whisper-base-int8")
+    assert default_out("runs/asr-hi/checkpoints/last", "none") == Path("exports/asr-hi-last-fp32")
