@@ -101,6 +101,7 @@ def _table(report: dict):
         ("script", "{:.1%}", "script"),
         ("bleu", "{:.1f}", "BLEU"),
         ("chrf", "{:.1f}", "chrF"),
+        ("chrf++", "{:.1f}", "chrF++"),
         ("top1", "{:.3f}", "top-1"),
         ("mel_l1", "{:.3f}", "mel L1"),
         ("round_trip_wer", "{:.3f}", "rt WER"),

@@ -115,6 +115,6 @@ def eval_line(row: dict) -> str:
             if "wer" in e:
                 s += f" WER {e['wer']:.3f} CER {e['cer']:.3f}"
             if "bleu" in e:
-                s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f}"
+                s += f" BLEU {e['bleu']:.1f} chrF {e['chrf']:.1f} chrF++ {e.get('chrf++', float('nan')):.1f}"
             parts.append(s)
     return "; ".join(parts)

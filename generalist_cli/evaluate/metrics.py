@@ -1,7 +1,7 @@
 """Text metrics. The normaliser keeps Indic combining marks (matras, viramas): it only case-folds, applies
 Unicode NFC and turns punctuation and symbols into spaces, so Devanagari words stay whole.
 :func:`text_scores` is what training evaluations and ``gen eval`` report per task: WER/CER (jiwer, Whisper's
-English normaliser for English), BLEU/chrF (sacrebleu) for translation, top-1 for isolated signs."""
+English normaliser for English), BLEU/chrF/chrF++ (sacrebleu) for translation, top-1 for isolated signs."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def normalizer(lang: str) -> Callable[[str], str]:
 
 def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> dict:
     """``wer``/``cer`` of ``hyps`` against ``refs`` (``lang``'s normaliser), ``script`` (the share of the hypotheses'
-    letters written in the output language's script: Devanagari for hi), plus ``bleu``/``chrf`` for a
-    translation task and ``top1`` for ``sign``."""
+    letters written in the output language's script: Devanagari for hi), plus ``bleu``/``chrf``/``chrf++``
+    (character n-grams with word bigrams, sacrebleu's ``CHRF(word_order=2)``) for a translation task and
+    ``top1`` for ``sign``."""
     import jiwer
 
     norm = normalizer(lang)
@@ -82,6 +83,7 @@ def text_scores(refs: list[str], hyps: list[str], *, lang: str, task: str) -> di
 
         out["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
         out["chrf"] = sacrebleu.corpus_chrf(hyps, [refs]).score
+        out["chrf++"] = sacrebleu.metrics.CHRF(word_order=2).corpus_score(hyps, [refs]).score  # Indic MT's main one
     if task == "sign":
         out["top1"] = sum(a == b for a, b in zip(r, h)) / max(1, len(r))
     return out

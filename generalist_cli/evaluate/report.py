@@ -4,7 +4,7 @@ Per task (speech -> text, translation, text -> text, sign -> text, text -> speec
 - ``loss``, ``token_accuracy``, ``accuracy``: teacher-forced cross-entropy per target token and argmax
   accuracy (PyTorch engine; an ONNX export has no teacher-forcing graph);
 - ``wer``/``cer`` (jiwer) after Whisper's English normaliser for English and a Unicode normaliser that keeps
-  Indic combining marks for every other language; ``bleu``/``chrf`` (sacrebleu) for translation;
+  Indic combining marks for every other language; ``bleu``/``chrf``/``chrf++`` (sacrebleu) for translation;
   ``top1`` for isolated signs (the decoded label equals the reference);
 - ``mel_l1`` for speech output (teacher-forced durations) and ``round_trip_wer``/``round_trip_cer``: the
   speech generated with predicted durations, vocoded (Griffin-Lim), transcribed back by an ASR model;

@@ -37,6 +37,18 @@ def test_translation_and_sign_scores():
     assert same["bleu"] == pytest.approx(100.0) and same["chrf"] == pytest.approx(100.0)
     worse = text_scores(["The house is blue."], ["A car was red"], lang="en", task="translate")
     assert worse["bleu"] == 0.0 and worse["chrf"] < 30  # no shared word n-gram
+    # chrF++ (word bigrams added to chrF's character n-grams): the same words in another order score lower
+    ref = ["मैं कल बाज़ार जाऊँगा।"]
+    kept, swapped = (
+        text_scores(ref, [h], lang="hi", task="text_translate") for h in ("मैं कल बाज़ार जाऊँगा।", "कल मैं जाऊँगा बाज़ार।")
+    )
+    assert kept["chrf++"] == pytest.approx(100.0) and swapped["chrf++"] < swapped["chrf"] < 100
+    import sacrebleu
+
+    hyp = ["मैं कल बाजार जाऊंगा"]
+    assert text_scores(ref, hyp, lang="hi", task="text_translate")["chrf++"] == pytest.approx(
+        sacrebleu.corpus_chrf(hyp, [ref], word_order=2).score
+    )
     sign = text_scores(["hello", "thank you", "water"], ["Hello", "thank you", "food"], lang="en", task="sign")
     assert sign["top1"] == pytest.approx(2 / 3)
 
