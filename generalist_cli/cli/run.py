@@ -86,6 +86,10 @@ def run(
     ] = Task.transcribe,
     model: Annotated[str, typer.Option("--model", "-m", help="Store name, hub id, or model folder.")] = DEFAULT_MODEL,
     beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam width; 1 = greedy.")] = 1,
+    length_penalty: Annotated[
+        Optional[float],
+        typer.Option(help="Beam ranking: sum log-prob / ((5 + length) / 6)^A (GNMT); default: mean log-prob."),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.txt,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file, or folder for many inputs.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Audio windows decoded together.")] = 8,
@@ -186,6 +190,7 @@ def run(
         languages=allowed,
         task=task.value,
         beam_size=beam_size,
+        length_penalty=length_penalty,
         batch_size=batch_size,
         vad="off" if no_vad else vad.value,
         script=script.value,
@@ -315,29 +320,34 @@ def _convert(
     import json
 
     from generalist_cli.cli.common import print_error
+    from generalist_cli.console import progress
     from generalist_cli.errors import GenError
     from generalist_cli.infer import convert
     from generalist_cli.media.audio import encode_audio
 
     convert.check_request(loaded, model_name, {kinds[f] for f in files}, to.value, language)
     failed = 0
-    for f in files:
-        try:
-            result = convert.convert(
-                loaded, f, kinds[f], to.value, language=language, src_lang=src_lang, options=options
-            )
-            if result.audio is not None:
-                encode_audio(sink.target(f), result.audio)
-            else:
-                sink.emit(
-                    json.dumps(result.as_json(str(f)), ensure_ascii=False) + "\n"
-                    if fmt.value == "json"
-                    else result.text + "\n",
-                    f,
-                )
-        except GenError as exc:
-            failed += 1
-            print_error(exc)
+    with progress() as bar:
+        for f in files:
+            job = bar.add_task(f"{f.name}: {kinds[f]} -> {to.value}", total=None)
+            try:
+                if kinds[f] == "text" and to.value == "text":
+                    bar.update(job, total=convert.count_sentences(convert.read_text(f)))
+                result = convert.convert(
+                    loaded, f, kinds[f], to.value, language=language, src_lang=src_lang, options=options,
+                    on_progress=lambda n, job=job: bar.advance(job, n),
+                )  # fmt: skip
+                if result.audio is not None:
+                    encode_audio(sink.target(f), result.audio)
+                else:
+                    text = (
+                        json.dumps(result.as_json(str(f)), ensure_ascii=False) if fmt.value == "json" else result.text
+                    )
+                    sink.emit(text + "\n", f)
+            except GenError as exc:
+                failed += 1
+                print_error(exc)
+            bar.remove_task(job)
     return failed
 
 

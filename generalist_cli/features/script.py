@@ -231,8 +231,8 @@ def _opens(data: bytes, scripts: set[str]) -> bool:
         return False
     if len(rest) < n:
         return bool(set().union(*(_block_scripts(b) for b in _blocks(rest, n))) & scripts)
-    ch = rest[:n].decode("utf-8", errors="ignore")
-    return bool(ch) and unicodedata.category(ch) == "Lo" and char_script(ch) in scripts
+    ch = rest[:n].decode("utf-8", errors="ignore")  # a lead byte followed by non-continuation bytes: not one char
+    return len(ch) == 1 and unicodedata.category(ch) == "Lo" and char_script(ch) in scripts
 
 
 def _letters(data: bytes) -> tuple[set[str], set[str]]:

@@ -86,6 +86,8 @@ class DecodeOptions:
     max_initial_timestamp: float = 1.0  # seconds: latest first timestamp
     suppress_blank: bool = True
     script: tuple[str, ...] = ()  # keep to these scripts (+ Latin, digits, punctuation): features/script.py
+    no_repeat_ngram: int = 0  # > 0: no n-gram of this many tokens twice in a row's output (text decoding)
+    length_penalty: float | None = None  # beam ranking: None = mean log-probability; a: sum / ((5 + len) / 6)^a
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class LogitRules:
         logits[:, self.vocab :] = NEG_INF  # task/modality tokens appended after Whisper's vocabulary
         if self.later:
             self._script(logits, seqs)
+        if self.options.no_repeat_ngram:
+            _block_repeats(logits, seqs, self.options.no_repeat_ngram)
         first = len(seqs[0]) == 0
         if first and self.options.suppress_blank:
             logits[:, self._index("begin_suppress", logits)] = NEG_INF
@@ -210,6 +214,24 @@ class LogitRules:
         text_lp = _max(logprobs[:, :ts])
         logits[stamp_lp > text_lp, :ts] = NEG_INF
         return logits
+
+
+def _block_repeats(logits, seqs: list[list[int]], n: int) -> None:
+    """No token that would complete an n-gram already in the row (fairseq's and transformers'
+    ``no_repeat_ngram_size``): the repetition loops greedy text decoding falls into."""
+    for k, seq in enumerate(seqs):
+        if len(seq) < n:
+            continue
+        prefix = tuple(seq[len(seq) - n + 1 :])
+        banned = {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i : i + n - 1]) == prefix}
+        if banned:
+            logits[k, array(sorted(banned), logits)] = NEG_INF
+
+
+def _rank(score: float, length: int, penalty: float | None) -> float:
+    """A finished beam's ranking score (openai/whisper's MaximumLikelihoodRanker): the log-probability over
+    the length, or with ``penalty`` over GNMT's ((5 + length) / 6) ** penalty."""
+    return score / (length if penalty is None else ((5 + length) / 6) ** penalty)
 
 
 def detect_language(
@@ -265,7 +287,7 @@ def _decode(
     if k == 1:
         tokens = _greedy(model, cache, logits, rules, p, max_new, tokenizer.eot)
     else:
-        tokens = _beam(model, cache, logits, rules, p, max_new, tokenizer.eot, k)
+        tokens = _beam(model, cache, logits, rules, p, max_new, tokenizer.eot, k, options.length_penalty)
     return [Decoded(t, lp, ns) for (t, lp), ns in zip(tokens, no_speech)]
 
 
@@ -294,9 +316,10 @@ def _greedy(model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: 
 
 
 def _beam(
-    model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int, k: int
+    model, cache, logits, rules: LogitRules, p: int, max_new: int, eot: int, k: int, penalty: float | None = None
 ) -> list[tuple[list[int], float]]:
-    """Beam search with ``k`` beams per audio row; the best finished hypothesis by mean log-probability."""
+    """Beam search with ``k`` beams per audio row; the best finished hypothesis by :func:`_rank` (mean
+    log-probability, or GNMT's length penalty)."""
     b = logits.shape[0]
     rows = array([a for a in range(b) for _ in range(k)], logits)
     cache = cache.select(rows)  # K rows per audio, all from the prefilled state
@@ -343,6 +366,6 @@ def _beam(
     out = []
     for a in range(b):
         cands = finished[a] or [(seqs[a * k + j], float(scores[a * k + j])) for j in range(k)]
-        best = max(cands, key=lambda c: c[1] / (len(c[0]) + 1))
+        best = max(cands, key=lambda c: _rank(c[1], len(c[0]) + 1, penalty))
         out.append((best[0], best[1] / (len(best[0]) + 1)))
     return out

@@ -56,6 +56,7 @@ class TranscribeOptions:
     languages: tuple[str, ...] = ()  # detection chooses among these only (e.g. ("hi", "en")); empty: any
     task: str = "transcribe"
     beam_size: int = 1
+    length_penalty: float | None = None  # beam ranking (infer/decoding.py); None: mean log-probability
     batch_size: int = 8  # windows encoded and decoded together
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
@@ -158,7 +159,8 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
         )
     pack = options.pack and not options.word_timestamps and model.can_pack
     # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
-    dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack)
+    dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack,
+                          length_penalty=options.length_penalty)  # fmt: skip
     suppress = list(cfg.suppress_tokens)
     done_frames = 0
     context = previous_text(tokenizer, options, limit=cfg.n_text_ctx // 2 - 1)  # the same for every window

@@ -187,14 +187,22 @@ class Generalist(nn.Module):
         """Audio of different lengths, each ``(n_mels, 2 S_i)``, encoded unpadded and packed several to an
         encoder row (Patch n' Pack: block-diagonal attention, positions restarting per example, so each equals
         its own unpadded forward) -> (features (B, max S_i, D) zero-padded, lengths S_i) for :meth:`new_cache`."""
+        return self.encode_packed([self.embed_audio(m[None])[0] for m in mels], capacity)
+
+    def encode_texts_packed(self, tokens: list[Tensor], capacity: int | None = None) -> tuple[Tensor, list[int]]:
+        """Texts of different lengths (token ids) encoded packed as :meth:`encode_audio_packed` encodes audio:
+        a batch of sentences to translate, each equal to its own unpadded forward."""
+        return self.encode_packed(self.embed_texts(tokens), capacity)
+
+    def encode_packed(self, embedded: list[Tensor], capacity: int | None = None) -> tuple[Tensor, list[int]]:
+        """Embedded examples (S_i, D) packed into encoder rows -> (states (B, max S_i, D) zero-padded, S_i)."""
         from generalist_cli.model.packing import pack, plan_rows
 
-        embedded = [self.embed_audio(m[None])[0] for m in mels]
         lengths = [len(e) for e in embedded]
         rows = plan_rows(lengths, capacity or self.config.n_audio_ctx)
         x, packing = pack(embedded, rows)
         enc = self.encode(x, packing)[0]
-        out = enc.new_zeros(len(mels), max(lengths), enc.shape[-1])
+        out = enc.new_zeros(len(embedded), max(lengths), enc.shape[-1])
         for i, (r, a, b) in enumerate(packing.spans):
             out[i, : b - a] = enc[r, a:b]
         return out, lengths
