@@ -119,29 +119,15 @@ def _local_rows(folder: Path, code: str, split: str) -> Iterator[RawItem]:
         problem = row.problem or (
             "" if len(values) == 2 else f"{len(values)} field(s), expected <file name><TAB><text>"
         )
-        yield RawItem(
-            id=f"kathbath-{code}-{split}-{key}",
-            split=split,
-            task="transcribe",
-            modality="audio",
-            source=path,
-            text=text,
-            lang=code,
-            line=row.line,
-            problem=problem,
-        )
+        yield _item(code, split, key, path, text, line=row.line, problem=problem)
     for key, path in audio.items():  # speech the transcript does not name is reported, not dropped
         if key not in named:
-            yield RawItem(
-                id=f"kathbath-{code}-{split}-{key}",
-                split=split,
-                task="transcribe",
-                modality="audio",
-                source=path,
-                text="",
-                lang=code,
-                problem=f"no line in {transcript.name}",
-            )
+            yield _item(code, split, key, path, "", problem=f"no line in {transcript.name}")
+
+
+def _item(code: str, split: str, key: str, source, text: str, **kw) -> RawItem:
+    return RawItem(id=f"kathbath-{code}-{split}-{key}", split=split, task="transcribe", modality="audio",
+                   source=source, text=text, lang=code, **kw)  # fmt: skip
 
 
 def _hub(code: str, split: str, text_column: str | None, repo: str = HUB_ID) -> Iterator[RawItem] | None:
@@ -170,12 +156,4 @@ def _hub_rows(ds, code: str, split: str, audio_col: str, text_col: str) -> Itera
         audio = row[audio_col] or {}
         name = Path(audio.get("path") or f"{i:08d}").stem
         source = AudioBytes(audio.get("bytes") or b"", name) if audio.get("bytes") else Path(audio.get("path") or "")
-        yield RawItem(
-            id=f"kathbath-{code}-{split}-{name}",
-            split=split,
-            task="transcribe",
-            modality="audio",
-            source=source,
-            text=str(row.get(text_col) or ""),
-            lang=code,
-        )
+        yield _item(code, split, name, source, str(row.get(text_col) or ""))
