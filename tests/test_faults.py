@@ -46,6 +46,7 @@ def one_clear_line(r: subprocess.CompletedProcess, *needles: str) -> None:
         assert n in errors[0], errors[0]
 
 
+@pytest.mark.slow
 def test_kill_9_during_prepare_then_rerun_finishes_without_redoing_or_duplicating(tmp_path):
     text = tmp_path / "en.txt"
     text.write_text((ROOT / "examples" / "sentences_en_lifelong.txt").read_text())
@@ -91,6 +92,7 @@ def test_kill_9_during_prepare_then_rerun_finishes_without_redoing_or_duplicatin
     assert len(ids) == len(set(ids)) == n  # every line once: nothing lost, nothing twice
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_existing_output_of_gen_run(tmp_path):
     out = tmp_path / "hello.json"
     out.write_text("earlier output\n")
@@ -127,6 +129,7 @@ def _unwritable() -> None:
     pytest.fail(f"{UNWRITABLE} is writable on this machine: the test needs an unwritable folder")
 
 
+@pytest.mark.slow
 def test_unwritable_output_folders(tmp_path):
     _unwritable()
     one_clear_line(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import EXAMPLE, gen
 
 
+@pytest.mark.slow
 def test_init_run_info_add_experts(tmp_path):
     out = tmp_path / "gen-tiny"
     r = gen(
@@ -61,6 +64,7 @@ def init_like_whisper(out, *options: str, says: str) -> dict:
     return json.loads(gen("models", "info", str(out), "--json").stdout)
 
 
+@pytest.mark.slow
 def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
     out = tmp_path / "gen-fg"
     info = init_like_whisper(
@@ -107,6 +111,7 @@ def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it
     assert r.returncode == 2 and "--shared < --segments" in r.stderr
 
 
+@pytest.mark.slow
 def test_peer_init_transcribes_like_whisper(tmp_path):
     info = init_like_whisper(
         tmp_path / "gen-peer",
@@ -135,6 +140,7 @@ def test_peer_init_transcribes_like_whisper(tmp_path):
     assert r.returncode == 2 and "square" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_usage_errors(tmp_path):
     r = gen(
         "models", "init", "--from", "whisper-tiny.en", "--experts", "2", "--top-k", "3", "--out", str(tmp_path / "x")

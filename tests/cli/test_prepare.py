@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from generalist_cli.media.audio import encode_audio
 from generalist_cli.media.espeak import synthesize_16k
 from tests.conftest import gen
 
 
+@pytest.mark.slow
 def test_manifest_prepare_reports_rejections_and_exits_0(tmp_path):
     encode_audio(tmp_path / "a.wav", synthesize_16k("good morning everyone"))
     (tmp_path / "broken.wav").write_bytes(b"RIFF....not really")
@@ -24,6 +27,7 @@ def test_manifest_prepare_reports_rejections_and_exits_0(tmp_path):
     assert again.returncode == 0 and "already prepared" in again.stdout
 
 
+@pytest.mark.slow
 def test_nothing_prepared_is_exit_1_and_bad_options_exit_2(tmp_path):
     (tmp_path / "m.tsv").write_text("path\ttext\nmissing.wav\thi\n")
     r = gen("prepare", "manifest", str(tmp_path / "m.tsv"), "--out", str(tmp_path / "out"))

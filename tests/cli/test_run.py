@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import EXAMPLE, EXAMPLE_TEXT, gen, wer
 
@@ -26,6 +27,7 @@ def test_help_is_fast_and_imports_no_torch():
         assert "Examples" in r.stdout or args == []
 
 
+@pytest.mark.slow
 def test_default_model_on_the_example():
     r = gen("run", str(EXAMPLE), "--to", "text")
     assert r.returncode == 0, r.stderr
@@ -33,6 +35,7 @@ def test_default_model_on_the_example():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_json_and_files(tmp_path):
     second = tmp_path / "copy.wav"
     from generalist_cli.media.audio import decode_audio, encode_audio
@@ -55,6 +58,7 @@ def test_json_and_files(tmp_path):
     assert r.returncode == 0 and single.read_text().startswith("WEBVTT")
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_each_and_the_rest_still_runs(tmp_path):
     from generalist_cli.media.audio import encode_audio
     from tests.conftest import tone, write_av
@@ -103,6 +107,7 @@ def test_unknown_language_is_a_usage_error():
         assert resolve_language(code) == "hi"
 
 
+@pytest.mark.slow
 def test_language_the_model_lacks_and_unknown_model():
     r = gen("run", str(EXAMPLE), "--lang", "hi", "--model", "whisper-tiny.en")
     assert r.returncode == 2 and "does not know language 'hi'" in r.stderr
@@ -125,6 +130,7 @@ def test_models_list_and_pull_json(tmp_path):
     assert r.returncode == 1 and "already exists" in r.stderr and "--force" in r.stderr
 
 
+@pytest.mark.slow
 def test_read_only_store_still_runs(tmp_path):
     home = tmp_path / "ro-home"
     home.mkdir()
@@ -180,6 +186,7 @@ def test_input_modality_from_name_and_content(tmp_path):
     assert detect_modality(tmp_path / "fake.m4a") == "audio"  # media names are never read as text
 
 
+@pytest.mark.slow
 def test_num_processes_shares_the_files_and_keeps_input_order(tmp_path):
     """gen run -n 2 (= accelerate launch --num_processes 2 -m generalist_cli run): 2 CPU processes, outputs
     merged in input order, equal to one process; a bad file fails alone; folder names never clash."""
@@ -210,6 +217,7 @@ def test_num_processes_shares_the_files_and_keeps_input_order(tmp_path):
     assert "passport" in (out / "x0-2.txt").read_text()
 
 
+@pytest.mark.slow
 def test_quiet_and_verbose_work_before_or_after_the_command():
     from generalist_cli.cli import _hoist_verbosity
 

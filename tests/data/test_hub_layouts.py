@@ -51,6 +51,7 @@ def test_kathbath_hub_layout_with_only_train_and_valid_skips_the_test_splits_say
         list(kathbath.items(lang="hi", repo=str(kathbath_repo), splits=("test_known",)))
 
 
+@pytest.mark.slow
 def test_gen_prepare_kathbath_repo_path_prints_one_line_per_missing_split(kathbath_repo, tmp_path):
     from tests.conftest import gen
 

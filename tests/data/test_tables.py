@@ -170,6 +170,7 @@ def test_real_translations_every_pair_prepared_byte_for_byte_after_nfc(path, tmp
         assert len(pairs) == 997 and sum('"' in s + t for _, s, t in pairs) == 77
 
 
+@pytest.mark.slow
 def test_gen_prepare_prints_the_accounting(tmp_path):
     from tests.conftest import gen
 

@@ -81,6 +81,7 @@ def speak_en(tmp_path_factory):
     return root / "data"
 
 
+@pytest.mark.slow
 def test_cli_json_report_and_plots(speak_en, tmp_path):
     r = gen(
         "eval",
@@ -117,6 +118,7 @@ def test_cli_json_report_and_plots(speak_en, tmp_path):
     assert info["flops_per_audio_second"] > 1e9
 
 
+@pytest.mark.slow
 def test_cli_on_an_export_and_bad_inputs(speak_en, tmp_path):
     out = tmp_path / "export"
     assert gen("export", "whisper-tiny.en", "--out", str(out), "--quantize", "none").returncode == 0

@@ -37,6 +37,7 @@ def _logits(m, mel, prompt, steps=14):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dense", "moe-ttt", "moe-ttt-encoder", "restricted-vocab"])
 def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
     if kind == "dense":
@@ -76,6 +77,7 @@ def tiny_int8(tiny_en, tmp_path_factory):
     return out, json.loads(r.stdout)
 
 
+@pytest.mark.slow
 def test_int8_export_cli_runs_the_example(tiny_int8):
     out, report = tiny_int8
     assert {"path", "quantize", "parity", "bytes", "gen_version"} <= set(report)
@@ -97,6 +99,7 @@ def test_int8_export_cli_runs_the_example(tiny_int8):
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
     """What the CPU container runs: ONNX Runtime and numpy, ``import torch`` failing. ``gen run`` (greedy,
     beam search) and ``gen serve``'s transcription endpoint give the text the PyTorch model gives."""
@@ -139,6 +142,7 @@ def test_an_export_runs_and_serves_without_torch(tiny_int8, tmp_path):
         assert r.returncode != 0 and "cannot pack" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "PARITY_LIMIT", -1.0)
     out = tmp_path / "never"
@@ -186,6 +190,7 @@ def test_expert_pruning_keeps_routing_valid_and_drops_only_unused_experts():
         drop_experts(model, 4, usage)
 
 
+@pytest.mark.slow
 def test_static_int8_with_a_calibration_folder(tmp_path):
     cal = tmp_path / "cal"
     cal.mkdir()

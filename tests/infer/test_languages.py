@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from generalist_cli.media.audio import encode_audio
 from generalist_cli.media.espeak import synthesize_16k
@@ -22,6 +23,7 @@ SPANISH = [
 ]
 
 
+@pytest.mark.slow
 def test_english_then_spanish_gets_a_language_per_window(tmp_path):
     english = (ROOT / "examples" / "sentences_en.txt").read_text().splitlines()
     parts, n = [], 0

@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from generalist_cli.media.audio import encode_audio
 from generalist_cli.media.espeak import synthesize_16k
 
 
+@pytest.mark.slow
 def test_a_hotword_fixes_a_misrecognised_name(tmp_path):
     speech = encode_audio(tmp_path / "call.m4a", synthesize_16k("Please call Doctor Venkataraman tomorrow."))
 

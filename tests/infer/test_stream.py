@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from generalist_cli.infer.stream import Streamer, pcm_chunks
 from generalist_cli.infer.transcribe import TranscribeOptions
@@ -41,6 +42,7 @@ def test_pcm_chunks_reads_raw_and_wav(tmp_path):
         list(pcm_chunks(open(other, "rb")))
 
 
+@pytest.mark.slow
 def test_confirmed_words_only_grow_and_the_end_matches(tiny_en):
     audio = decode_audio(EXAMPLE)
     s = Streamer(tiny_en.model, tiny_en.tokenizer, TranscribeOptions(language="en"))
@@ -56,6 +58,7 @@ def test_confirmed_words_only_grow_and_the_end_matches(tiny_en):
     assert wer(EXAMPLE_TEXT, "".join(w.word for w in confirmed)) <= 0.1
 
 
+@pytest.mark.slow
 def test_gen_run_stream_from_stdin():
     r = subprocess.run(
         [sys.executable, "-m", "generalist_cli", "run", "-", "--stream", "-m", "whisper-tiny.en", "-f", "json"],

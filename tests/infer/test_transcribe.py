@@ -35,6 +35,7 @@ def long_audio(speech):
     return np.concatenate(parts), spans
 
 
+@pytest.mark.slow
 def test_long_form_is_complete_with_correct_times(tiny_en, long_audio):
     audio, spans = long_audio
     assert len(audio) / 16_000 > 60
@@ -63,6 +64,7 @@ def test_long_form_is_complete_with_correct_times(tiny_en, long_audio):
     assert found >= 7, t.text
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one(tiny_en, speech):
     audios = [speech(i) for i in (1, 2, 4)]
     together = transcribe(tiny_en.model, tiny_en.tokenizer, audios, TranscribeOptions(batch_size=8))
@@ -92,6 +94,7 @@ def test_language_detection_on_packed_audio_sees_only_its_own_row(base, speech):
             assert np.allclose([p for _, p in got], [p for _, p in alone], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_packed_utterances_equal_each_one_alone(tiny_en, speech, tmp_path):
     """Packing (gen serve's default for gen train checkpoints): utterances encoded unpadded in one encoder row
     equal each encoded alone; a packed, batched transcription (cross-attention masked to each row's length)
@@ -140,6 +143,7 @@ SPANISH = "Hola a todos. Hoy hace buen tiempo y vamos al mercado."
 ITALIAN = "Buongiorno a tutti. Oggi fa bel tempo e andiamo al mercato."
 
 
+@pytest.mark.slow
 def test_language_detection_per_file_and_translation(base, speech):
     # eSpeak's Hindi (and, less often, French) voice is too robotic for whisper-base: it hears Thai, and so
     # does faster-whisper on the same audio. Per-file detection is shown on voices it recognises, in one batch.

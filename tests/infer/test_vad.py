@@ -65,6 +65,7 @@ def test_repetition_measures():
     assert cut_repetition([1, 150, 2, 2, 2, 151], 100) == [1, 2]  # timestamps dropped from a cut window
 
 
+@pytest.mark.slow
 def test_gen_run_gives_empty_text_for_silence_and_noise_and_maps_times(sentence, tmp_path):
     from generalist_cli.media.audio import encode_audio
 

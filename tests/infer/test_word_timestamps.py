@@ -66,6 +66,7 @@ def test_word_starts_match_espeak_within_0_3_s(model, vad, request):
     assert sorted(errors)[int(0.9 * len(errors))] <= 0.3, sorted(errors)[-5:]
 
 
+@pytest.mark.slow
 def test_cli_words_in_json_and_one_cue_per_word_in_srt(tmp_path):
     from generalist_cli.media.audio import encode_audio
 

@@ -200,6 +200,7 @@ def test_config_and_checkpoint_round_trip(tmp_path):
         assert torch.equal(g(mel, tokens), loaded.model(mel, tokens))
 
 
+@pytest.mark.slow
 def test_upcycled_real_whisper_gives_identical_transcripts(tiny_en, speech):
     from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
 

@@ -72,6 +72,7 @@ def to_german() -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,bound", [("tiny_en", 0.08), pytest.param("base", 0.08, marks=pytest.mark.slow)])
 def test_english_wer_on_real_recordings(name, bound, request):
     """Measured: tiny.en WER 0.020, base 0.029 over the 8 files (the digit string is most of it)."""
@@ -89,6 +90,7 @@ def covered(segments, start: float) -> float:
     return sum(max(0.0, s.end - max(s.start, start)) for s in segments)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["hindi", "german"])
 def test_no_speech_lost_when_the_language_changes(case, switching, to_german, base):
@@ -110,6 +112,7 @@ def test_no_speech_lost_when_the_language_changes(case, switching, to_german, ba
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_segment_and_word_times_are_monotonic_on_long_real_audio(switching, base):
     loaded = base
     [t] = transcribe(loaded.model, loaded.tokenizer, [switching], TranscribeOptions(word_timestamps=True))
@@ -126,6 +129,7 @@ def test_segment_and_word_times_are_monotonic_on_long_real_audio(switching, base
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_hindi_is_written_in_devanagari(base):
     """The untrained whisper-base, asked for Hindi, writes Urdu, romanised Hindi and English without the script
     rule; with it (the default) nearly every letter is Devanagari and the WER drops."""
@@ -141,6 +145,7 @@ def test_hindi_is_written_in_devanagari(base):
     assert scores["auto"]["wer"] < scores["any"]["wer"], scores  # (CER: 0.850 vs 0.845 on these 6; see the docs)
 
 
+@pytest.mark.slow
 def test_stereo_channels_are_transcribed_apart(tmp_path):
     """``--channels split``: one transcript per speaker, each matching its own channel's reference."""
     path = MEDIA / "stereo_diarization.wav"

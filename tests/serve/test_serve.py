@@ -32,6 +32,7 @@ def server(tiny_en, tmp_path_factory):
     assert "Traceback" not in s.stop()
 
 
+@pytest.mark.slow
 def test_openai_compatible_transcription_in_every_format(server):
     audio = {"file": ("hello.m4a", HELLO.read_bytes(), "audio/mp4")}
     r = server.post("/v1/audio/transcriptions", files=audio, data={"model": "whisper-1", "language": "en"})
@@ -104,6 +105,7 @@ def test_metrics_count_requests_latency_and_audio(server):
     assert "# TYPE gen_request_duration_seconds histogram" in text
 
 
+@pytest.mark.slow
 def test_limits_and_a_full_queue(tiny_en, tmp_path):
     """413 over the upload limit, 400 over the length limit; a queue of one answers 503 with Retry-After to
     the requests it cannot hold, serves the rest, and keeps serving."""
@@ -142,6 +144,7 @@ def test_limits_and_a_full_queue(tiny_en, tmp_path):
         assert "Traceback" not in s.stop()
 
 
+@pytest.mark.slow
 def test_workers_are_separate_processes_on_one_port(tiny_en, tmp_path):
     s = Server("whisper-tiny.en", "--workers", "2", tmp=tmp_path / "tmp")
     try:

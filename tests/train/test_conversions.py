@@ -47,6 +47,7 @@ def test_release_splits_by_signer_and_bad_counts_fail(tmp_path):
         write_release(tmp_path / "x", signers=3, val_signers=1, test_signers=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokens", ["tubelets", "motion-map"])
 def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path, tokens):
     from generalist_cli.data import include
@@ -130,6 +131,7 @@ def test_a_scratch_model_learns_signs_and_gen_run_names_them(tmp_path, tokens):
     assert [json.loads(x)["label"] for x in r.stdout.splitlines()] == ["hello"]
 
 
+@pytest.mark.slow
 def test_a_scratch_model_learns_to_speak_phonemes_and_gen_run_writes_the_audio(tmp_path):
     import av
 
@@ -244,6 +246,7 @@ max_new_tokens = 60
     return path
 
 
+@pytest.mark.slow
 def test_a_scratch_model_learns_to_translate_and_gen_run_writes_it(tmp_path):
     from generalist_cli.data import wiki_translate
     from generalist_cli.data.prepare import prepare

@@ -106,6 +106,7 @@ def test_overfits_one_batch(world):
     assert losses[-1] < 0.6 * losses[0] and losses == sorted(losses, reverse=True), losses
 
 
+@pytest.mark.slow
 def test_outputs_resume_equality_and_checkpoints(world):
     full = recipe_file(world, "full", ttt="mlp", max_steps=6, keep_last=2)
     run_train(full)
@@ -154,6 +155,7 @@ def test_accumulation_gives_the_same_step(world):
     assert abs(a[1]["ce"] - b[1]["ce"]) < 2e-3
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_equal_one(world):
     path = recipe_file(world, "ddp", max_steps=3, aux_loss_coef=0.0, z_loss_coef=0.0)
     run_train(recipe_file(world, "single", max_steps=3, aux_loss_coef=0.0, z_loss_coef=0.0))
@@ -190,6 +192,7 @@ def test_ddp_two_cpu_processes_equal_one(world):
         assert abs(x["loss"] - y["loss"]) < 1e-4, (x["loss"], y["loss"])
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message(world):
     path = recipe_file(world, "nan", max_steps=5, save_every=1, lr=1e30, clip=0.0)
     r = subprocess.run(
@@ -199,6 +202,7 @@ def test_nan_loss_stops_with_a_clear_message(world):
     assert "last good checkpoint" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world, sig, code):
     name = f"interrupt{code}"
@@ -225,6 +229,7 @@ def test_ctrl_c_saves_and_exits_130_then_resume_finishes(world, sig, code):
     assert done.step == load_trainer(ckpt)["step"] + 1
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_continues_from_the_last_complete_checkpoint(world):
     """SIGKILL gives no chance to save: the run resumes from the newest complete checkpoint (a half-written
     one is ignored), the metrics logged after it are replaced, and the losses equal an uninterrupted run."""
@@ -283,6 +288,7 @@ def test_lifelong_freezes_old_experts(world):
     assert any(not torch.equal(new[k][2:], new[k][:1].expand_as(new[k][2:])) for k in moe if "fc1_weight" in k)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_the_tiny_recipe(tmp_path):
     """recipes/tiny.toml (whisper-tiny.en upcycled with TTT) on its data; fewer steps and experts keep it short."""
     from generalist_cli.data import speak
@@ -390,6 +396,7 @@ def test_packed_sampling_takes_rows_of_the_packing_sampler(world):
     assert result.step == 2 and all(m["loss"] > 0 for m in metrics(world, "packedrun"))
 
 
+@pytest.mark.slow
 def test_checkpoints_record_their_tasks_and_gen_run_converts_with_them(world, tmp_path):
     """A checkpoint trained on transcribe + tts speaks text; conversions it was not trained for are refused."""
     import av
