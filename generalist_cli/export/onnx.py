@@ -196,10 +196,10 @@ def _externalize(path, external: bool | None) -> bool:
         for entry in t.external_data
         if entry.key == "location"
     }
-    model = onnx.load(str(path))  # with the external tensors
-    size = sum(t.ByteSize() for t in model.graph.initializer)
+    size = path.stat().st_size + sum((path.parent / name).stat().st_size for name in before)
     if not (external or (external is None and (size > EXTERNAL_BYTES or before))):
         return False
+    model = onnx.load(str(path))  # with the external tensors: only when it is rewritten
     location = path.name + ".data"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
                     size_threshold=1024)  # fmt: skip

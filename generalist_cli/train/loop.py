@@ -368,8 +368,9 @@ class Trainer:
             hook = self.ttt_layers[0].register_forward_pre_hook(
                 lambda mod, args: self._capture.__setitem__("x", args[0].detach())
             )
+        counts_of = self._counts(batch)
         try:
-            sums, per_task, counts, entropy = self._accumulate(batch)
+            sums, per_task, counts, entropy = self._accumulate(batch, counts_of)
         finally:
             if hook is not None:
                 hook.remove()
@@ -387,7 +388,7 @@ class Trainer:
         if self.freezer is not None:
             self.freezer.restore()
         self.step_no += 1
-        return self._log(batch, acc.reduce(sums, reduction="sum"), per_task, counts, entropy, lr, grad_norm)
+        return self._log(batch, counts_of, acc.reduce(sums, reduction="sum"), per_task, counts, entropy, lr, grad_norm)
 
     def _counts(self, batch: Batch) -> dict[str, int]:
         ex = batch.examples
@@ -397,12 +398,12 @@ class Trainer:
             "n_dur": max(1, sum(len(e.durations) for e in ex if e.durations is not None)),
         }
 
-    def _accumulate(self, batch: Batch):
+    def _accumulate(self, batch: Batch, counts_of: dict[str, int]):
         """Forward and backward over the ``processes x grad_accum`` parts of ``batch``: (sums of ce, mel, dur,
         aux, z, padding; per-task CE sums and counts; expert counts; router entropy)."""
         t, acc, parts = self.t, self.acc, self.parts
         world, rank = acc.num_processes, acc.process_index
-        ex, counts_of = batch.examples, self._counts(batch)
+        ex = batch.examples
         sums = torch.zeros(6, device=acc.device)
         per_task: dict[str, list] = {}
         counts = entropy = None
@@ -436,8 +437,8 @@ class Trainer:
                 a[1] += n
         return sums, per_task, counts, entropy
 
-    def _log(self, batch: Batch, sums, per_task, counts, entropy, lr, grad_norm) -> StepLog:
-        t, c = self.t, self._counts(batch)
+    def _log(self, batch: Batch, counts_of: dict[str, int], sums, per_task, counts, entropy, lr, grad_norm) -> StepLog:
+        t, c = self.t, counts_of
         total = combine_losses(float(sums[0]), float(sums[1]), float(sums[2]), **c, t=t)
         total_with_aux = total + t.aux_loss_coef * float(sums[3]) + t.z_loss_coef * float(sums[4])
         if not math.isfinite(total_with_aux):
