@@ -17,6 +17,7 @@ from generalist_cli.cli import app
   gen export whisper-base --out exports/whisper-base-int8\n
   gen run examples/hello.m4a --to text --model exports/whisper-base-int8\n
   gen export whisper-base --out exports/base-fp32 --quantize none\n
+  gen export runs/asr-hi-real/checkpoints/last --encoder packed    (any-length utterances, top-2 experts)\n
   gen export runs/asr-hi/last --out exports/asr-hi --prune 0.3 --prune-experts 2 --calibration data/speak-hi-dev""",
 )
 def export(
@@ -42,6 +43,16 @@ def export(
         bool, typer.Option("--static", help="Static INT8 with activation ranges from calibration.")
     ] = False,
     max_wer_change: Annotated[float, typer.Option(help="Fail when the export's calibration WER rises more.")] = 0.05,
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="packed: utterances of any length, several to a row (as gen train trains); windows: fixed 30-s "
+            "windows (stock Whisper); auto: packed for a checkpoint trained on speech whose encoder allows it."
+        ),
+    ] = "auto",
+    experts: Annotated[
+        str, typer.Option(help="MoE layers in the graphs: top-k (only the chosen experts run) or all.")
+    ] = "top-k",
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON.")] = False,
 ) -> None:
     """Export MODEL to ONNX for ONNX Runtime: encoder.onnx, decoder.onnx (one graph for the prompt and the
@@ -65,6 +76,8 @@ def export(
         calibration=calibration,
         static=static,
         max_wer_change=max_wer_change,
+        encoder=encoder,
+        experts=experts,
         on_step=lambda s: note(escape(s)),
     )
     if as_json:
@@ -73,7 +86,7 @@ def export(
     p = report["parity"]
     mb = report["bytes"]["total"] / 1e6
     lines = [
-        f"{out}: {mb:.1f} MB ({report['quantize']})",
+        f"{out}: {mb:.1f} MB ({report['quantize']}, {report['encoder']} encoder, experts {report['experts']})",
         f"  fp32 parity: max |logit diff| {p['fp32_max_abs_logit_diff']:.2e} (limit {p['limit']:g})",
     ]
     if p.get("wer_change") is not None:

@@ -16,7 +16,8 @@ def greedy_tokens(
 
     A plain Whisper hears a 30 s window and decodes with timestamps, as it was trained (without them
     tiny.en stops after the first sentence: measured), and the timestamps are dropped; a generalist gets its
-    training input (the unpadded window, ``always_pad`` for an ONNX export's fixed window) and task prompt.
+    training input (the unpadded window; ``always_pad`` for an engine that cannot pack: a fixed-window export)
+    and task prompt.
     ``script="auto"`` keeps the text to the output language's script, as ``gen run`` does."""
     from generalist_cli.features.mel import pad_or_trim
     from generalist_cli.features.script import script_of

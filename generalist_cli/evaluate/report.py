@@ -156,7 +156,7 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
             continue
         current["key"] = (task, str(r["lang"]))
         t0 = time.perf_counter()
-        tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=exported, script=script)
+        tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=not m.can_pack, script=script)
         lat.append(time.perf_counter() - t0)
         n_tok += len(tokens) + 1
         hyps.append(tok.decode(tokens).strip())

@@ -26,6 +26,7 @@ PARITY_LIMIT = 1e-3  # max |logit| difference of the fp32 graphs vs PyTorch
 @dataclass
 class Calibration:
     mels: list = field(default_factory=list)  # (n_mels, 3000) tensors
+    frames: list = field(default_factory=list)  # each window's frames of audio before its padding
     audios: list = field(default_factory=list)  # 16 kHz waveforms (for WER)
     texts: list = field(default_factory=list)  # reference transcripts ("" when unknown)
     language: str = "en"
@@ -54,7 +55,9 @@ def load_calibration(path: Path | None, *, n_mels: int, limit: int = 16) -> Cali
     for f in files[:limit]:
         audio = decode_audio(f)
         cal.audios.append(audio)
-        cal.mels.append(torch.from_numpy(pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels), 3000)))
+        mel = log_mel_spectrogram(audio, n_mels=n_mels)
+        cal.mels.append(torch.from_numpy(pad_or_trim(mel, 3000)))
+        cal.frames.append(min(mel.shape[-1], 3000))
         txt = f.with_suffix(".txt")
         cal.texts.append(txt.read_text(encoding="utf-8").strip() if txt.exists() else "")
     return cal
@@ -73,10 +76,11 @@ def _calibration_from_dataset(path: Path, *, n_mels: int, limit: int) -> Calibra
         raise UsageError(f"{path}: holds no speech -> text examples for calibration")
     cal = Calibration()
     for row in ds.select(range(min(limit, len(ds)))).with_format("numpy"):
-        mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))
+        mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32).T.copy())  # shards: (frames, n_mels)
         if mel.shape[0] != n_mels:
             raise UsageError(f"{path}: its log-mels have {mel.shape[0]} bins, the model takes {n_mels}")
         cal.mels.append(pad_or_trim(mel, 3000))
+        cal.frames.append(min(mel.shape[-1], 3000))
         cal.texts.append(str(row["text"]))
         cal.language = str(row["lang"]) or "en"
     return cal
@@ -92,6 +96,8 @@ def export_model(
     calibration: Path | None = None,
     static: bool = False,
     max_wer_change: float = 0.05,
+    encoder: str = "auto",
+    experts: str = "top-k",
     on_step: Callable[[str], None] | None = None,
 ) -> dict:
     import generalist_cli
@@ -113,7 +119,11 @@ def export_model(
             f"{loaded.path}: has no tokenizer.json to ship with the export",
             hint=f"pull the model into the store first: gen models pull {model}",
         )
+    if experts not in EXPERTS:
+        raise UsageError(f"--experts must be {' or '.join(EXPERTS)}, not {experts!r}")
+    packed = _packed(loaded, encoder, model)
     report: dict = {"model": model, "quantize": quantize, "calibration_examples": len(cal.mels)}
+    report |= {"encoder": "packed" if packed else "windows", "experts": experts, "tasks": loaded.meta.get("tasks")}
     pruned = _prune(torch_model, tok, cal, prune=prune, prune_experts=prune_experts, report=report, step=step)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +133,8 @@ def export_model(
                 folder.mkdir()
                 (folder / "config.json").write_text(json.dumps(pruned.config.to_hf(), indent=2))
                 shutil.copy(tokenizer_file, folder / "tokenizer.json")
-            _graphs(pruned, tok, cal, fp32, final, out=out, quantize=quantize, static=static, report=report, step=step)
+            _graphs(pruned, tok, cal, fp32, final, out=out, quantize=quantize, static=static, report=report,
+                    step=step, packed=packed, experts=EXPERTS[experts])  # fmt: skip
             step("measuring WER on the calibration audio")
             _check_wer(torch_model, load_export(final, device="cpu").model, tok, cal, out, max_wer_change, report)
             sizes = {n: graph_bytes(final / n) for n in ("encoder.onnx", "decoder.onnx")}
@@ -140,6 +151,23 @@ def export_model(
             raise
         raise write_failure(out, exc, hint="choose a writable --out with free space; nothing was written") from exc
     return report
+
+
+EXPERTS = {"top-k": "index", "all": "dense"}  # --experts -> the MoE dispatch in the graphs
+
+
+def _packed(loaded, encoder: str, name: str) -> bool:
+    """Whether the encoder graph is packed: ``auto`` packs what ``gen run`` packs (a checkpoint trained on
+    speech by gen train) when its encoder allows it; ``packed`` refuses, in one line, an encoder that cannot."""
+    from generalist_cli.export.onnx import why_not_packed
+    from generalist_cli.infer.transcribe import packs_by_default
+
+    if encoder not in ("auto", "packed", "windows"):
+        raise UsageError(f"--encoder must be auto, packed or windows, not {encoder!r}")
+    reason = why_not_packed(loaded.model)
+    if encoder == "packed" and reason:
+        raise UsageError(f"{name}: cannot be exported with a packed encoder: {reason}", hint="use --encoder windows")
+    return encoder == "packed" or (encoder == "auto" and reason is None and packs_by_default(loaded))
 
 
 def _prune(model, tok, cal: Calibration, *, prune: float, prune_experts: int, report: dict, step):
@@ -163,14 +191,14 @@ def _prune(model, tok, cal: Calibration, *, prune: float, prune_experts: int, re
 
 
 def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path, quantize: str, static: bool,
-            report: dict, step) -> None:  # fmt: skip
+            report: dict, step, packed: bool = False, experts: str = "index") -> None:  # fmt: skip
     """fp32 ONNX graphs into ``fp32``, checked against PyTorch, then (quantised) into ``final``."""
     from generalist_cli.export.onnx import export_graphs
     from generalist_cli.export.quantize import quantize_dynamic, quantize_static
     from generalist_cli.store.load import load_export
 
-    step("exporting ONNX graphs")
-    export_graphs(model, fp32)
+    step("exporting ONNX graphs" + (" (packed encoder)" if packed else ""))
+    export_graphs(model, fp32, packed=packed, experts=experts)
     step("checking parity with PyTorch")
     diff = logit_difference(model, load_export(fp32, device="cpu").model, tok, cal, language=cal.language)
     report["parity"] = {"fp32_max_abs_logit_diff": diff, "limit": PARITY_LIMIT}
@@ -188,7 +216,7 @@ def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path,
     # static: the encoder (most of the compute) with calibrated activation ranges; the decoder stays
     # dynamic, its activations change token by token (static decoder INT8 gave WER 1.0: measured)
     if static:
-        quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(fp32, cal))
+        quantize_static(fp32 / "encoder.onnx", final / "encoder.onnx", _feeds(cal, packed=packed))
     else:
         quantize_dynamic(fp32 / "encoder.onnx", final / "encoder.onnx")
     quantize_dynamic(fp32 / "decoder.onnx", final / "decoder.onnx")
@@ -217,9 +245,19 @@ def graph_bytes(path: Path) -> int:
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
-def _feeds(fp32: Path, cal: Calibration) -> list[dict]:
-    """Encoder calibration inputs: the calibration windows."""
-    return [{"mel": m[None].numpy().astype(np.float32)} for m in cal.mels]
+def _feeds(cal: Calibration, *, packed: bool = False) -> list[dict]:
+    """Encoder calibration inputs: the calibration windows (a packed encoder: each one alone in its row)."""
+    from generalist_cli.model.rows import row_layout
+
+    feeds = []
+    for m in cal.mels:
+        feed = {"mel": m[None].numpy().astype(np.float32)}
+        if packed:
+            layout = row_layout([m.shape[-1] // 2], m.shape[-1] // 2)
+            feed |= {"pack_index": layout.pack_index, "segments": layout.segments}
+            feed["unpack_index"] = layout.unpack_index
+        feeds.append(feed)
+    return feeds
 
 
 def logit_difference(torch_model, onnx_model, tok, cal: Calibration, *, language: str) -> float:
@@ -229,9 +267,15 @@ def logit_difference(torch_model, onnx_model, tok, cal: Calibration, *, language
 
     prompt = torch.tensor([tok.sot_sequence(language=language if tok.multilingual else None, timestamps=False)])
     mel = cal.mels[0][None]
+    if onnx_model.can_pack:  # the window whole and its first 9 s, packed in one row
+        windows = [mel[0].numpy(), mel[0, :, :900].numpy()]
+        prompt = prompt.repeat(2, 1)
     worst = 0.0
     with torch.inference_mode():
-        caches = [m.new_cache(m.encode_audio(mel)) for m in (torch_model, onnx_model)]
+        if onnx_model.can_pack:
+            caches = [m.new_cache(*m.encode_mels_packed(windows)) for m in (torch_model, onnx_model)]
+        else:
+            caches = [m.new_cache(m.encode_audio(mel)) for m in (torch_model, onnx_model)]
         logits = [m.logits(m.decoder(prompt, c.cross_kv, c, 0)) for m, c in zip((torch_model, onnx_model), caches)]
         worst = max(worst, _finite_diff(*logits))
         nxt = logits[0][:, -1:].argmax(-1)
@@ -260,7 +304,7 @@ def calibration_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[flo
 
     if not cal.audios:  # dataset calibration: decode the prepared windows directly
         return _dataset_wer(torch_model, onnx_model, tok, cal)
-    opts = TranscribeOptions(language=cal.language if tok.multilingual else "en")
+    opts = TranscribeOptions(language=cal.language if tok.multilingual else "en", pack=onnx_model.can_pack)
     ref = [t.text for t in transcribe(torch_model, tok, cal.audios, opts)]
     got = [t.text for t in transcribe(onnx_model, tok, cal.audios, opts)]
     if all(cal.texts):
@@ -275,20 +319,17 @@ def _dataset_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float 
     from generalist_cli.infer.decoding import DecodeOptions, decode
 
     prompt = tok.sot_sequence(language=cal.language if tok.multilingual else None, timestamps=False)
+    options = DecodeOptions(timestamps=False, max_new_tokens=200)
     hyps = {}
     for name, m in (("torch", torch_model), ("onnx", onnx_model)):
         texts = []
         with torch.inference_mode():
-            for mel in cal.mels:
-                cache = m.new_cache(m.encode_audio(mel[None]))
-                [res] = decode(
-                    m,
-                    tok,
-                    cache,
-                    [prompt],
-                    DecodeOptions(timestamps=False, max_new_tokens=200),
-                    list(m.config.suppress_tokens),
-                )
+            for mel, n in zip(cal.mels, cal.frames):
+                if onnx_model.can_pack:  # unpadded, as a packed checkpoint was trained and runs
+                    cache = m.new_cache(*m.encode_mels_packed([mel[:, :n].numpy()]))
+                else:
+                    cache = m.new_cache(m.encode_audio(mel[None]))
+                [res] = decode(m, tok, cache, [prompt], options, list(m.config.suppress_tokens))
                 texts.append(tok.decode(res.tokens).strip())
         hyps[name] = texts
     return wer(cal.texts, hyps["torch"]), wer(cal.texts, hyps["onnx"])

@@ -33,19 +33,32 @@ OPSET = 17
 
 
 @contextmanager
-def dense_experts(model):
-    """Every MoE layer of ``model`` in ``dispatch="dense"`` (no data-dependent shapes) while exporting."""
+def graph_experts(model, dispatch: str = "index"):
+    """Every MoE layer of ``model`` in a dispatch with a graph form while exporting: ``"index"`` (top-k: each
+    expert on the tokens that chose it) or ``"dense"`` (every expert on every token, no data-dependent shapes)."""
     from generalist_cli.model.upcycle import moe_layers
 
     layers = moe_layers(model)
     saved = [m.dispatch for m in layers]
     for m in layers:
-        m.dispatch = "dense"
+        m.dispatch = dispatch
     try:
         yield model
     finally:
         for m, d in zip(layers, saved):
             m.dispatch = d
+
+
+def why_not_packed(model) -> str | None:
+    """Why ``model``'s encoder cannot be exported packed (None: it can). The packed graph attends through
+    segment masks; an encoder TTT scan or conformer convolution would run across the examples of a row."""
+    layers = model.encoder.layers
+    if any(b.conv_module is not None for b in layers):
+        return "its encoder has conformer convolutions"
+    gates = [g for b in layers if b.ttt is not None for g in (b.ttt_gate, b.ttt_gate_reverse)]
+    if any(bool(g.detach().any()) for g in gates):
+        return "its encoder's TTT layers are trained (their gates are not 0)"
+    return None
 
 
 TTT_STATE = ("w1", "b1", "w2", "b2", "s1", "sb1", "s2", "sb2")
@@ -88,16 +101,47 @@ class EncoderGraph(nn.Module):
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
 
-class DecoderGraph(nn.Module):
-    """(tokens, past keys/values, cross keys/values) -> (logits, present keys/values)."""
+class PackedEncoderGraph(nn.Module):
+    """Utterances of any length packed several to a row -> their cross-attention keys and values.
+
+    ``mel`` (B, n_mels, 2S) zero-padded after each utterance (the stem then gives each its own unpadded
+    embeddings: the convolutions' reach past the end reads the zeros their padding would), and the row layout
+    of :func:`generalist_cli.model.rows.row_layout`: ``pack_index`` (R, W), ``segments`` (R, W),
+    ``unpack_index`` (B, S). Attention is block-diagonal by ``segments`` (padding attends to padding only);
+    the outputs are (n_layers, B, heads, S, head_dim), zero past each utterance's end (mask them)."""
 
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor, *ttt):
-        """With TTT layers in the decoder, ``ttt`` is their stacked state (one (n_ttt_layers, B, ...) tensor
-        per :data:`TTT_STATE` name) and ``ttt_i``; ``tokens`` is then one token per call."""
+    def forward(self, mel: Tensor, pack_index: Tensor, segments: Tensor, unpack_index: Tensor):
+        enc = self.model.encoder
+        rows = _take(self.model.embed_audio(mel), pack_index)
+        mask = segments[:, None, :, None] == segments[:, None, None, :]
+        for block in enc.layers:
+            rows = block(rows, mask=mask)[0]
+        kv = self.model.cross_kv(_take(enc.layer_norm(rows), unpack_index))
+        return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+
+
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    """``x`` (B, S, D) at flat ``index`` (any shape) into its B * S positions and one zero row after them."""
+    d = x.shape[-1]
+    return torch.cat([x.reshape(-1, d), x.new_zeros(1, d)])[index]
+
+
+class DecoderGraph(nn.Module):
+    """(tokens, past keys/values, cross keys/values[, audio_mask]) -> (logits, present keys/values)."""
+
+    def __init__(self, model, *, masked: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.masked = masked  # an ``audio_mask`` (B, n_audio) bool input: which cross positions are audio
+
+    def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor, *rest):
+        """With TTT layers in the decoder, ``rest`` ends with their stacked state (one (n_ttt_layers, B, ...)
+        tensor per :data:`TTT_STATE` name) and ``ttt_i``; ``tokens`` is then one token per call."""
+        audio_mask, ttt = (rest[0][:, None, None, :], rest[1:]) if self.masked else (None, rest)
         dec = self.model.decoder
         ttt_state, ttt_i = (list(ttt[:-1]), ttt[-1]) if ttt else (None, None)
         new_state: list[list[Tensor]] = [[] for _ in TTT_STATE]
@@ -134,7 +178,7 @@ class DecoderGraph(nn.Module):
                     acc.append(t)
                 j += 1
             q = block.encoder_attn.q_proj(block.encoder_attn_layer_norm(x))
-            x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i])
+            x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i], mask=audio_mask)
             x = block.ffn(x)[0]
         hidden = dec.layer_norm(x)
         ids = self.model.config.output_tokens
@@ -165,15 +209,28 @@ def ttt_state_shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
     return {f"ttt_{n}": (len(layers), batch) + one[n] for n in TTT_STATE}
 
 
-def export_graphs(model, out_dir, *, n_frames: int = 3000, external: bool | None = None) -> dict:
+def export_graphs(
+    model,
+    out_dir,
+    *,
+    n_frames: int = 3000,
+    external: bool | None = None,
+    packed: bool = False,
+    experts: str = "index",
+) -> dict:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` (eval mode, fp32, CPU) into ``out_dir``.
     ``external``: weights in ``<graph>.onnx.data`` beside each graph (ONNX's external data, needed past
-    protobuf's 2 GB: large-v3's encoder); None: when a graph's weights pass :data:`EXTERNAL_BYTES`."""
+    protobuf's 2 GB: large-v3's encoder); None: when a graph's weights pass :data:`EXTERNAL_BYTES`.
+    ``packed``: the :class:`PackedEncoderGraph` (any length, several utterances a row) and a decoder with
+    ``audio_mask``, instead of fixed 30-s windows. ``experts``: MoE dispatch in the graphs, ``"index"`` (top-k)
+    or ``"dense"`` (every expert)."""
     from pathlib import Path
 
+    if packed and (reason := why_not_packed(model)):
+        raise ValueError(f"the encoder cannot be exported packed: {reason}")
     model = model.float().cpu().eval()
-    with dense_experts(model):
-        info = _export_graphs(model, Path(out_dir), n_frames)
+    with graph_experts(model, experts):
+        info = _export_graphs(model, Path(out_dir), n_frames, packed)
     info["external_data"] = [n for n in ("encoder.onnx", "decoder.onnx") if _externalize(Path(out_dir) / n, external)]
     return info
 
@@ -217,24 +274,50 @@ def has_external_data(path) -> bool:
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-def _export_graphs(model, out, n_frames: int) -> dict:
+EXAMPLE_LENGTHS = (40, 24, 16)  # the packed graphs' example utterances: two rows, one with two segments
+
+
+def _export_encoder(model, out, n_frames: int, packed: bool) -> tuple[Tensor, Tensor]:
+    """``encoder.onnx``; returns its outputs on the example input (the decoder's example cross keys/values)."""
     c = model.config
-    mel = torch.randn(1, c.n_mels, n_frames)
-    enc = EncoderGraph(model)
+    if not packed:
+        mel = torch.randn(1, c.n_mels, n_frames)
+        cross = EncoderGraph(model)(mel)
+        axes = {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}}
+        _export(EncoderGraph(model), (mel,), out / "encoder.onnx", ["mel"], ["cross_k", "cross_v"], axes)
+        return cross
+    from generalist_cli.model.rows import row_layout
+
+    lengths = list(EXAMPLE_LENGTHS)
+    layout = row_layout(lengths, 48)
+    mel = torch.randn(len(lengths), c.n_mels, 2 * max(lengths))
+    for i, n in enumerate(lengths):
+        mel[i, :, 2 * n :] = 0
+    args = (mel, *(torch.from_numpy(a) for a in (layout.pack_index, layout.segments, layout.unpack_index)))
+    names = ["mel", "pack_index", "segments", "unpack_index"]
+    axes = {
+        "mel": {0: "batch", 2: "n_frames"},
+        "pack_index": {0: "rows", 1: "width"},
+        "segments": {0: "rows", 1: "width"},
+        "unpack_index": {0: "batch", 1: "n_audio"},
+        "cross_k": {1: "batch", 3: "n_audio"},
+        "cross_v": {1: "batch", 3: "n_audio"},
+    }
+    graph = PackedEncoderGraph(model)
+    cross = graph(*args)
+    _export(graph, args, out / "encoder.onnx", names, ["cross_k", "cross_v"], axes)
+    return cross
+
+
+def _export_graphs(model, out, n_frames: int, packed: bool) -> dict:
+    c = model.config
     with torch.no_grad():
-        cross_k, cross_v = enc(mel)
-    _export(
-        enc,
-        (mel,),
-        out / "encoder.onnx",
-        ["mel"],
-        ["cross_k", "cross_v"],
-        {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}},
-    )
+        cross_k, cross_v = _export_encoder(model, out, n_frames, packed)
+    batch = cross_k.shape[1]
     heads, hd = c.n_text_head, c.n_text_state // c.n_text_head
-    past = torch.zeros(c.n_text_layer, 1, heads, 3, hd)
-    shapes = ttt_state_shapes(model, 1)
-    tokens = torch.tensor([[50258]]) if shapes else torch.tensor([[50258, 50259, 50359]])
+    past = torch.zeros(c.n_text_layer, batch, heads, 3, hd)
+    shapes = ttt_state_shapes(model, batch)
+    tokens = torch.tensor([[50258]] * batch) if shapes else torch.tensor([[50258, 50259, 50359]] * batch)
     args = [tokens, past, past, cross_k, cross_v]
     inputs, outputs = ["tokens", "past_k", "past_v", "cross_k", "cross_v"], ["logits", "present_k", "present_v"]
     axes = {
@@ -247,6 +330,11 @@ def _export_graphs(model, out, n_frames: int) -> dict:
         "present_k": {1: "batch", 3: "n_total"},
         "present_v": {1: "batch", 3: "n_total"},
     }
+    if packed:  # which cross positions are audio (the packed encoder's outputs are zero past each end)
+        audio = torch.arange(cross_k.shape[3])[None] < torch.tensor(EXAMPLE_LENGTHS)[:, None]
+        args.append(audio)
+        inputs.append("audio_mask")
+        axes["audio_mask"] = {0: "batch", 1: "n_audio"}
     if shapes:  # TTT in the decoder: its state in and out, one token per call
         for name, shape in shapes.items():
             args.append(torch.randn(shape) * 0.01)
@@ -256,8 +344,14 @@ def _export_graphs(model, out, n_frames: int) -> dict:
         args.append(torch.tensor([3]))
         inputs.append("ttt_i")
         outputs.append("next_ttt_i")
-    _export(DecoderGraph(model), tuple(args), out / "decoder.onnx", inputs, outputs, axes)
-    return {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "opset": OPSET, "ttt_decoder": bool(shapes)}
+    _export(DecoderGraph(model, masked=packed), tuple(args), out / "decoder.onnx", inputs, outputs, axes)
+    return {
+        "encoder": "encoder.onnx",
+        "decoder": "decoder.onnx",
+        "opset": OPSET,
+        "ttt_decoder": bool(shapes),
+        "packed": packed,
+    }
 
 
 def _export(module, args, path, inputs, outputs, axes) -> None:

@@ -28,8 +28,13 @@ class Engine(Protocol):
     def encode_mels(self, mels: np.ndarray) -> Any:
         """(B, n_mels, 3000) log-mel windows -> the encoder features :meth:`new_cache` takes."""
 
-    def new_cache(self, features: Any) -> Any:
-        """A decoding cache over encoder features (cross-attention keys/values, self-attention and TTT state)."""
+    def encode_mels_packed(self, windows: list[np.ndarray]) -> tuple[Any, list[int]]:
+        """Log-mel windows of any length (each (n_mels, frames)), unpadded and packed several to a row ->
+        (features, lengths in encoder positions) for :meth:`new_cache`; only where ``can_pack``."""
+
+    def new_cache(self, features: Any, lengths: list[int] | None = None) -> Any:
+        """A decoding cache over encoder features (cross-attention keys/values, self-attention and TTT state);
+        ``lengths``: row i's audio is its first lengths[i] positions (packed features)."""
 
     def decode_step(self, tokens: Any, cache: Any, offset: int) -> Any:
         """Logits of the last position of ``tokens`` (B, T) at positions ``offset..``, updating ``cache``."""

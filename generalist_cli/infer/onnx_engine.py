@@ -74,9 +74,11 @@ class OnnxCache:
         past_k: np.ndarray,
         past_v: np.ndarray,
         ttt: dict[str, np.ndarray] | None = None,
+        cross_mask: np.ndarray | None = None,
     ) -> None:
         self.cross_k, self.cross_v, self.past_k, self.past_v = cross_k, cross_v, past_k, past_v
         self.ttt = ttt or {}  # decoder TTT state: "ttt_w1" ... (n_ttt_layers, B, ...) and "ttt_i" (1,)
+        self.cross_mask = cross_mask  # (B, n_audio) bool, True = audio (packed utterances of different lengths)
 
     @property
     def cross_kv(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -88,7 +90,10 @@ class OnnxCache:
 
     def select(self, index) -> "OnnxCache":
         i = np.asarray(index)
-        return OnnxCache(self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i], self._rows(i))
+        mask = None if self.cross_mask is None else self.cross_mask[i]
+        return OnnxCache(
+            self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i], self._rows(i), mask
+        )
 
     def reorder(self, index) -> None:
         i = np.asarray(index)
@@ -96,11 +101,11 @@ class OnnxCache:
 
 
 class OnnxModel:
-    """A ``gen export`` folder run with ONNX Runtime (the engine interface, infer/engine.py: numpy in and out,
-    fixed 30-s windows)."""
+    """A ``gen export`` folder run with ONNX Runtime (the engine interface, infer/engine.py: numpy in and out).
+    Its encoder takes fixed 30-s windows, or, exported packed (``gen export --encoder packed``), utterances of
+    any length several to a row (``can_pack``)."""
 
     kind = "onnx"
-    can_pack = False
     device = "cpu"  # where inputs are prepared (ONNX Runtime copies them to its provider)
 
     def __init__(self, path: Path, *, threads: int | None = None, device: str = "auto") -> None:
@@ -124,6 +129,7 @@ class OnnxModel:
         # a decoder with TTT layers carries their state as inputs/outputs and takes one token per call
         self._ttt = {i.name: i.shape for i in self.decoder_session.get_inputs() if i.name.startswith("ttt_")}
         self._outputs = [o.name for o in self.decoder_session.get_outputs()]
+        self.can_pack = "pack_index" in {i.name for i in self.encoder_session.get_inputs()}
 
     # --- the interface of the PyTorch model that decoding uses ---
     def eval(self) -> "OnnxModel":
@@ -132,15 +138,37 @@ class OnnxModel:
     def encode_audio(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``mel`` (B, n_mels, 3000) (numpy, or a CPU torch tensor) -> the decoder layers' cross keys and values."""
         mel = np.ascontiguousarray(np.asarray(mel), dtype=np.float32)
+        if self.can_pack:  # a packed encoder: each window an utterance of its full length
+            return self.encode_mels_packed(list(mel))[0]
         cross_k, cross_v = self.encoder_session.run(None, {"mel": mel})
         return cross_k, cross_v
 
     def encode_mels(self, mels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.encode_audio(mels)
 
-    def new_cache(self, features: tuple[np.ndarray, np.ndarray]) -> OnnxCache:
+    def encode_mels_packed(self, windows: list[np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], list[int]]:
+        """Log-mel windows of any length (each (n_mels, frames)) through the packed encoder -> (cross keys and
+        values (n_layers, B, heads, max S_i, head_dim), S_i), as ``Generalist.encode_mels_packed``."""
+        from generalist_cli.model.rows import row_layout
+
+        frames = [max(2, w.shape[-1] + w.shape[-1] % 2) for w in windows]  # even: the stem halves it
+        mel = np.zeros((len(windows), windows[0].shape[0], max(frames)), dtype=np.float32)
+        for i, w in enumerate(windows):
+            mel[i, :, : w.shape[-1]] = w
+        lengths = [f // 2 for f in frames]
+        layout = row_layout(lengths, self.config.n_audio_ctx)
+        feeds = {"mel": mel, "pack_index": layout.pack_index, "segments": layout.segments}
+        cross_k, cross_v = self.encoder_session.run(None, feeds | {"unpack_index": layout.unpack_index})
+        return (cross_k, cross_v), lengths
+
+    def new_cache(self, features: tuple[np.ndarray, np.ndarray], lengths: list[int] | None = None) -> OnnxCache:
         cross_k, cross_v = features
-        return OnnxCache(cross_k, cross_v, *self._past(cross_k.shape[1]), self._fresh_ttt(cross_k.shape[1]))
+        b = cross_k.shape[1]
+        mask = None
+        if self.can_pack:  # the packed decoder masks cross positions past each utterance's end
+            n = cross_k.shape[3]
+            mask = np.arange(n)[None] < np.asarray(lengths if lengths is not None else [n] * b)[:, None]
+        return OnnxCache(cross_k, cross_v, *self._past(b), self._fresh_ttt(b), mask)
 
     def _fresh_ttt(self, batch: int) -> dict[str, np.ndarray]:
         """Zeros of the right shapes and ``ttt_i = -1``: the graph starts from the layers' learned W0."""
@@ -157,12 +185,13 @@ class OnnxModel:
         empty = np.zeros((layers, batch, heads, 0, hd), dtype=np.float32)
         return empty, empty
 
-    def _run(self, tokens: np.ndarray, past_k, past_v, cross_k, cross_v, ttt: dict | None = None):
+    def _run(self, tokens: np.ndarray, past_k, past_v, cross_k, cross_v, ttt: dict | None = None, mask=None):
         """-> (logits, present_k, present_v, next TTT state). With TTT the tokens go one call each."""
         toks = np.ascontiguousarray(np.asarray(tokens), dtype=np.int64)
+        audio = {} if not self.can_pack else {"audio_mask": _audio_mask(mask, cross_k)}
         if not self._ttt:
             feeds = {"tokens": toks, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
-            logits, pk, pv = self.decoder_session.run(None, feeds)
+            logits, pk, pv = self.decoder_session.run(None, feeds | audio)
             return logits, pk, pv, {}
         parts = []
         for t in range(toks.shape[1]):
@@ -172,6 +201,7 @@ class OnnxModel:
                 "past_v": past_v,
                 "cross_k": cross_k,
                 "cross_v": cross_v,
+                **audio,
                 **ttt,
             }
             res = dict(zip(self._outputs, self.decoder_session.run(None, feeds)))
@@ -180,15 +210,18 @@ class OnnxModel:
             ttt = {n.removeprefix("next_"): a for n, a in res.items() if n.startswith("next_ttt_")}
         return np.concatenate(parts, axis=1), past_k, past_v, ttt
 
-    def decoder(self, tokens: np.ndarray, cross_kv, cache: OnnxCache | None = None, offset: int = 0) -> np.ndarray:
-        """Logits (B, T, V) of ``tokens`` from an empty past (the prompt); with ``cache`` its past is set."""
+    def decoder(
+        self, tokens: np.ndarray, cross_kv, cache: OnnxCache | None = None, offset: int = 0, cross_mask=None
+    ) -> np.ndarray:
+        """Logits (B, T, V) of ``tokens`` from an empty past (the prompt); with ``cache`` its past (and its
+        cross mask) is used; ``cross_mask`` (B, n_audio) bool: audio positions, without a cache."""
         if cache is not None:
-            cross_k, cross_v = cache.cross_k, cache.cross_v
+            cross_k, cross_v, cross_mask = cache.cross_k, cache.cross_v, cache.cross_mask
         else:
             cross_k = np.ascontiguousarray(np.stack([k for k, _ in cross_kv]))
             cross_v = np.ascontiguousarray(np.stack([v for _, v in cross_kv]))
         b = tokens.shape[0]
-        logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b))
+        logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b), cross_mask)
         if cache is not None:
             cache.past_k, cache.past_v, cache.ttt = pk, pv, ttt
         return logits
@@ -198,6 +231,13 @@ class OnnxModel:
 
     def decode_step(self, tokens: np.ndarray, cache: OnnxCache, offset: int) -> np.ndarray:
         logits, cache.past_k, cache.past_v, cache.ttt = self._run(
-            tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v, cache.ttt
+            tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v, cache.ttt, cache.cross_mask
         )
         return logits[:, -1]
+
+
+def _audio_mask(mask, cross_k: np.ndarray) -> np.ndarray:
+    """The packed decoder's ``audio_mask``: ``mask`` (B, n_audio) bool, or every position when None."""
+    if mask is None:
+        return np.ones((cross_k.shape[1], cross_k.shape[3]), dtype=bool)
+    return np.ascontiguousarray(mask, dtype=bool)

@@ -327,7 +327,7 @@ def cut_repetition(tokens: list[int], timestamp_begin: int, *, min_repeats: int 
 def packs_by_default(loaded) -> bool:
     """Whether speech is packed unless told otherwise (``gen run``, ``gen serve``): for a checkpoint
     ``gen train`` trained on speech -> text, which learned on unpadded, packed audio; a plain Whisper loops
-    without its 30-s padding, and an export's graph takes fixed windows."""
+    without its 30-s padding, and a fixed-window export cannot (a packed export of such a checkpoint can)."""
     from generalist_cli.infer.convert import trained_tasks
 
     speech = {"transcribe", "translate"} & (trained_tasks(loaded) or set())
@@ -335,13 +335,13 @@ def packs_by_default(loaded) -> bool:
 
 
 def pack_setting(loaded, model_name: str, requested: bool | None) -> bool:
-    """``--pack/--no-pack`` as given (None: :func:`packs_by_default`); packing an export is refused."""
+    """``--pack/--no-pack`` as given (None: :func:`packs_by_default`); packing a fixed-window export is refused."""
     from generalist_cli.errors import UsageError
 
     if requested and not loaded.model.can_pack:
         raise UsageError(
-            f"{model_name}: an ONNX export encodes fixed 30-s windows and cannot pack",
-            hint="use the checkpoint it was exported from, or drop --pack",
+            f"{model_name}: this ONNX export encodes fixed 30-s windows and cannot pack",
+            hint="export the checkpoint with gen export --encoder packed, or drop --pack",
         )
     return packs_by_default(loaded) if requested is None else requested
 
@@ -350,20 +350,14 @@ def _encode(model, windows: list[np.ndarray], *, pack: bool):
     """A decoding cache for log-mel ``windows`` (each (n_mels, <= N_FRAMES)).
 
     Whisper hears each window zero-padded to 30 s, as it was trained. With ``pack`` (a PyTorch model) the
-    windows are encoded unpadded and packed several to an encoder row (Patch n' Pack), which is how
+    windows are encoded unpadded and packed several to an encoder row (Patch n' Pack; a PyTorch model or a
+    packed export), which is how
     ``gen train`` trains: a 5-s utterance then costs 250 encoder positions instead of 1,500. A plain Whisper
     must not be packed: without the padding it loops (measured: whisper-tiny.en WER 0.15 -> 5.9 on 12
     sentences), so gen run and gen serve pack by default only checkpoints trained by gen train."""
     if not pack:  # any engine: fixed 30-s windows
         return model.new_cache(model.encode_mels(np.stack([pad_or_trim(w) for w in windows])))
-    import torch
-
-    p = next(model.parameters())
-    mels = [
-        torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
-        for w in windows
-    ]  # an even number of frames: the stem halves it
-    return model.new_cache(*model.encode_audio_packed(mels))
+    return model.new_cache(*model.encode_mels_packed(windows))
 
 
 def _select(cache, idx: list[int]):

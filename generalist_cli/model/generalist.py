@@ -183,6 +183,18 @@ class Generalist(nn.Module):
             self_kv=empty, cross_kv=self.cross_kv(audio_features), ttt=[None] * c.n_text_layer, cross_mask=mask
         )
 
+    def encode_mels_packed(self, windows: list[np.ndarray]) -> tuple[Tensor, list[int]]:
+        """Numpy log-mel windows of any length (each (n_mels, frames)) -> :meth:`encode_audio_packed`'s
+        (features, lengths) on the model's device and dtype; an odd frame count gains a zero frame."""
+        from generalist_cli.features.mel import pad_or_trim
+
+        p = next(self.parameters())
+        mels = [
+            torch.from_numpy(pad_or_trim(w, max(2, w.shape[-1] + w.shape[-1] % 2))).to(device=p.device, dtype=p.dtype)
+            for w in windows
+        ]  # an even number of frames: the stem halves it
+        return self.encode_audio_packed(mels)
+
     def encode_audio_packed(self, mels: list[Tensor], capacity: int | None = None) -> tuple[Tensor, list[int]]:
         """Audio of different lengths, each ``(n_mels, 2 S_i)``, encoded unpadded and packed several to an
         encoder row (Patch n' Pack: block-diagonal attention, positions restarting per example, so each equals

@@ -9,7 +9,9 @@ GPUs); ``"sorted"`` multiplies each contiguous block by its expert's weights in 
 1.8x vs 2.5x the dense FFN's time, benchmarks/model_cpu.py; also the path for float64 and torch < 2.9).
 ``"auto"`` picks grouped on CUDA and for training (its backward is 1.4x faster than the sorted path's on
 this CPU), and sorted for inference on CPU. ``"dense"`` runs every expert and zero-weights the unchosen
-ones: no data-dependent shapes, which is what ONNX export needs.
+ones: no data-dependent shapes. ``"index"`` is top-k for graphs: per expert, the tokens that chose it
+(``nonzero``), its FFN on those rows only and an ``index_add`` back (NonZero/Gather/MatMul/ScatterND in ONNX),
+k/E of the dense FLOPs; ``gen export`` uses it (``dense`` with ``--experts all``).
 
 Fine-grained + shared experts (DeepSeekMoE, Dai et al. 2024, arXiv 2401.06066): the FFN's hidden units are
 split into ``m`` segments; ``shared_hidden`` units (K_s segments) form an always-on shared expert, and each
@@ -110,6 +112,8 @@ class MoEFFN(nn.Module):
         """Dropless sorted dispatch: every token's k (expert, weight) pairs, grouped by expert."""
         if self.dispatch == "dense":
             return self._dense(x, weights, indices)
+        if self.dispatch == "index":
+            return self._indexed(x, weights, indices)
         n, k = indices.shape
         flat_expert = indices.reshape(-1)  # (N*k,)
         order = flat_expert.argsort(stable=True)
@@ -152,6 +156,19 @@ class MoEFFN(nn.Module):
             h = F.gelu(F.linear(x, self.fc1_weight[e], self.fc1_bias[e]))
             y = y + gates[:, e : e + 1] * F.linear(h, self.fc2_weight[e], self.fc2_bias[e])
         return y, (gates != 0).sum(0)
+
+    def _indexed(self, x: Tensor, weights: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Top-k with one gather per expert and no sort (``dispatch="index"``): every op has a graph form,
+        and an expert nobody chose multiplies an empty block."""
+        y = torch.zeros_like(x)
+        for e in range(self.n_routed):
+            hit = indices == e  # (N, k): at most one slot per token
+            token = hit.any(-1).nonzero().reshape(-1)
+            gate = (weights * hit.to(weights.dtype)).sum(-1).index_select(0, token)
+            h = F.gelu(F.linear(x.index_select(0, token), self.fc1_weight[e], self.fc1_bias[e]))
+            y = y.index_add(0, token, gate[:, None] * F.linear(h, self.fc2_weight[e], self.fc2_bias[e]))
+        counts = (indices[..., None] == torch.arange(self.n_routed, device=x.device)).sum((0, 1))
+        return y, counts
 
 
 def load_balancing_loss(

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from generalist_cli.model.rows import plan_rows  # noqa: F401  (re-exported: the planner lives without torch)
+
 
 @dataclass(frozen=True)
 class Packing:
@@ -70,25 +72,6 @@ class Blocks:
 def cross_blocks(dec: Packing, enc: Packing) -> Blocks:
     """Decoder segment k of a row sees only encoder segment k of the same row."""
     return Blocks(dec.sizes(), enc.sizes())
-
-
-def plan_rows(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Group example indices into rows whose total length is at most ``capacity`` (first-fit decreasing)."""
-    too_long = [i for i, n in enumerate(lengths) if n > capacity]
-    if too_long:
-        raise ValueError(f"example {too_long[0]} has {lengths[too_long[0]]} positions, more than a row's {capacity}")
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - lengths[i])
-    return [sorted(r) for r in rows]
 
 
 def pack(seqs: list[Tensor], rows: list[list[int]], *, width: int | None = None) -> tuple[Tensor, Packing]:
