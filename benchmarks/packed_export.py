@@ -7,7 +7,8 @@ loading excluded, no VAD (every engine hears the same audio):
   - ``packed-int8``: ``gen export CKPT`` (auto: packed encoder, top-2 experts), INT8;
   - ``windows-int8``: the same checkpoint exported as before this work (``--encoder windows --experts all``);
   - ``stock-int8``: ``gen export whisper-base`` (fixed 30-s windows, dense), INT8: the peer.
-Reports WER/CER against the references, seconds, decoded tokens, encoder seconds alone and peak memory.
+Reports WER/CER against the references, seconds, decoded tokens, encoder seconds alone, milliseconds per
+decoder step (8 rows, 32 steps, no stopping: the cost apart from how much a model writes) and peak memory.
 
     gen prepare kathbath --lang hi --local ../shared/data/air-hindi-1h --out data/kathbath-hi
     python benchmarks/packed_export.py CKPT [--files 40] [--threads 2] [--work DIR] [--json out.json]
@@ -86,10 +87,34 @@ def one(engine: str, model: str, files: list[Path], threads: int) -> dict:
     return {
         "seconds": seconds,
         "encoder_s": encoder_s,
+        "step_ms": step_ms(m, tok, mels[:8]),
         "hyps": hyps,
         "tokens": sum(len(tok.encode(" " + h)) for h in hyps),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def step_ms(m, tok, mels, steps: int = 32) -> float:
+    """Milliseconds per decoder step for 8 rows, ``steps`` greedy steps after the prompt (no stopping): the
+    decoder's cost apart from how many tokens a model writes."""
+    import numpy as np
+    import torch
+
+    from generalist_cli.features.mel import pad_or_trim
+
+    with torch.inference_mode():
+        if m.can_pack:
+            cache = m.new_cache(*m.encode_mels_packed(mels))
+        else:
+            cache = m.new_cache(m.encode_mels(np.stack([pad_or_trim(x) for x in mels])))
+        prompt = np.array([tok.sot_sequence(language="hi", timestamps=False)] * len(mels))
+        prompt = prompt if m.kind == "onnx" else torch.from_numpy(prompt)
+        logits = m.logits(m.decoder(prompt, cache.cross_kv, cache, 0))[:, -1]
+        t = time.perf_counter()
+        for i in range(steps):
+            nxt = logits.argmax(-1)[:, None]
+            logits = m.decode_step(nxt, cache, prompt.shape[1] + i)
+        return 1000 * (time.perf_counter() - t) / steps
 
 
 def main() -> None:
@@ -122,7 +147,7 @@ def main() -> None:
             s = text_scores(refs, out["hyps"], lang="hi", task="transcribe")
             row = {"engine": engine, "files": len(files), "audio_s": round(audio_s, 1)}
             row |= {k: round(s[k], 3) for k in ("wer", "cer")} | {"script": round(s.get("script", 0), 3)}
-            row |= {k: round(out[k], 2) for k in ("seconds", "encoder_s")} | {"tokens": out["tokens"]}
+            row |= {k: round(out[k], 2) for k in ("seconds", "encoder_s", "step_ms")} | {"tokens": out["tokens"]}
             row |= {"ms_per_token": round(1000 * (out["seconds"] - out["encoder_s"]) / max(out["tokens"], 1), 1)}
             row |= {"peak_rss_mb": round(out["peak_rss_mb"]), "sample": out["hyps"][0][:60]}
             rows.append(row)

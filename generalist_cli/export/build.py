@@ -193,7 +193,7 @@ def _prune(model, tok, cal: Calibration, *, prune: float, prune_experts: int, re
 def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path, quantize: str, static: bool,
             report: dict, step, packed: bool = False, experts: str = "index") -> None:  # fmt: skip
     """fp32 ONNX graphs into ``fp32``, checked against PyTorch, then (quantised) into ``final``."""
-    from generalist_cli.export.onnx import export_graphs
+    from generalist_cli.export.onnx import TTT_INIT, export_graphs
     from generalist_cli.export.quantize import quantize_dynamic, quantize_static
     from generalist_cli.store.load import load_export
 
@@ -207,6 +207,8 @@ def _graphs(model, tok, cal: Calibration, fp32: Path, final: Path, *, out: Path,
             f"{out}: the fp32 ONNX graphs differ from PyTorch by {diff:.3g} in the logits "
             f"(limit {PARITY_LIMIT:g}); nothing was written"
         )
+    if (fp32 / TTT_INIT).exists():  # the decoder TTT layers' starting state
+        shutil.move(str(fp32 / TTT_INIT), final / TTT_INIT)
     if quantize != "int8":
         for f in fp32.iterdir():  # the graphs and their external data, if any
             if f.name.startswith(("encoder.onnx", "decoder.onnx")):

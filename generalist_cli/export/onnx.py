@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -66,27 +67,33 @@ TTT_STATE = ("w1", "b1", "w2", "b2", "s1", "sb1", "s2", "sb2")
 
 def ttt_step(ttt, x: Tensor, state: list[Tensor], i: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
     """One token of a TTT-MLP layer as graph ops: ``x`` (B, 1, D), the state tensors of
-    :class:`~generalist_cli.model.ttt.TTTState` and ``i`` (int64 (1,), tokens into the mini-batch; -1 = a
-    fresh sequence: the layer's learned W0) -> (y, new state, new i). The primal form of
-    ``TTTMLP.forward`` with its Python branches written as ``where``."""
+    :class:`~generalist_cli.model.ttt.TTTState` (a fresh sequence: the layer's learned W0, from
+    :func:`ttt_initial_state`, and zero sums) and ``i`` (int64 (1,), tokens into the mini-batch) -> (y, new
+    state, new i). The primal form of ``TTTMLP.forward``; its boundary branch (fold the sums into W, restart
+    them) is arithmetic on a 0/1 flag, so per token the graph writes each full-size tensor once or twice."""
     from generalist_cli.model.ttt import TTTState, _primal, _rope
 
     b, _, d = x.shape
-    mb = ttt.mini_batch
-    fresh = i < 0
-    i = torch.clamp(i, min=0)
-    w0 = [p.unsqueeze(0).expand(b, *p.shape) for p in (ttt.w1, ttt.b1, ttt.w2, ttt.b2)]
-    w = [torch.where(fresh, a, c) for a, c in zip(w0, state[:4])]
-    sums = [torch.where(fresh, torch.zeros_like(c), c) for c in state[4:]]
     q, k, v, eta = ttt.heads(ttt.inputs(x))
     q, k = _rope(q, i), _rope(k, i)
     tau = torch.clamp(1.0 / (i + 1).to(x.dtype) + ttt.token_idx_offset[i], min=0.0)
-    out, new_w, new_s = _primal(q, k, v, eta, tau, TTTState(*w, *sums, 0), ttt.ttt_norm_weight, ttt.ttt_norm_bias)
-    boundary = (i + 1) >= mb  # the mini-batch is complete: W becomes the updated weights, sums restart
-    w = [torch.where(boundary, a, c) for a, c in zip(new_w, w)]
-    sums = [torch.where(boundary, torch.zeros_like(a), a) for a in new_s]
+    out, sums = _primal(q, k, v, eta, tau, TTTState(*state, 0), ttt.ttt_norm_weight, ttt.ttt_norm_bias)
+    boundary = ((i + 1) >= ttt.mini_batch).to(x.dtype)  # the mini-batch is complete: W - tau S, sums restart
+    w = [p - (tau * boundary) * s for p, s in zip(state[:4], sums)]
+    sums = [s * (1 - boundary) for s in sums]
     y = ttt.output(out.transpose(1, 2).reshape(b, 1, d))
-    return y, w + sums, torch.where(boundary, torch.zeros_like(i), i + 1)
+    return y, w + sums, torch.where(boundary > 0, torch.zeros_like(i), i + 1)
+
+
+def ttt_initial_state(model) -> dict:
+    """The decoder graph's TTT state for a fresh sequence, one row: ``ttt_w1_<layer>`` ... (1, ...) the layer's
+    learned W0, ``ttt_s*_<layer>`` zeros (numpy; ``decoder_ttt.npz`` in an export folder)."""
+    out = {}
+    for j, t in enumerate(decoder_ttt_layers(model)):
+        for n, s in zip(TTT_STATE[:4], TTT_STATE[4:]):
+            w = getattr(t, n).detach().float()[None].numpy()
+            out[f"ttt_{n}_{j}"], out[f"ttt_{s}_{j}"] = w, np.zeros_like(w)
+    return out
 
 
 class EncoderGraph(nn.Module):
@@ -139,12 +146,14 @@ class DecoderGraph(nn.Module):
         self.masked = masked  # an ``audio_mask`` (B, n_audio) bool input: which cross positions are audio
 
     def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor, *rest):
-        """With TTT layers in the decoder, ``rest`` ends with their stacked state (one (n_ttt_layers, B, ...)
-        tensor per :data:`TTT_STATE` name) and ``ttt_i``; ``tokens`` is then one token per call."""
+        """With TTT layers in the decoder, ``rest`` ends with their state, layer by layer (the :data:`TTT_STATE`
+        tensors of each, (B, ...): one input per tensor, so no step copies a stack of them) and ``ttt_i``;
+        ``tokens`` is then one token per call."""
         audio_mask, ttt = (rest[0][:, None, None, :], rest[1:]) if self.masked else (None, rest)
         dec = self.model.decoder
-        ttt_state, ttt_i = (list(ttt[:-1]), ttt[-1]) if ttt else (None, None)
-        new_state: list[list[Tensor]] = [[] for _ in TTT_STATE]
+        n = len(TTT_STATE)
+        ttt_state, ttt_i = [list(ttt[j : j + n]) for j in range(0, len(ttt) - 1, n)], ttt[-1] if ttt else None
+        new_state: list[Tensor] = []
         new_i = ttt_i
         j = 0
         n_past, t = past_k.shape[3], tokens.shape[1]
@@ -172,10 +181,9 @@ class DecoderGraph(nn.Module):
             new_v.append(v)
             x = x + block.self_attn.attend(q, k, v, mask=mask)
             if block.ttt is not None:
-                y, state, new_i = ttt_step(block.ttt, block.ttt_layer_norm(x), [t[j] for t in ttt_state], ttt_i)
+                y, state, new_i = ttt_step(block.ttt, block.ttt_layer_norm(x), ttt_state[j], ttt_i)
                 x = x + torch.tanh(block.ttt_gate) * y
-                for acc, t in zip(new_state, state):
-                    acc.append(t)
+                new_state += state
                 j += 1
             q = block.encoder_attn.q_proj(block.encoder_attn_layer_norm(x))
             x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i], mask=audio_mask)
@@ -189,8 +197,11 @@ class DecoderGraph(nn.Module):
             logits = torch.full(hidden.shape[:-1] + (table.shape[1],), float("-inf"))
             logits = logits.index_copy(-1, index, hidden @ table[:, index])
         if ttt:
-            return (logits, torch.stack(new_k), torch.stack(new_v), *[torch.stack(t) for t in new_state], new_i)
+            return (logits, torch.stack(new_k), torch.stack(new_v), *new_state, new_i)
         return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+TTT_INIT = "decoder_ttt.npz"  # beside the graphs: the decoder TTT state a fresh sequence starts from
 
 
 def decoder_ttt_layers(model) -> list:
@@ -198,7 +209,8 @@ def decoder_ttt_layers(model) -> list:
 
 
 def ttt_state_shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the decoder graph's stacked TTT state inputs for ``batch`` rows."""
+    """Shapes of the decoder graph's TTT state inputs for ``batch`` rows: ``ttt_<name>_<layer>`` (in graph
+    order: layer by layer, :data:`TTT_STATE` within each)."""
     layers = decoder_ttt_layers(model)
     if not layers:
         return {}
@@ -206,7 +218,7 @@ def ttt_state_shapes(model, batch: int) -> dict[str, tuple[int, ...]]:
     h, f = t.n_head, t.head_dim
     one = {"w1": (h, f, 4 * f), "b1": (h, 1, 4 * f), "w2": (h, 4 * f, f), "b2": (h, 1, f)}
     one |= {"s1": one["w1"], "sb1": one["b1"], "s2": one["w2"], "sb2": one["b2"]}
-    return {f"ttt_{n}": (len(layers), batch) + one[n] for n in TTT_STATE}
+    return {f"ttt_{n}_{j}": (batch,) + one[n] for j in range(len(layers)) for n in TTT_STATE}
 
 
 def export_graphs(
@@ -340,10 +352,11 @@ def _export_graphs(model, out, n_frames: int, packed: bool) -> dict:
             args.append(torch.randn(shape) * 0.01)
             inputs.append(name)
             outputs.append(name.replace("ttt_", "next_ttt_"))
-            axes[name] = axes[outputs[-1]] = {1: "batch"}
+            axes[name] = axes[outputs[-1]] = {0: "batch"}
         args.append(torch.tensor([3]))
         inputs.append("ttt_i")
         outputs.append("next_ttt_i")
+        np.savez(out / TTT_INIT, **ttt_initial_state(model))
     _export(DecoderGraph(model, masked=packed), tuple(args), out / "decoder.onnx", inputs, outputs, axes)
     return {
         "encoder": "encoder.onnx",

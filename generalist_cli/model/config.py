@@ -6,7 +6,7 @@ directory; :class:`ModelConfig` is the frozen view the code uses.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
 
@@ -65,32 +65,8 @@ class ModelConfig:
         return self.n_vocab + len(self.extra_tokens)
 
     def generalist_dict(self) -> dict:
-        return {
-            "n_experts": self.n_experts,
-            "top_k": self.top_k,
-            "moe_segments": self.moe_segments,
-            "moe_shared": self.moe_shared,
-            "conformer": self.conformer,
-            "conformer_kernel": self.conformer_kernel,
-            "peer_experts": self.peer_experts,
-            "peer_heads": self.peer_heads,
-            "peer_top_k": self.peer_top_k,
-            "ttt": self.ttt,
-            "ttt_mini_batch": self.ttt_mini_batch,
-            "ttt_base_lr": self.ttt_base_lr,
-            "generalist": self.generalist,
-            "extra_tokens": list(self.extra_tokens),
-            "video_patch": list(self.video_patch),
-            "video_max": list(self.video_max),
-            "video_motion": self.video_motion,
-            "video_tokens": self.video_tokens,
-            "text_scale": self.text_scale,
-            "n_speech_mels": self.n_speech_mels,
-            "tts_input": self.tts_input,
-            "speech_progress": self.speech_progress,
-            "speech_layers": self.speech_layers,
-            "output_tokens": list(self.output_tokens),
-        }
+        """The generalist's additions (:data:`GENERALIST_KEYS`) as ``config.json``'s ``generalist`` block."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k in GENERALIST_KEYS}
 
     @property
     def num_languages(self) -> int:
@@ -156,33 +132,13 @@ class ModelConfig:
         return asdict(self)
 
 
+# every field from ``n_experts`` on, in declaration order: what config.json's ``generalist`` block holds
+_NAMES = [f.name for f in fields(ModelConfig)]
+GENERALIST_KEYS = tuple(_NAMES[_NAMES.index("n_experts") :])
+
+
 def _generalist_from(g: dict) -> dict:
-    known = {
-        "n_experts",
-        "top_k",
-        "ttt",
-        "ttt_mini_batch",
-        "ttt_base_lr",
-        "generalist",
-        "extra_tokens",
-        "video_patch",
-        "video_max",
-        "video_motion",
-        "video_tokens",
-        "text_scale",
-        "n_speech_mels",
-        "output_tokens",
-        "tts_input",
-        "speech_progress",
-        "speech_layers",
-        "moe_segments",
-        "moe_shared",
-        "conformer",
-        "conformer_kernel",
-        "peer_experts",
-        "peer_heads",
-        "peer_top_k",
-    }
+    known = set(GENERALIST_KEYS)
     unknown = set(g) - known
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")

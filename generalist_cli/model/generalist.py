@@ -28,20 +28,7 @@ class Generalist(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = self.config = config
-        opts = BlockOptions(
-            n_experts=c.n_experts,
-            top_k=c.top_k,
-            moe_segments=c.moe_segments,
-            moe_shared=c.moe_shared,
-            conformer=c.conformer,
-            conformer_kernel=c.conformer_kernel,
-            peer_experts=c.peer_experts,
-            peer_heads=c.peer_heads,
-            peer_top_k=c.peer_top_k,
-            ttt=c.ttt == "mlp",
-            ttt_mini_batch=c.ttt_mini_batch,
-            ttt_base_lr=c.ttt_base_lr,
-        )
+        opts = BlockOptions.of(c)
         self.encoder = AudioEncoder(
             c.n_mels, c.n_audio_ctx, c.n_audio_state, c.n_audio_head, c.n_audio_layer, c.n_audio_ffn, opts
         )

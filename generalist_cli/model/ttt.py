@@ -10,8 +10,8 @@ scale ``tau_i = max(0, 1/i + delta_i)``:  ``W_i = W^(m) - tau_i * sum_{j<=i} eta
 
 Two exact ways to compute it:
 - dual form (:func:`_dual`): a whole (partial) mini-batch at once with b x b matrices; prefill and training;
-- primal form (:func:`_primal`): one token, materialising ``W_t``; decoding from a cache that is not on
-  a mini-batch boundary.
+- primal form (:func:`_primal`): one token, reading ``W_t`` as ``W`` and ``S`` (``W_t`` itself is formed
+  once per mini-batch, by :func:`fold`); decoding from a cache that is not on a mini-batch boundary.
 The state is explicit (:class:`TTTState`) and carried between calls: any split of a sequence into chunks
 gives the same outputs as one call. Positions for RoPE restart every mini-batch (position mod b).
 Shapes: B batch, H heads, L tokens, n tokens in a mini-batch, f head size, D = H * f.
@@ -127,17 +127,25 @@ def _add_outer(w: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def _primal(q, k, v, eta, tau_i, state: TTTState, gamma, beta):
-    """One token (B, H, 1, f) from ``state`` (not yet counting it): output and the updated sums."""
+    """One token (B, H, 1, f) from ``state`` (not yet counting it): output and the updated sums ``S``.
+
+    The output reads ``W_i = W - tau_i S`` as ``q W - tau_i (q S)``: two products with the state instead of
+    forming W_i, which per token would write two more (B, H, f, 4f) tensors (:func:`fold` forms it once, at the
+    mini-batch boundary)."""
     x2, g1, g2 = _grads(k, v, state.w1, state.b1, state.w2, state.b2, gamma, beta)
     eg1, eg2 = eta[..., None] * g1, eta[..., None] * g2
     s1 = state.s1 + k.transpose(-2, -1) @ eg1
     sb1 = state.sb1 + eg1
     s2 = state.s2 + x2.transpose(-2, -1) @ eg2
     sb2 = state.sb2 + eg2
-    w1, b1 = state.w1 - tau_i * s1, state.b1 - tau_i * sb1
-    w2, b2 = state.w2 - tau_i * s2, state.b2 - tau_i * sb2
-    z2 = F.gelu(q @ w1 + b1, approximate="tanh") @ w2 + b2
-    return q + _ln(z2, gamma, beta), (w1, b1, w2, b2), (s1, sb1, s2, sb2)
+    a = F.gelu(q @ state.w1 - tau_i * (q @ s1) + (state.b1 - tau_i * sb1), approximate="tanh")
+    z2 = a @ state.w2 - tau_i * (a @ s2) + (state.b2 - tau_i * sb2)
+    return q + _ln(z2, gamma, beta), (s1, sb1, s2, sb2)
+
+
+def fold(w: tuple[Tensor, ...], sums: tuple[Tensor, ...], tau) -> tuple[Tensor, ...]:
+    """The fast weights ``W - tau S`` (the mini-batch's last tau: the state at its boundary)."""
+    return tuple(p - tau * s for p, s in zip(w, sums))
 
 
 def _pieces(x: Tensor, start: int, size: int) -> list[Tensor]:
@@ -249,13 +257,13 @@ class TTTMLP(nn.Module):
         while i and t < length:  # finish the current mini-batch token by token (primal form)
             pos = torch.tensor([i], device=u.device)
             qt, kt = _rope(q[:, :, t : t + 1], pos), _rope(k[:, :, t : t + 1], pos)
-            out, w_new, sums = _primal(
-                qt, kt, v[:, :, t : t + 1], eta[:, :, t : t + 1], self.tau(i, 1)[0], TTTState(*w, *sums, i), gamma, beta
-            )
+            tau = self.tau(i, 1)[0]
+            vt, et = v[:, :, t : t + 1], eta[:, :, t : t + 1]
+            out, sums = _primal(qt, kt, vt, et, tau, TTTState(*w, *sums, i), gamma, beta)
             outs.append(out)
             i, t = (i + 1) % mb, t + 1
             if i == 0:
-                w, sums = w_new, None
+                w, sums = fold(w, sums, tau), None
         # then whole mini-batches from a boundary in the dual form
         for qc, kc, vc, ec in zip(*(_pieces(x, t, mb) for x in (q, k, v, eta))):
             n = qc.shape[2]

@@ -102,6 +102,15 @@ class BlockOptions:
     ttt_mini_batch: int = 16
     ttt_base_lr: float = 0.1
 
+    @classmethod
+    def of(cls, config) -> "BlockOptions":
+        """A :class:`~generalist_cli.model.config.ModelConfig`'s block settings (the same field names; ``ttt``
+        there names the layer, here says whether there is one)."""
+        from dataclasses import fields
+
+        given = {f.name: getattr(config, f.name) for f in fields(cls)}
+        return cls(**given | {"ttt": config.ttt == "mlp"})
+
 
 class _Block(nn.Module):
     """Shared parts of encoder and decoder blocks: the gated TTT residual and the (MoE) feed-forward."""
@@ -272,8 +281,8 @@ class DecoderBlock(_Block):
             h = self.ttt_layer_norm(x)
             if cache is None:
                 y = self.ttt_scans(h, spans)[0]
-            else:
-                y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer])
+            else:  # offset 0 starts a sequence: a cache decoded before (a retry) must not lend its TTT state
+                y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer] if offset else None)
             x = x + torch.tanh(self.ttt_gate) * y
         q = self.encoder_attn.q_proj(self.encoder_attn_layer_norm(x))
         qk = None

@@ -233,3 +233,20 @@ def test_graphs_with_external_data_load_quantise_and_equal_the_inline_ones(tiny_
     import onnxruntime as ort
 
     ort.InferenceSession(str(tmp_path / "q" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_calibration_from_a_prepared_dataset(tmp_path):
+    """Prepared shards store log-mels as (frames, n_mels), as gen prepare writes them: calibration reads them
+    so (it once read them transposed and refused every prepared dataset)."""
+    import datasets
+    import numpy as np
+
+    mel = np.random.default_rng(0).standard_normal((569, 80)).astype(np.float32)
+    rows = {"mel": [mel], "text": ["नमस्ते"], "lang": ["hi"], "modality": ["audio"], "task": ["transcribe"]}
+    datasets.DatasetDict({"valid": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "d"))
+    (tmp_path / "d" / "prepare.json").write_text("{}")
+    cal = build.load_calibration(tmp_path / "d", n_mels=80)
+    assert cal.mels[0].shape == (80, 3000) and cal.frames == [569] and cal.language == "hi"
+    assert torch.equal(cal.mels[0][:, :569], torch.from_numpy(mel.T))
+    with pytest.raises(UsageError, match="80 bins, the model takes 128"):
+        build.load_calibration(tmp_path / "d", n_mels=128)

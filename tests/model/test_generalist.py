@@ -422,3 +422,22 @@ def test_encoder_ttt_with_gates_held_at_zero_is_skipped_exactly_and_runs_once_a_
         block.ttt_gate_reverse.fill_(0.1)  # a trained gate: the scan runs again
     block(x)
     assert calls
+
+
+def test_a_prefill_on_a_used_cache_starts_afresh():
+    """Decoding again from a cache already decoded (transcription's loop guard retries with beam search on
+    the same cache) gives the first decode's logits: the decoder's TTT state restarts at offset 0 (it once
+    continued from the end of the first attempt)."""
+    from tests.conftest import generalist
+
+    model = generalist().eval()
+    prompt = torch.tensor([[50258, 50259, 50359, 50363]])
+    with torch.inference_mode():
+        cache = model.new_cache(model.encode_audio(torch.randn(1, 80, 200)))
+        runs = []
+        for _ in range(2):
+            logits = [model.logits(model.decoder(prompt, cache.cross_kv, cache, 0))[:, -1]]
+            for i in range(20):  # past a TTT mini-batch boundary
+                logits.append(model.decode_step(logits[-1].argmax(-1, keepdim=True), cache, 4 + i))
+            runs.append(torch.stack(logits))
+    assert torch.equal(runs[0], runs[1])
