@@ -21,6 +21,7 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3,000 mel frames per window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 INPUT_STRIDE = 2  # mel frames per encoder position (conv2 has stride 2)
 TIME_PRECISION = INPUT_STRIDE / FRAMES_PER_SECOND  # 0.02 s per timestamp token
+BLOCK_FRAMES = N_FRAMES  # frames whose spectrum is computed at once (the clamp to the peak is global, after)
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -76,13 +77,17 @@ def log_mel_spectrogram(audio, *, n_mels: int = 80, padding: int = 0):
         x = np.pad(x, pad + [(0, padding)])
     x = np.pad(x, pad + [(N_FFT // 2, N_FFT // 2)], mode="reflect")  # torch.stft(center=True, pad_mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT, axis=-1)[..., ::HOP_LENGTH, :]
-    frames = frames[..., :-1, :]  # drop the last frame, as Whisper does
-    spectrum = np.fft.rfft(frames * _hann(), axis=-1)  # (B?, frames, F)
-    power = spectrum.real**2 + spectrum.imag**2
-    mel = np.matmul(power.astype(np.float32), mel_filters(n_mels).T)  # (B?, frames, n_mels)
-    log_spec = np.log10(np.maximum(mel, 1e-10))
+    frames = frames[..., :-1, :]  # drop the last frame, as Whisper does (a view: nothing copied yet)
+    n, filters = frames.shape[-2], mel_filters(n_mels).T
+    log_spec = np.empty(frames.shape[:-2] + (n, n_mels), dtype=np.float32)
+    for a in range(0, n, BLOCK_FRAMES):  # a block at a time: the spectrum of an hour would take 2.5 GB at once
+        spectrum = np.fft.rfft(frames[..., a : a + BLOCK_FRAMES, :] * _hann(), axis=-1)  # (B?, frames, F)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        log_spec[..., a : a + BLOCK_FRAMES, :] = np.log10(np.maximum(np.matmul(power, filters), 1e-10))
     peak = log_spec.max(axis=(-2, -1), keepdims=True)
-    log_spec = (np.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
+    np.maximum(log_spec, peak - 8.0, out=log_spec)  # in place: no hour-sized temporaries
+    log_spec += 4.0
+    log_spec /= 4.0
     out = np.ascontiguousarray(np.swapaxes(log_spec, -1, -2), dtype=np.float32)
     if device is not None:
         import torch

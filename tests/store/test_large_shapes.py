@@ -95,3 +95,24 @@ def test_large_checkpoint_shapes_pull_transcribe_export_and_upcycle(name, large_
     assert np.allclose(got, logits.numpy(), atol=1e-3)
     g = upcycle(loaded.model, n_experts=4, top_k=2, ttt="mlp")
     assert g.config.n_mels == 128 and g.config.n_text_layer == dec and g.config.n_vocab == 51866
+
+
+@pytest.mark.slow
+def test_large_turbo_shape_through_the_cli(large_folders, tmp_path):
+    """The commands a user types, on the large-v3-turbo shape (128 mel bins, 51,866 tokens, a 1-layer decoder
+    under a 4-layer encoder here): ``gen run`` transcribes a real file with it, ``gen export`` writes graphs
+    ONNX Runtime runs, and ``gen run`` on the export writes text too. Random weights: shapes, not words."""
+    from tests.conftest import EXAMPLE, gen
+
+    folder = str(large_folders["large-v3-turbo"])
+    r = gen("run", str(EXAMPLE), "--to", "text", "--lang", "hi", "--model", folder, "--format", "json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["language"] == "hi"
+    out = tmp_path / "turbo-int8"
+    r = gen("export", folder, "--out", str(out), "--max-wer-change", "100", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    report = json.loads(r.stdout)
+    assert report["encoder"] == "windows" and report["parity"]["fp32_max_abs_logit_diff"] <= 1e-3
+    r = gen("run", str(EXAMPLE), "--to", "text", "--lang", "hi", "--model", str(out), "--format", "json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["language"] == "hi"
