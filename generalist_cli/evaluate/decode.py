@@ -42,13 +42,59 @@ def greedy_tokens(
     return [t for t in res.tokens if t < tokenizer.timestamp_begin]
 
 
+TEXT_BATCH = 16  # text-source examples decoded together (gen eval, training evaluations)
+
+
+@torch.inference_mode()
+def greedy_text_tokens(
+    model, tokenizer, examples, *, lang: str = "en", max_new_tokens: int = 200, script: str = "auto"
+) -> list[list[int]]:
+    """:func:`greedy_tokens` of text-source examples sharing one prompt (a translation direction), encoded
+    packed and decoded as one batch: the same function (packed == each alone, a row's decoding does not see
+    the others), a batch of steps instead of one per example."""
+    from generalist_cli.features.script import script_of
+
+    first = examples[0]
+    prompt = first.tokens[: first.prompt_len].tolist()
+    scripts = script_of(lang, first.task) if script == "auto" else None
+    options = DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens, script=scripts or ())
+    states, lengths = model.encode_texts_packed([e.source.to(model.device) for e in examples])
+    cache = model.new_cache(states, lengths)
+    results = decode(model, tokenizer, cache, [prompt] * len(examples), options, list(model.config.suppress_tokens))
+    return [[t for t in r.tokens if t < tokenizer.timestamp_begin] for r in results]
+
+
+def text_batches(examples, langs: list[str], size: int = TEXT_BATCH) -> list[list[int]]:
+    """Indices of text-source ``examples`` grouped by prompt and language, ``size`` at most per group, in
+    input order; every other example (audio, video) alone."""
+    groups: dict[tuple, list[int]] = {}
+    out: list[list[int]] = []
+    for i, (e, lang) in enumerate(zip(examples, langs)):
+        if e.modality != "text" or e.task == "tts":
+            out.append([i])
+            continue
+        key = (tuple(e.tokens[: e.prompt_len].tolist()), lang)
+        groups.setdefault(key, []).append(i)
+        if len(groups[key]) == size:
+            out.append(groups.pop(key))
+    return sorted(out + list(groups.values()), key=lambda g: g[0])
+
+
 def greedy_texts(model, tokenizer, examples, *, langs: list[str] | None = None, max_new_tokens: int = 200) -> list[str]:
-    """:func:`greedy_tokens` of each example, decoded to text."""
+    """:func:`greedy_tokens` of each example, decoded to text, in order; text sources in packed batches
+    (:func:`text_batches`)."""
     langs = langs or ["en"] * len(examples)
-    return [
-        tokenizer.decode(greedy_tokens(model, tokenizer, e, lang=lang, max_new_tokens=max_new_tokens)).strip()
-        for e, lang in zip(examples, langs)
-    ]
+    out: list[str] = [""] * len(examples)
+    for group in text_batches(examples, langs):
+        if len(group) > 1:
+            part = [examples[i] for i in group]
+            tokens = greedy_text_tokens(model, tokenizer, part, lang=langs[group[0]], max_new_tokens=max_new_tokens)
+        else:
+            tokens = [greedy_tokens(model, tokenizer, examples[group[0]], lang=langs[group[0]],
+                                    max_new_tokens=max_new_tokens)]  # fmt: skip
+        for i, t in zip(group, tokens):
+            out[i] = tokenizer.decode(t).strip()
+    return out
 
 
 @torch.inference_mode()

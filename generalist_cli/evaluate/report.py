@@ -139,8 +139,9 @@ def _examples(data: Path, split: str, limit: int | None, loaded) -> tuple[list, 
 
 def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, current: dict, tick) -> dict:
     """One text task's scores: teacher-forced CE (PyTorch), greedy outputs scored (WER/CER, BLEU/chrF, top-1),
-    latency and throughput. An ONNX export skips non-audio examples, and says so."""
-    from generalist_cli.evaluate.decode import greedy_tokens
+    latency and throughput. Text sources decode in packed batches (:func:`text_batches`); an ONNX export skips
+    non-audio examples, and says so."""
+    from generalist_cli.evaluate.decode import greedy_text_tokens, greedy_tokens, text_batches
 
     m, tok, exported = loaded.model, loaded.tokenizer, loaded.kind == "onnx"
     entry: dict = {"examples": len(examples)}
@@ -150,19 +151,25 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
         entry.update(token_loss(m, examples, batch_size=16))
     hyps, refs, lat, n_tok, secs = [], [], [], 0, 0.0
     skipped = 0
-    for e, r in zip(examples, rows):
-        if exported and e.modality != "audio":
+    langs = [str(r["lang"]) for r in rows]
+    for group in text_batches(examples, langs) if not exported else [[i] for i in range(len(examples))]:
+        if exported and examples[group[0]].modality != "audio":
             skipped += 1
             continue
-        current["key"] = (task, str(r["lang"]))
+        current["key"] = (task, langs[group[0]])
         t0 = time.perf_counter()
-        tokens = greedy_tokens(m, tok, e, lang=str(r["lang"]), always_pad=not m.can_pack, script=script)
-        lat.append(time.perf_counter() - t0)
-        n_tok += len(tokens) + 1
-        hyps.append(tok.decode(tokens).strip())
-        refs.append(str(r["text"]))
-        secs += float(r["duration"]) if e.modality == "audio" else 0.0
-        tick()
+        if len(group) > 1:  # text sources sharing a prompt: one packed batch (latency: its share of the batch)
+            out = greedy_text_tokens(m, tok, [examples[i] for i in group], lang=langs[group[0]], script=script)
+        else:
+            e = examples[group[0]]
+            out = [greedy_tokens(m, tok, e, lang=langs[group[0]], always_pad=not m.can_pack, script=script)]
+        lat += [(time.perf_counter() - t0) / len(group)] * len(group)
+        for i, tokens in zip(group, out):
+            n_tok += len(tokens) + 1
+            hyps.append(tok.decode(tokens).strip())
+            refs.append(str(rows[i]["text"]))
+            secs += float(rows[i]["duration"]) if examples[i].modality == "audio" else 0.0
+            tick()
     if skipped:
         entry["skipped"] = f"{skipped} non-audio examples: the ONNX export takes audio only"
     if hyps:

@@ -187,3 +187,35 @@ def test_speech_output_scores(speak_en):
     )
     assert scores["mel_l1"] > 0 and isinstance(scores["round_trip_wer"], float)
     assert scores["asr_model"] == "whisper-tiny.en" and scores["latency_p50_s"] > 0
+
+
+def test_text_batches_decode_as_each_example_alone(base):
+    """Evaluation decodes text sources in packed batches grouped by prompt and language: the same tokens as
+    one example at a time, in the examples' order, with an audio example left alone between them."""
+    import torch
+
+    from generalist_cli.evaluate.decode import greedy_text_tokens, greedy_texts, greedy_tokens, text_batches
+    from generalist_cli.train.batches import Example
+    from tests.conftest import generalist
+
+    model = generalist().eval()
+    tok = base.tokenizer
+    torch.manual_seed(0)
+
+    def text(n, prompt):
+        src = torch.randint(300, 9000, (n,))
+        return Example("text_translate", "text", src, None, torch.tensor([*prompt, 400, 401, 50257]),
+                       len(prompt), None, None)  # fmt: skip
+
+    en, hi = [50258, 50259, 50359, 50363], [50258, 50276, 50359, 50363]
+    audio = Example("transcribe", "audio", torch.randn(80, 300), None, torch.tensor([*en, 50257]), 4, None, None)
+    examples = [text(7, en), text(12, en), audio, text(3, hi), text(20, en), text(5, hi)]
+    langs = ["en", "en", "en", "hi", "en", "hi"]
+    assert text_batches(examples, langs, size=2) == [[0, 1], [2], [3, 5], [4]]
+    group = [examples[i] for i in (0, 1, 4)]
+    batched = greedy_text_tokens(model, tok, group, lang="en", max_new_tokens=12)
+    alone = [greedy_tokens(model, tok, e, lang="en", max_new_tokens=12) for e in group]
+    assert batched == alone and all(batched)
+    texts = greedy_texts(model, tok, examples, langs=langs, max_new_tokens=12)
+    assert texts == [tok.decode(greedy_tokens(model, tok, e, lang=g, max_new_tokens=12)).strip()
+                     for e, g in zip(examples, langs)]  # fmt: skip
