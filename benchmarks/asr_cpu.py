@@ -120,7 +120,24 @@ def one(engine: str, threads: int, work: Path) -> dict:
     t = time.perf_counter()
     hyps = run_all(audios)
     seconds = time.perf_counter() - t
-    return {"seconds": seconds, "hyps": hyps, "peak_rss_mb": peak_rss_mb(), "model_mb": size / 1e6}
+    encoder = None if engine.startswith("faster-whisper") else encoder_seconds(loaded.model, audios)
+    return {"seconds": seconds, "encoder_s": encoder, "hyps": hyps, "peak_rss_mb": peak_rss_mb(),
+            "model_mb": size / 1e6}  # fmt: skip
+
+
+def encoder_seconds(model, audios: list) -> float:
+    """The encoder alone on every file's 30-s window, one at a time: its share of the transcription time."""
+    import numpy as np
+    import torch
+
+    from generalist_cli.features.mel import log_mel_spectrogram, pad_or_trim
+
+    mels = [pad_or_trim(log_mel_spectrogram(a, n_mels=model.config.n_mels)) for a in audios]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for m in mels:
+            model.encode_mels(np.ascontiguousarray(m[None]))
+    return time.perf_counter() - t
 
 
 def peak_rss_mb() -> float:
@@ -174,8 +191,8 @@ def main() -> None:
         f"{len(SENTENCES)} eSpeak NG English sentences, {seconds:.1f} s of audio, whisper-base, greedy, "
         f"{args.threads} threads, torch {torch.__version__}\n"
     )
-    print("| engine | WER | CER | seconds | RTF | peak RSS MB | model MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | WER | CER | seconds | RTF | encoder s | peak RSS MB | model MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         w, c = scores(SENTENCES, r["hyps"])
         results.append(
@@ -185,13 +202,15 @@ def main() -> None:
                 "cer": c,
                 "seconds": r["seconds"],
                 "rtf": r["seconds"] / seconds,
+                "encoder_s": r["encoder_s"],
                 "peak_rss_mb": r["peak_rss_mb"],
                 "model_mb": r["model_mb"],
             }
         )
         print(
             f"| {name} | {w:.3f} | {c:.3f} | {r['seconds']:.2f} | {r['seconds'] / seconds:.3f} | "
-            f"{r['peak_rss_mb']:.0f} | {r['model_mb']:.1f} |"
+            f"{'-' if r['encoder_s'] is None else round(r['encoder_s'], 2)} | {r['peak_rss_mb']:.0f} | "
+            f"{r['model_mb']:.1f} |"
         )
     by = {r["engine"]: r for r in results}
     if "onnx-int8" in by and "faster-whisper-int8" in by:
