@@ -100,13 +100,10 @@ def step_ms(m, tok, mels, steps: int = 32) -> float:
     import numpy as np
     import torch
 
-    from generalist_cli.features.mel import pad_or_trim
+    from generalist_cli.infer.transcribe import encode_windows
 
     with torch.inference_mode():
-        if m.can_pack:
-            cache = m.new_cache(*m.encode_mels_packed(mels))
-        else:
-            cache = m.new_cache(m.encode_mels(np.stack([pad_or_trim(x) for x in mels])))
+        cache = encode_windows(m, mels, pack=m.can_pack)
         prompt = np.array([tok.sot_sequence(language="hi", timestamps=False)] * len(mels))
         prompt = prompt if m.kind == "onnx" else torch.from_numpy(prompt)
         logits = m.logits(m.decoder(prompt, cache.cross_kv, cache, 0))[:, -1]

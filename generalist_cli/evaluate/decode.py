@@ -70,7 +70,7 @@ def text_batches(examples, langs: list[str], size: int = TEXT_BATCH) -> list[lis
     groups: dict[tuple, list[int]] = {}
     out: list[list[int]] = []
     for i, (e, lang) in enumerate(zip(examples, langs)):
-        if e.modality != "text" or e.task == "tts":
+        if not _text_source(e):
             out.append([i])
             continue
         key = (tuple(e.tokens[: e.prompt_len].tolist()), lang)
@@ -80,18 +80,27 @@ def text_batches(examples, langs: list[str], size: int = TEXT_BATCH) -> list[lis
     return sorted(out + list(groups.values()), key=lambda g: g[0])
 
 
+def _text_source(e) -> bool:
+    return e.modality == "text" and e.task != "tts"
+
+
+def greedy_group(model, tokenizer, examples: list, *, lang: str, **options) -> list[list[int]]:
+    """Tokens of one :func:`text_batches` group: text sources as one packed batch, any other example alone
+    (``options``: :func:`greedy_tokens`' keywords)."""
+    if _text_source(examples[0]):
+        options.pop("always_pad", None)  # text has no window to pad
+        return greedy_text_tokens(model, tokenizer, examples, lang=lang, **options)
+    return [greedy_tokens(model, tokenizer, e, lang=lang, **options) for e in examples]
+
+
 def greedy_texts(model, tokenizer, examples, *, langs: list[str] | None = None, max_new_tokens: int = 200) -> list[str]:
     """:func:`greedy_tokens` of each example, decoded to text, in order; text sources in packed batches
     (:func:`text_batches`)."""
     langs = langs or ["en"] * len(examples)
     out: list[str] = [""] * len(examples)
     for group in text_batches(examples, langs):
-        if len(group) > 1:
-            part = [examples[i] for i in group]
-            tokens = greedy_text_tokens(model, tokenizer, part, lang=langs[group[0]], max_new_tokens=max_new_tokens)
-        else:
-            tokens = [greedy_tokens(model, tokenizer, examples[group[0]], lang=langs[group[0]],
-                                    max_new_tokens=max_new_tokens)]  # fmt: skip
+        part = [examples[i] for i in group]
+        tokens = greedy_group(model, tokenizer, part, lang=langs[group[0]], max_new_tokens=max_new_tokens)
         for i, t in zip(group, tokens):
             out[i] = tokenizer.decode(t).strip()
     return out

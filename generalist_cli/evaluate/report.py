@@ -141,7 +141,7 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
     """One text task's scores: teacher-forced CE (PyTorch), greedy outputs scored (WER/CER, BLEU/chrF, top-1),
     latency and throughput. Text sources decode in packed batches (:func:`text_batches`); an ONNX export skips
     non-audio examples, and says so."""
-    from generalist_cli.evaluate.decode import greedy_text_tokens, greedy_tokens, text_batches
+    from generalist_cli.evaluate.decode import greedy_group, text_batches
 
     m, tok, exported = loaded.model, loaded.tokenizer, loaded.kind == "onnx"
     entry: dict = {"examples": len(examples)}
@@ -158,12 +158,9 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
             continue
         current["key"] = (task, langs[group[0]])
         t0 = time.perf_counter()
-        if len(group) > 1:  # text sources sharing a prompt: one packed batch (latency: its share of the batch)
-            out = greedy_text_tokens(m, tok, [examples[i] for i in group], lang=langs[group[0]], script=script)
-        else:
-            e = examples[group[0]]
-            out = [greedy_tokens(m, tok, e, lang=langs[group[0]], always_pad=not m.can_pack, script=script)]
-        lat += [(time.perf_counter() - t0) / len(group)] * len(group)
+        out = greedy_group(m, tok, [examples[i] for i in group], lang=langs[group[0]], always_pad=not m.can_pack,
+                           script=script)  # fmt: skip
+        lat += [(time.perf_counter() - t0) / len(group)] * len(group)  # a batch: each example its share
         for i, tokens in zip(group, out):
             n_tok += len(tokens) + 1
             hyps.append(tok.decode(tokens).strip())

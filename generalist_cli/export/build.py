@@ -267,17 +267,16 @@ def logit_difference(torch_model, onnx_model, tok, cal: Calibration, *, language
     the first calibration window."""
     import torch
 
+    from generalist_cli.infer.transcribe import encode_windows
+
     prompt = torch.tensor([tok.sot_sequence(language=language if tok.multilingual else None, timestamps=False)])
-    mel = cal.mels[0][None]
-    if onnx_model.can_pack:  # the window whole and its first 9 s, packed in one row
-        windows = [mel[0].numpy(), mel[0, :, :900].numpy()]
-        prompt = prompt.repeat(2, 1)
+    pack = onnx_model.can_pack
+    mel = cal.mels[0].numpy()
+    windows = [mel, mel[:, :900]] if pack else [mel]  # packed: the window whole and its first 9 s, in one row
+    prompt = prompt.repeat(len(windows), 1)
     worst = 0.0
     with torch.inference_mode():
-        if onnx_model.can_pack:
-            caches = [m.new_cache(*m.encode_mels_packed(windows)) for m in (torch_model, onnx_model)]
-        else:
-            caches = [m.new_cache(m.encode_audio(mel)) for m in (torch_model, onnx_model)]
+        caches = [encode_windows(m, windows, pack=pack) for m in (torch_model, onnx_model)]
         logits = [m.logits(m.decoder(prompt, c.cross_kv, c, 0)) for m, c in zip((torch_model, onnx_model), caches)]
         worst = max(worst, _finite_diff(*logits))
         nxt = logits[0][:, -1:].argmax(-1)
@@ -319,6 +318,7 @@ def _dataset_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float 
 
     from generalist_cli.evaluate.metrics import wer
     from generalist_cli.infer.decoding import DecodeOptions, decode
+    from generalist_cli.infer.transcribe import encode_windows
 
     prompt = tok.sot_sequence(language=cal.language if tok.multilingual else None, timestamps=False)
     options = DecodeOptions(timestamps=False, max_new_tokens=200)
@@ -326,11 +326,8 @@ def _dataset_wer(torch_model, onnx_model, tok, cal: Calibration) -> tuple[float 
     for name, m in (("torch", torch_model), ("onnx", onnx_model)):
         texts = []
         with torch.inference_mode():
-            for mel, n in zip(cal.mels, cal.frames):
-                if onnx_model.can_pack:  # unpadded, as a packed checkpoint was trained and runs
-                    cache = m.new_cache(*m.encode_mels_packed([mel[:, :n].numpy()]))
-                else:
-                    cache = m.new_cache(m.encode_audio(mel[None]))
+            for mel, n in zip(cal.mels, cal.frames):  # packed: unpadded, as such a checkpoint trained and runs
+                cache = encode_windows(m, [mel[:, :n].numpy()], pack=onnx_model.can_pack)
                 [res] = decode(m, tok, cache, [prompt], options, list(m.config.suppress_tokens))
                 texts.append(tok.decode(res.tokens).strip())
         hyps[name] = texts

@@ -3,7 +3,8 @@
 Two graphs (the layout of whisper.cpp / sherpa-onnx exports, with one decoder graph for every step):
 
 ``encoder.onnx``
-    in   ``mel``      float32 (batch, n_mels, 3000)       log-mel of 30-second windows
+    in   ``mel``      float32 (batch, n_mels, 3000)       log-mel of 30-second windows (a packed encoder:
+                      any length, with the row layout as inputs; see :class:`PackedEncoderGraph`)
     out  ``cross_k``  float32 (n_layers, batch, heads, 1500, head_dim)   cross-attention keys per decoder layer
          ``cross_v``  float32 (same)                                      and values
 ``decoder.onnx``
@@ -16,9 +17,10 @@ Two graphs (the layout of whisper.cpp / sherpa-onnx exports, with one decoder gr
 
 The new tokens sit at positions ``n_past ..`` and attend causally to the past and to each other, so the
 first step (the prompt) and every cached step run through the same graph and the same weights. MoE
-blocks export with ``dispatch="dense"`` (every expert, weighted by the router's renormalised top-k gates,
-zero for the others): the same function as the sorted dispatch, in plain MatMul nodes ONNX Runtime
-can quantise. The encoder graph is the model's own encoder; the decoder graph reuses its blocks' layers.
+blocks export with ``dispatch="index"`` (each expert on the tokens that chose it, weighted by the router's
+renormalised top-k gates) or ``"dense"`` (every expert, zero-weighted where not chosen): the same function as
+the sorted dispatch, in MatMul nodes ONNX Runtime can quantise. The encoder graph is the model's own
+encoder; the decoder graph reuses its blocks' layers.
 A restricted output vocabulary (``output_tokens``) gives -inf logits elsewhere, as in PyTorch.
 """
 
@@ -29,6 +31,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from generalist_cli.model.packing import gather_positions
 
 OPSET = 17
 
@@ -71,7 +75,7 @@ def ttt_step(ttt, x: Tensor, state: list[Tensor], i: Tensor) -> tuple[Tensor, li
     :func:`ttt_initial_state`, and zero sums) and ``i`` (int64 (1,), tokens into the mini-batch) -> (y, new
     state, new i). The primal form of ``TTTMLP.forward``; its boundary branch (fold the sums into W, restart
     them) is arithmetic on a 0/1 flag, so per token the graph writes each full-size tensor once or twice."""
-    from generalist_cli.model.ttt import TTTState, _primal, _rope
+    from generalist_cli.model.ttt import TTTState, _primal, _rope, fold
 
     b, _, d = x.shape
     q, k, v, eta = ttt.heads(ttt.inputs(x))
@@ -79,7 +83,7 @@ def ttt_step(ttt, x: Tensor, state: list[Tensor], i: Tensor) -> tuple[Tensor, li
     tau = torch.clamp(1.0 / (i + 1).to(x.dtype) + ttt.token_idx_offset[i], min=0.0)
     out, sums = _primal(q, k, v, eta, tau, TTTState(*state, 0), ttt.ttt_norm_weight, ttt.ttt_norm_bias)
     boundary = ((i + 1) >= ttt.mini_batch).to(x.dtype)  # the mini-batch is complete: W - tau S, sums restart
-    w = [p - (tau * boundary) * s for p, s in zip(state[:4], sums)]
+    w = list(fold(state[:4], sums, tau * boundary))
     sums = [s * (1 - boundary) for s in sums]
     y = ttt.output(out.transpose(1, 2).reshape(b, 1, d))
     return y, w + sums, torch.where(boundary > 0, torch.zeros_like(i), i + 1)
@@ -123,18 +127,12 @@ class PackedEncoderGraph(nn.Module):
 
     def forward(self, mel: Tensor, pack_index: Tensor, segments: Tensor, unpack_index: Tensor):
         enc = self.model.encoder
-        rows = _take(self.model.embed_audio(mel), pack_index)
+        rows = gather_positions(self.model.embed_audio(mel), pack_index)
         mask = segments[:, None, :, None] == segments[:, None, None, :]
         for block in enc.layers:
             rows = block(rows, mask=mask)[0]
-        kv = self.model.cross_kv(_take(enc.layer_norm(rows), unpack_index))
+        kv = self.model.cross_kv(gather_positions(enc.layer_norm(rows), unpack_index))
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
-
-
-def _take(x: Tensor, index: Tensor) -> Tensor:
-    """``x`` (B, S, D) at flat ``index`` (any shape) into its B * S positions and one zero row after them."""
-    d = x.shape[-1]
-    return torch.cat([x.reshape(-1, d), x.new_zeros(1, d)])[index]
 
 
 class DecoderGraph(nn.Module):

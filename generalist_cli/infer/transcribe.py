@@ -170,7 +170,7 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
             break
         # the window holds only real frames, zero-padded in log-mel space (as openai/whisper and faster-whisper)
         windows = [f.mel[:, f.seek : min(f.seek + N_FRAMES, f.content_frames)] for f in active]
-        cache = _encode(model, windows, pack=pack)
+        cache = encode_windows(model, windows, pack=pack)
         runner_up: dict[int, str] = {}
         if options.language is None and tokenizer.multilingual:  # every window: languages may change
             found = detect_language(
@@ -346,7 +346,7 @@ def pack_setting(loaded, model_name: str, requested: bool | None) -> bool:
     return packs_by_default(loaded) if requested is None else requested
 
 
-def _encode(model, windows: list[np.ndarray], *, pack: bool):
+def encode_windows(model, windows: list[np.ndarray], *, pack: bool):
     """A decoding cache for log-mel ``windows`` (each (n_mels, <= N_FRAMES)).
 
     Whisper hears each window zero-padded to 30 s, as it was trained. With ``pack`` (a PyTorch model) the
