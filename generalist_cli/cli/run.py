@@ -152,6 +152,14 @@ def run(
             show_default=False,
         ),
     ] = None,
+    share_windows: Annotated[
+        bool,
+        typer.Option(
+            "--share-windows/--no-share-windows",
+            help="With a fixed language and 30-s windows, join short files (2 s of silence between) into shared "
+            "windows; a file whose text cannot be handed back for sure is transcribed again alone.",
+        ),
+    ] = True,
     num_processes: Annotated[
         int,
         typer.Option(
@@ -198,6 +206,7 @@ def run(
         prompt=prompt,
         hotwords=tuple(w for w in hotwords.split(",") if w.strip()),
         pack=pack_setting(loaded, model, pack),
+        share_windows=share_windows,
     )
     if stream:
         raise typer.Exit(_stream(loaded, files, options, fmt))

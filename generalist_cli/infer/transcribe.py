@@ -68,6 +68,7 @@ class TranscribeOptions:
     word_timestamps: bool = False  # per-word start/end from the alignment heads' cross-attention
     pack: bool = False  # encode windows unpadded, several to an encoder row (gen train checkpoints; see below)
     script: str = "auto"  # auto: text keeps to the output language's script (features/script.py); any: no rule
+    share_windows: bool = True  # short files share 30-s windows when the language is fixed (infer/sharing.py)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
     from generalist_cli.features.vad import compact, speech_regions
 
     if options.vad == "off":
-        return _transcribe_windows(model, tokenizer, audios, options, on_progress)
+        return _transcribe_shared(model, tokenizer, audios, options, on_progress)
     kept, maps, out = [], [], []
     for audio in audios:
         regions = speech_regions(audio, method=options.vad)
@@ -114,7 +115,7 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
         if len(joined):
             kept.append(joined)
     speech = [tuple((c, c + n) for c, _, n in m.pieces) for m in maps if m.pieces]
-    done = iter(_transcribe_windows(model, tokenizer, kept, options, on_progress, speech) if kept else [])
+    done = iter(_transcribe_shared(model, tokenizer, kept, options, on_progress, speech) if kept else [])
     for audio, time_map in zip(audios, maps):
         duration = len(audio) / SAMPLE_RATE
         if not time_map.pieces:  # no speech: nothing to decode
@@ -134,6 +135,41 @@ def _transcribe(model, tokenizer, audios, options, on_progress):
             for s in t.segments
         ]
         out.append(t)
+    return out
+
+
+def shares_windows(model, tokenizer, options: TranscribeOptions) -> bool:
+    """Whether short files are joined into shared windows: asked for, one output language for all of them
+    (given, or an English-only model), and 30-s windows (packed windows carry no padding to save)."""
+    fixed = options.language is not None or not tokenizer.multilingual
+    return options.share_windows and fixed and not _packs(model, options)
+
+
+def _packs(model, options: TranscribeOptions) -> bool:
+    return options.pack and not options.word_timestamps and model.can_pack
+
+
+def _transcribe_shared(model, tokenizer, audios, options, on_progress, speech=None):
+    """:func:`_transcribe_windows`, short files joined into shared windows when :func:`shares_windows`; a file
+    whose text cannot be handed back for sure (infer/sharing.py) is transcribed again alone."""
+    from generalist_cli.infer import sharing
+
+    if len(audios) < 2 or not shares_windows(model, tokenizer, options):
+        return _transcribe_windows(model, tokenizer, audios, options, on_progress, speech)
+    groups = sharing.plan([len(a) / SAMPLE_RATE for a in audios])
+    joined = [sharing.join(audios, g) for g in groups]
+    regions = [sharing.speech_of(g, speech) for g in groups]
+    out: list[Transcript | None] = [None] * len(audios)
+    redo: list[int] = []
+    for g, t in zip(groups, _transcribe_windows(model, tokenizer, joined, options, on_progress, regions)):
+        parts, again = sharing.split(t, g, speech)
+        for i, part in zip(g.members, parts):
+            out[i] = part
+        redo += again
+    if redo:
+        alone = [speech[i] for i in redo] if speech is not None else None
+        for i, t in zip(redo, _transcribe_windows(model, tokenizer, [audios[i] for i in redo], options, None, alone)):
+            out[i] = t
     return out
 
 
@@ -157,7 +193,7 @@ def _transcribe_windows(model, tokenizer, audios, options, on_progress, speech=N
                 tuple((round(a * per_second), round(b * per_second)) for a, b in regions),
             )
         )
-    pack = options.pack and not options.word_timestamps and model.can_pack
+    pack = _packs(model, options)
     # packed windows decode as gen train trains (unpadded audio, <|notimestamps|>): a window is one segment
     dopts = DecodeOptions(task=options.task, beam_size=options.beam_size, timestamps=not pack,
                           length_penalty=options.length_penalty)  # fmt: skip
