@@ -124,8 +124,10 @@ class Service:
             )
         if task == "translate" and not self.tok.multilingual:
             raise ApiError(400, f"model {self.config.model} is English-only and cannot translate")
+        # requests from different clients never share a window: text in a window is context for the rest of it
         options = TranscribeOptions(language=self.language_of(language), task=task, prompt=prompt or "",
-                                    batch_size=max(8, self.config.max_batch), pack=self.pack)  # fmt: skip
+                                    batch_size=max(8, self.config.max_batch), pack=self.pack,
+                                    share_windows=False)  # fmt: skip
         audio = await self.decode(file)
         self.metrics.audio(len(audio) / SAMPLE_RATE)
         try:
@@ -181,7 +183,9 @@ class Service:
         from generalist_cli.infer.transcribe import TranscribeOptions
 
         conv.check_request(self.loaded, self.config.model, {kind}, to, language)
-        options = TranscribeOptions(language=language, batch_size=max(8, self.config.max_batch), pack=self.pack)
+        options = TranscribeOptions(
+            language=language, batch_size=max(8, self.config.max_batch), pack=self.pack, share_windows=False
+        )
         with self.lock:
             result = conv.convert(self.loaded, source, kind, to, language=language, src_lang=src_lang, options=options)
         if result.audio is None:

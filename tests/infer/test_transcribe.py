@@ -67,7 +67,8 @@ def test_long_form_is_complete_with_correct_times(tiny_en, long_audio):
 @pytest.mark.slow
 def test_batched_equals_one_by_one(tiny_en, speech):
     audios = [speech(i) for i in (1, 2, 4)]
-    together = transcribe(tiny_en.model, tiny_en.tokenizer, audios, TranscribeOptions(batch_size=8, share_windows=False))
+    batched = TranscribeOptions(batch_size=8, share_windows=False)  # batched, each file its own window
+    together = transcribe(tiny_en.model, tiny_en.tokenizer, audios, batched)
     alone = [transcribe(tiny_en.model, tiny_en.tokenizer, [a], TranscribeOptions())[0] for a in audios]
     assert [t.text for t in together] == [t.text for t in alone]
     assert [[(s.start, s.end) for s in t.segments] for t in together] == [
