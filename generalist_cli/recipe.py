@@ -7,7 +7,6 @@ Sections: ``[run]``, ``[model]``, ``[data]`` with ``[[data.sources]]``, ``[train
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import tomllib
 
 from generalist_cli.errors import GenError
+from generalist_cli.model.config import VIDEO_TOKENS, UpcycleOptions
 
 
 class RecipeError(GenError):
@@ -29,21 +29,13 @@ class RunSection:
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(UpcycleOptions):  # + experts, top_k, segments, ... ttt: the upcycling keys (model/config.py)
     init: str = "whisper-base"  # checkpoint to start from: store name, hub id or folder; "scratch": random
     tokenizer: str = "whisper-base"  # vocabulary of a scratch model
     scratch_width: int = 128  # d_model of a scratch model
     scratch_layers: int = 1  # encoder and decoder blocks of a scratch model
     scratch_heads: int = 4
-    upcycle: bool = True  # turn a dense Whisper into the MoE + TTT generalist first
-    experts: int = 8  # experts per MoE layer when upcycling
-    top_k: int = 2  # experts per token (per routed group with segments > 1)
-    segments: int = 1  # > 1: fine-grained experts (DeepSeekMoE), the FFN cut into this many segments
-    shared_experts: int = 0  # segments that form the always-on shared expert (fine-grained only)
-    encoder: str = "whisper"  # "conformer": encoder blocks get a gated conv module and macaron FFN
-    peer_experts: int = 0  # > 0: a PEER layer of this many (a square number) single-neuron experts per block
-    peer_top_k: int = 16  # PEER experts per head (8 heads)
-    ttt: str = "mlp"  # "mlp" or "none"
+    upcycle: bool = True  # turn a dense Whisper into the MoE + TTT generalist first (with the keys above)
     add_experts: int = 0  # lifelong learning: experts appended before training
     add_experts_init: str = "mean"  # "mean" or "copy"
     freeze_old_experts: bool = False  # keep the experts the init had (and their router rows) bit-identical
@@ -213,8 +205,8 @@ def _check(r: Recipe, path: Path) -> None:
     def bad(key: str, problem: str):
         raise RecipeError(f"{path}: {key}: {problem}")
 
-    if r.model.ttt not in ("mlp", "none"):
-        bad("model.ttt", f"must be 'mlp' or 'none', not {r.model.ttt!r}")
+    for problem in r.model.problems(lambda key: f"model.{key}"):
+        raise RecipeError(f"{path}: {problem}")
     if r.model.add_experts_init not in ("mean", "copy"):
         bad("model.add_experts_init", "must be 'mean' or 'copy'")
     if r.train.mixed_precision not in ("no", "bf16", "fp16"):
@@ -223,14 +215,6 @@ def _check(r: Recipe, path: Path) -> None:
         bad("train.sampling", "must be 'random', 'epochs' or 'packed'")
     if r.model.output_tokens not in ("all", "targets"):
         bad("model.output_tokens", "must be 'all' or 'targets'")
-    if r.model.segments < 1 or not 0 <= r.model.shared_experts < r.model.segments:
-        bad("model.segments", "must be >= 1, with 0 <= model.shared_experts < model.segments")
-    if r.model.peer_experts and math.isqrt(r.model.peer_experts) ** 2 != r.model.peer_experts:
-        bad("model.peer_experts", "must be a square number (n^2 product keys)")
-    if r.model.encoder not in ("whisper", "conformer"):
-        bad("model.encoder", "must be 'whisper' or 'conformer'")
-    from generalist_cli.model.config import VIDEO_TOKENS
-
     if r.model.video_tokens not in VIDEO_TOKENS:
         bad("model.video_tokens", "must be one of " + ", ".join(VIDEO_TOKENS))
     if r.model.tts_input not in ("text", "phonemes"):

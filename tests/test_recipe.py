@@ -60,3 +60,42 @@ def test_overrides_and_round_trip(tmp_path):
     (tmp_path / "dumped.toml").write_text(dump(r))
     again = load(tmp_path / "dumped.toml")
     assert again.train == r.train and again.model == r.model and again.data == r.data
+
+
+def test_upcycling_keys_are_declared_once_for_recipe_and_command_line(tmp_path):
+    """UpcycleOptions (model/config.py) is the recipe's upcycling keys, gen models init's help and the one check."""
+    import dataclasses
+
+    import typer
+
+    from generalist_cli.cli import app
+    from generalist_cli.model.config import UpcycleOptions
+    from generalist_cli.recipe import ModelSection
+
+    keys = [f.name for f in dataclasses.fields(UpcycleOptions)]
+    assert set(keys) <= {f.name for f in dataclasses.fields(ModelSection)}
+    assert UpcycleOptions().problems() == []
+    bad = UpcycleOptions(experts=4, top_k=5, segments=2, shared_experts=2, ttt_mini_batch=0)
+    assert bad.problems(lambda k: f"model.{k}") == [
+        "model.top_k 5 is more than model.experts 4 (or below 1)",
+        "model.segments: must be >= 1, with 0 <= model.shared_experts < model.segments",
+        "model.ttt_mini_batch: must be at least 1",
+    ]
+    with pytest.raises(RecipeError, match=r"r.toml: model.top_k 5 is more than model.experts 4"):
+        load(_write(tmp_path, "[model]\nexperts = 4\ntop_k = 5\n"))
+    r = load(_write(tmp_path, "[model]\nttt_mini_batch = 64\n"))
+    assert r.model.upcycle_kwargs()["ttt_mini_batch"] == 64
+    init = typer.main.get_command(app).commands["models"].commands["init"]
+    helps = {p.name: p.help for p in init.params}
+    for key in ("ttt", "encoder", "ttt_mini_batch"):
+        assert helps[key] == UpcycleOptions.help(key), key
+
+
+def test_upcycle_builds_the_declared_ttt_mini_batch():
+    from generalist_cli.model.config import UpcycleOptions
+    from generalist_cli.model.upcycle import upcycle
+    from tests.conftest import dense
+
+    model = upcycle(dense(), **UpcycleOptions(experts=2, top_k=1, ttt_mini_batch=8).upcycle_kwargs())
+    assert model.config.ttt_mini_batch == 8 and model.config.n_experts == 2
+    assert all(layer.ttt.mini_batch == 8 for layer in model.encoder.layers)

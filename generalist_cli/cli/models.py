@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from generalist_cli.cli import models_app
+from generalist_cli.model.config import UpcycleOptions
 
 
 @models_app.command(
@@ -106,13 +107,14 @@ def init(
         ),
     ] = "mixtral",
     segments: Annotated[
-        int, typer.Option(min=1, help="fine-grained: FFN segments (expert width = FFN / segments).")
+        int, typer.Option(min=1, help="fine-grained: " + UpcycleOptions.help("segments") + " Default 4 there.")
     ] = 4,
-    shared: Annotated[int, typer.Option(min=0, help="fine-grained: segments in the always-on shared expert.")] = 1,
-    encoder: Annotated[
-        str, typer.Option(help="whisper, or conformer: + a gated conv module and macaron FFN per encoder block.")
-    ] = "whisper",
-    ttt: Annotated[str, typer.Option(help="mlp: a TTT-MLP layer in every block; none: no TTT.")] = "mlp",
+    shared: Annotated[int, typer.Option(min=0, help="fine-grained: " + UpcycleOptions.help("shared_experts"))] = 1,
+    encoder: Annotated[str, typer.Option(help=UpcycleOptions.help("encoder"))] = UpcycleOptions.encoder,
+    ttt: Annotated[str, typer.Option(help=UpcycleOptions.help("ttt"))] = UpcycleOptions.ttt,
+    ttt_mini_batch: Annotated[
+        int, typer.Option(min=1, help=UpcycleOptions.help("ttt_mini_batch"))
+    ] = UpcycleOptions.ttt_mini_batch,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generalist to.")] = Path(
         "models/gen-base"
     ),
@@ -130,42 +132,19 @@ def init(
     from generalist_cli.model.upcycle import upcycle
     from generalist_cli.store.store import save_model
 
-    if ttt not in ("mlp", "none"):
-        raise UsageError(f"--ttt must be mlp or none, not {ttt!r}")
-    if top_k > experts:
-        raise UsageError(f"--top-k {top_k} is more than --experts {experts}")
-    if encoder not in ("whisper", "conformer"):
-        raise UsageError(f"--encoder must be whisper or conformer, not {encoder!r}")
     if moe not in ("mixtral", "fine-grained", "peer"):
         raise UsageError(f"--moe must be mixtral, fine-grained or peer, not {moe!r}")
-    if moe != "peer" and experts > 256:
-        raise UsageError(f"--experts {experts}: at most 256 for {moe} layers (use --moe peer for more)")
-    peer = {}
-    if moe == "peer":
-        peer = {"peer_experts": experts, "peer_top_k": top_k}
-        experts, top_k, segments, shared = 1, 1, 1, 0
-    elif moe == "mixtral":
-        segments, shared = 1, 0
-    elif segments < 2 or shared >= segments:
-        raise UsageError(
-            f"--moe fine-grained needs --segments >= 2 and --shared < --segments (got {segments}, {shared})"
-        )
+    if moe == "fine-grained" and segments < 2:
+        raise UsageError(f"--moe fine-grained needs --segments >= 2 (got {segments})")
+    options = _upcycle_options(moe, experts, top_k, segments, shared, encoder, ttt, ttt_mini_batch)
+    for problem in options.problems(lambda key: "--" + FLAGS.get(key, key)):
+        raise UsageError(problem)
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
     dense = _load(source)
     with err.status(f"upcycling {source}"):
         try:
-            model = upcycle(
-                dense.model,
-                n_experts=experts,
-                top_k=top_k,
-                ttt=ttt,
-                seed=seed,
-                segments=segments,
-                shared=shared,
-                conformer=encoder == "conformer",
-                **peer,
-            )
+            model = upcycle(dense.model, **options.upcycle_kwargs(), seed=seed)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         entry = save_model(
@@ -185,7 +164,7 @@ def init(
             f"{segments - shared} groups of {experts} experts (1/{segments} width) top-{top_k} each + "
             f"{shared}/{segments} shared"
             if moe == "fine-grained"
-            else f"PEER {peer['peer_experts']:,} experts, 8 heads x top-{peer['peer_top_k']}"
+            else f"PEER {options.peer_experts:,} experts, 8 heads x top-{options.peer_top_k}"
             if moe == "peer"
             else f"{experts} experts top-{top_k}"
         )
@@ -194,6 +173,20 @@ def init(
             f"{entry.meta['parameters'] / 1e6:.1f} M parameters, from {source}",
             markup=False,
         )
+
+
+FLAGS = {"top_k": "top-k", "shared_experts": "shared", "peer_experts": "experts", "peer_top_k": "top-k",
+         "ttt_mini_batch": "ttt-mini-batch"}  # fmt: skip  # UpcycleOptions key -> gen models init option
+
+
+def _upcycle_options(moe, experts, top_k, segments, shared, encoder, ttt, ttt_mini_batch) -> UpcycleOptions:
+    """``gen models init``'s options as the declared :class:`UpcycleOptions` (``--moe`` picks which apply)."""
+    common = {"encoder": encoder, "ttt": ttt, "ttt_mini_batch": ttt_mini_batch}
+    if moe == "peer":
+        return UpcycleOptions(experts=1, top_k=1, peer_experts=experts, peer_top_k=top_k, **common)
+    if moe == "mixtral":
+        return UpcycleOptions(experts=experts, top_k=top_k, **common)
+    return UpcycleOptions(experts=experts, top_k=top_k, segments=segments, shared_experts=shared, **common)
 
 
 @models_app.command(

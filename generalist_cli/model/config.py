@@ -6,9 +6,74 @@ directory; :class:`ModelConfig` is the frozen view the code uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
+TTT_KINDS = ("mlp", "none")
+ENCODERS = ("whisper", "conformer")
+MAX_EXPERTS = 256  # routed experts per MoE layer (a PEER layer holds more)
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class UpcycleOptions:
+    """What upcycling (``model/upcycle.py``) makes of a dense Whisper, declared once: the recipe's ``[model]``
+    section has these keys (``recipe.ModelSection`` extends this class), ``gen models init`` takes them as
+    options with this help, and :meth:`problems` is the one check of them."""
+
+    experts: int = _opt(8, "Experts per MoE layer (per routed group with segments > 1).")
+    top_k: int = _opt(2, "Experts per token (per routed group with segments > 1).")
+    segments: int = _opt(1, "> 1: fine-grained experts (DeepSeekMoE): the FFN cut into this many segments.")
+    shared_experts: int = _opt(0, "Segments that form the always-on shared expert (fine-grained only).")
+    encoder: str = _opt("whisper", "whisper, or conformer: + a gated conv module and macaron FFN per encoder block.")
+    peer_experts: int = _opt(0, "> 0: a PEER layer of this many (a square number) single-neuron experts per block.")
+    peer_top_k: int = _opt(16, "PEER experts per head (8 heads).")
+    ttt: str = _opt("mlp", "mlp: a TTT-MLP layer behind a zero gate in every block; none: no TTT.")
+    ttt_mini_batch: int = _opt(16, "Tokens per TTT inner mini-batch (one fast-weight step each).")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    def problems(self, name=lambda key: key) -> list[str]:
+        """One line per setting that cannot be built (empty when all can), each key written as ``name(key)``
+        (``model.top_k`` in a recipe, ``--top-k`` on the command line)."""
+        n = name
+        out = []
+        if self.ttt not in TTT_KINDS:
+            out.append(f"{n('ttt')}: must be 'mlp' or 'none', not {self.ttt!r}")
+        if self.encoder not in ENCODERS:
+            out.append(f"{n('encoder')}: must be 'whisper' or 'conformer', not {self.encoder!r}")
+        if not 1 <= self.experts <= MAX_EXPERTS:
+            out.append(f"{n('experts')} {self.experts}: at most {MAX_EXPERTS} routed experts per layer "
+                       f"(a PEER layer, {n('peer_experts')}, holds more)")  # fmt: skip
+        if not 1 <= self.top_k <= self.experts:
+            out.append(f"{n('top_k')} {self.top_k} is more than {n('experts')} {self.experts} (or below 1)")
+        if self.segments < 1 or not 0 <= self.shared_experts < self.segments:
+            out.append(f"{n('segments')}: must be >= 1, with 0 <= {n('shared_experts')} < {n('segments')}")
+        if self.peer_experts and math.isqrt(self.peer_experts) ** 2 != self.peer_experts:
+            out.append(f"{n('peer_experts')}: must be a square number (n^2 product keys)")
+        if self.ttt_mini_batch < 1:
+            out.append(f"{n('ttt_mini_batch')}: must be at least 1")
+        return out
+
+    def upcycle_kwargs(self) -> dict:
+        """These settings as :func:`generalist_cli.model.upcycle.upcycle`'s keyword arguments."""
+        return {
+            "n_experts": self.experts,
+            "top_k": self.top_k,
+            "segments": self.segments,
+            "shared": self.shared_experts,
+            "conformer": self.encoder == "conformer",
+            "peer_experts": self.peer_experts,
+            "peer_top_k": self.peer_top_k,
+            "ttt": self.ttt,
+            "ttt_mini_batch": self.ttt_mini_batch,
+        }
 
 
 @dataclass(frozen=True)
@@ -153,6 +218,6 @@ def _generalist_from(g: dict) -> dict:
     segments, shared = out.get("moe_segments", 1), out.get("moe_shared", 0)
     if segments < 1 or not 0 <= shared < segments:
         raise ValueError(f"moe_segments must be >= 1 and moe_shared in 0..segments-1, not {segments}, {shared}")
-    if out.get("ttt", "none") not in ("none", "mlp"):
+    if out.get("ttt", "none") not in TTT_KINDS:
         raise ValueError(f"ttt must be 'none' or 'mlp', not {out['ttt']!r}")
     return out

@@ -41,6 +41,7 @@ def upcycle(
     peer_experts: int = 0,
     peer_heads: int = 8,
     peer_top_k: int = 16,
+    ttt_mini_batch: int = 16,
 ) -> Generalist:
     """A generalist that equals ``dense`` (a plain Whisper) at init. Text entering the encoder gets its
     token embeddings times ``text_scale`` (default sqrt(d_model), the Transformer's embedding scale: Whisper's
@@ -65,6 +66,7 @@ def upcycle(
         n_experts=n_experts,
         top_k=top_k,
         ttt=ttt,
+        ttt_mini_batch=ttt_mini_batch,
         generalist=True,
         extra_tokens=tuple(extra_tokens),
         text_scale=scale,

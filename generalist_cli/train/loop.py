@@ -64,19 +64,8 @@ def build_model(recipe: Recipe, ckpt: Path | None):
         model, tokenizer = loaded.model, loaded.path / "tokenizer.json"
     if m.upcycle and not model.config.generalist:
         # a scratch model's embeddings already start at one scale (see _scratch): no text scale there
-        model = upcycle(
-            model,
-            n_experts=m.experts,
-            top_k=m.top_k,
-            ttt=m.ttt,
-            seed=recipe.run.seed,
-            text_scale=1.0 if m.init == "scratch" else None,
-            segments=m.segments,
-            shared=m.shared_experts,
-            conformer=m.encoder == "conformer",
-            peer_experts=m.peer_experts,
-            peer_top_k=m.peer_top_k,
-        )
+        text_scale = 1.0 if m.init == "scratch" else None
+        model = upcycle(model, **m.upcycle_kwargs(), seed=recipe.run.seed, text_scale=text_scale)
     if model.config.generalist:
         model = _with_config(model, _final_config(model.config, m))
     old = model.config.n_experts
