@@ -14,7 +14,7 @@ from pathlib import Path
 import tomllib
 
 from generalist_cli.errors import GenError
-from generalist_cli.model.config import VIDEO_TOKENS, UpcycleOptions
+from generalist_cli.model.config import FrontEndOptions, UpcycleOptions
 
 
 class RecipeError(GenError):
@@ -29,7 +29,7 @@ class RunSection:
 
 
 @dataclass(frozen=True)
-class ModelSection(UpcycleOptions):  # + experts, top_k, segments, ... ttt: the upcycling keys (model/config.py)
+class ModelSection(FrontEndOptions, UpcycleOptions):  # + their keys (model/config.py): experts, ..., video_tokens
     init: str = "whisper-base"  # checkpoint to start from: store name, hub id or folder; "scratch": random
     tokenizer: str = "whisper-base"  # vocabulary of a scratch model
     scratch_width: int = 128  # d_model of a scratch model
@@ -41,10 +41,9 @@ class ModelSection(UpcycleOptions):  # + experts, top_k, segments, ... ttt: the 
     freeze_old_experts: bool = False  # keep the experts the init had (and their router rows) bit-identical
     train_encoder: bool = True  # False freezes the encoder and what feeds only it (modality embeddings, video)
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
-    video_motion: bool = False  # add the video motion stream (clip minus its temporal mean), zero at init
-    video_tokens: str = "tubelets"  # or "motion-map" / "tubelets+motion-map": per-time-step motion-map tokens
-    tts_input: str = "text"  # text -> speech reads "text" tokens or eSpeak NG's "phonemes" (a new model only)
-    speech_layers: int = 0  # convolution layers of a new speech head (0: the model's own, 3 by default)
+
+    def problems(self, name=lambda key: key) -> list[str]:
+        return UpcycleOptions.problems(self, name) + FrontEndOptions.problems(self, name)
 
 
 @dataclass(frozen=True)
@@ -215,12 +214,6 @@ def _check(r: Recipe, path: Path) -> None:
         bad("train.sampling", "must be 'random', 'epochs' or 'packed'")
     if r.model.output_tokens not in ("all", "targets"):
         bad("model.output_tokens", "must be 'all' or 'targets'")
-    if r.model.video_tokens not in VIDEO_TOKENS:
-        bad("model.video_tokens", "must be one of " + ", ".join(VIDEO_TOKENS))
-    if r.model.tts_input not in ("text", "phonemes"):
-        bad("model.tts_input", "must be 'text' or 'phonemes'")
-    if r.model.speech_layers < 0:
-        bad("model.speech_layers", "must be 0 (the model's own) or more")
     if r.train.schedule not in ("linear", "constant"):
         bad("train.schedule", "must be 'linear' or 'constant'")
     for key in ("batch_size", "max_steps", "grad_accum", "log_every"):

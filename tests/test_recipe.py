@@ -69,11 +69,17 @@ def test_upcycling_keys_are_declared_once_for_recipe_and_command_line(tmp_path):
     import typer
 
     from generalist_cli.cli import app
-    from generalist_cli.model.config import UpcycleOptions
+    from generalist_cli.model.config import FrontEndOptions, UpcycleOptions
     from generalist_cli.recipe import ModelSection
 
-    keys = [f.name for f in dataclasses.fields(UpcycleOptions)]
+    keys = [f.name for f in dataclasses.fields(UpcycleOptions) + dataclasses.fields(FrontEndOptions)]
     assert set(keys) <= {f.name for f in dataclasses.fields(ModelSection)}
+    assert FrontEndOptions(video_tokens="pixels", speech_layers=-1).problems() == [
+        "video_tokens: must be one of tubelets, tubelets+motion-map, motion-map",
+        "speech_layers: must be 0 (the model's own) or more",
+    ]
+    with pytest.raises(RecipeError, match=r"r.toml: model.tts_input: must be 'text' or 'phonemes'"):
+        load(_write(tmp_path, '[model]\ntts_input = "ipa"\n'))
     assert UpcycleOptions().problems() == []
     bad = UpcycleOptions(experts=4, top_k=5, segments=2, shared_experts=2, ttt_mini_batch=0)
     assert bad.problems(lambda k: f"model.{k}") == [

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
 TTT_KINDS = ("mlp", "none")
+TTS_INPUTS = ("text", "phonemes")  # what text -> speech reads
 ENCODERS = ("whisper", "conformer")
 MAX_EXPERTS = 256  # routed experts per MoE layer (a PEER layer holds more)
 
@@ -74,6 +75,29 @@ class UpcycleOptions:
             "ttt": self.ttt,
             "ttt_mini_batch": self.ttt_mini_batch,
         }
+
+
+@dataclass(frozen=True)
+class FrontEndOptions:
+    """The front-ends and heads a training recipe asks for on top of its init model (``train/loop.py``
+    ``_final_config``), declared once: the recipe's ``[model]`` section extends this class; :meth:`problems`
+    is their one check."""
+
+    video_motion: bool = _opt(False, "Add the video motion stream (clip minus its temporal mean), zero at init.")
+    video_tokens: str = _opt("tubelets", "What a clip becomes in the encoder: " + ", ".join(VIDEO_TOKENS) + ".")
+    tts_input: str = _opt("text", "What text -> speech reads: text tokens or eSpeak NG's phonemes (a new model only).")
+    speech_layers: int = _opt(0, "Convolution layers of a new speech head (0: the model's own, 3 by default).")
+
+    def problems(self, name=lambda key: key) -> list[str]:
+        """As :meth:`UpcycleOptions.problems`."""
+        out = []
+        if self.video_tokens not in VIDEO_TOKENS:
+            out.append(f"{name('video_tokens')}: must be one of " + ", ".join(VIDEO_TOKENS))
+        if self.tts_input not in TTS_INPUTS:
+            out.append(f"{name('tts_input')}: must be 'text' or 'phonemes'")
+        if self.speech_layers < 0:
+            out.append(f"{name('speech_layers')}: must be 0 (the model's own) or more")
+        return out
 
 
 @dataclass(frozen=True)
@@ -213,7 +237,7 @@ def _generalist_from(g: dict) -> dict:
             out[key] = tuple(out[key])
     if out.get("video_tokens", "tubelets") not in VIDEO_TOKENS:
         raise ValueError(f"video_tokens must be one of {', '.join(VIDEO_TOKENS)}, not {out['video_tokens']!r}")
-    if out.get("tts_input", "text") not in ("text", "phonemes"):
+    if out.get("tts_input", "text") not in TTS_INPUTS:
         raise ValueError(f"tts_input must be 'text' or 'phonemes', not {out['tts_input']!r}")
     segments, shared = out.get("moe_segments", 1), out.get("moe_shared", 0)
     if segments < 1 or not 0 <= shared < segments:
