@@ -1,4 +1,5 @@
-"""The generalist against the dense fine-tune at equal wall-clock time, on real Hindi (issue: real recordings).
+"""The generalist against the dense fine-tune at equal wall-clock time, on real Hindi speech (``--task asr-hi``,
+the default) or on real English -> Hindi translations (``--task translate``).
 
 Both runs start together, one CPU thread each (the machine's 2 cores shared equally), from whisper-base with
 `recipes/asr-hi-real.toml` and the same data, seed and learning-rate schedule, for the same training-time
@@ -13,8 +14,18 @@ budget (`train.max_minutes`: evaluations are not counted), evaluated every `--ev
     python benchmarks/equal_time.py --minutes 60 --every 20          # runs both (about 80 min with evaluations)
     python benchmarks/equal_time.py --collect                        # the table of runs already made
 
-Writes benchmarks/results/equal_time_hi.json: per run, its evaluations (step, training seconds, WER, CER,
-loss, script) and training speed; peak RSS from `/usr/bin/time -v` when it ran under it.
+``--task translate``: `recipes/translate-real.toml` (7,507 human en-hi pairs), scored every `--every` minutes on the
+first 100 FLORES-200 dev pairs (BLEU, chrF, chrF++, greedy); the generalist is the recipe as written (8 experts
+top-2, TTT-MLP, the encoder trained: it must learn to read text), the dense peer the same generalist with one
+expert and no TTT (`model.experts=1`, `model.top_k=1`, `model.ttt=none`: Whisper's dense FFN, the same text
+front-end):
+
+    gen prepare wiki-translate --local ../shared/data/parallel-en-hi/train.tsv --out data/parallel-en-hi
+    gen prepare wiki-translate --local ../shared/data/parallel-en-hi/dev.tsv --split test --out data/flores-dev-en-hi
+    python benchmarks/equal_time.py --task translate --minutes 60 --every 20 --prefix tr60
+
+Writes benchmarks/results/equal_time_hi.json (or equal_time_translate.json): per run, its evaluations (step,
+training seconds and the task's scores) and training speed; peak RSS from `/usr/bin/time -v` when it ran under it.
 """
 
 from __future__ import annotations
@@ -28,24 +39,45 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {
-    "generalist": ["--set", "model.train_encoder=false"],
-    "dense": ["--set", "model.upcycle=false", "--set", "model.ttt=none"],
+TASKS = {
+    "asr-hi": {
+        "recipe": "recipes/asr-hi-real.toml",
+        "source": "kathbath-hi",
+        "scores": ("loss", "wer", "cer", "script"),
+        "examples": 111,
+        "runs": {
+            "generalist": ["--set", "model.train_encoder=false"],
+            "dense": ["--set", "model.upcycle=false", "--set", "model.ttt=none"],
+        },
+        "results": "equal_time_hi.json",
+    },
+    "translate": {
+        "recipe": "recipes/translate-real.toml",
+        "source": "flores-dev-en-hi",
+        "scores": ("loss", "bleu", "chrf", "chrf++"),
+        "examples": 100,
+        "runs": {
+            "generalist": [],
+            "dense": ["--set", "model.experts=1", "--set", "model.top_k=1", "--set", "model.ttt=none"],
+        },
+        "results": "equal_time_translate.json",
+    },
 }
 
 
-def launch(name: str, minutes: float, every: float, prefix: str) -> subprocess.Popen:
+def launch(task: dict, name: str, minutes: float, every: float, prefix: str) -> subprocess.Popen:
+    n = task["examples"]
     common = [f"train.max_minutes={minutes}", "train.max_steps=100000", "train.save_every=100000", "eval.every=0",
-              f"eval.every_minutes={every}", "eval.wer_examples=111", "eval.max_examples=111"]  # fmt: skip
-    args = [a for s in common for a in ("--set", s)] + ["--set", f"run.name={prefix}-{name}", *RUNS[name]]
+              f"eval.every_minutes={every}", f"eval.wer_examples={n}", f"eval.max_examples={n}"]  # fmt: skip
+    args = [a for s in common for a in ("--set", s)] + ["--set", f"run.name={prefix}-{name}", *task["runs"][name]]
     log = open(ROOT / "runs" / f"{prefix}-{name}.time.txt", "w")
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "generalist_cli", "train", "recipes/asr-hi-real.toml", *args]
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "generalist_cli", "train", task["recipe"], *args]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=log)
 
 
-def collect(prefix: str) -> dict:
+def collect(task: dict, prefix: str) -> dict:
     out = {}
-    for name in RUNS:
+    for name in task["runs"]:
         run = ROOT / "runs" / f"{prefix}-{name}"
         if not (run / "eval.jsonl").exists():
             continue
@@ -62,7 +94,7 @@ def collect(prefix: str) -> dict:
                 {
                     "step": e["step"],
                     "train_min": round(e["train_s"] / 60, 1),
-                    **{k: round(e["kathbath-hi"][k], 4) for k in ("loss", "wer", "cer", "script")},
+                    **{k: round(e[task["source"]][k], 4) for k in task["scores"]},
                 }
                 for e in evals
             ],  # fmt: skip
@@ -79,21 +111,23 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--every", type=float, default=20)
     ap.add_argument("--prefix", default="hi60")
+    ap.add_argument("--task", choices=sorted(TASKS), default="asr-hi")
     ap.add_argument("--collect", action="store_true", help="only tabulate runs already made")
     a = ap.parse_args()
+    task = TASKS[a.task]
     if not a.collect:
-        procs = [launch(n, a.minutes, a.every, a.prefix) for n in RUNS]
+        procs = [launch(task, n, a.minutes, a.every, a.prefix) for n in task["runs"]]
         for p in procs:
             p.wait()
-    result = collect(a.prefix)
-    dest = ROOT / "benchmarks" / "results" / "equal_time_hi.json"
+    result = collect(task, a.prefix)
+    dest = ROOT / "benchmarks" / "results" / task["results"]
     dest.write_text(json.dumps(result, indent=2) + "\n")
     for name, r in result.items():
         print(f"{name}: {r['steps']} steps in {r['train_min']} min, {r['examples_per_s_median']} ex/s, "
               f"peak {r['peak_rss_gb']} GB")  # fmt: skip
         for e in r["evals"]:
-            print(f"  step {e['step']:>4} at {e['train_min']:>5} min: WER {e['wer']:.3f} CER {e['cer']:.3f} "
-                  f"loss {e['loss']:.3f} script {e['script']:.3f}")  # fmt: skip
+            scores = " ".join(f"{k} {e[k]:.3f}" for k in task["scores"])
+            print(f"  step {e['step']:>4} at {e['train_min']:>5} min: {scores}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ def eval_(
             "--script", help="auto: decode keeping to each language's script (as gen run does); any: no rule."
         ),
     ] = "auto",
+    beam_size: Annotated[
+        int, typer.Option("--beam-size", min=1, help="Beam width for text sources (translation); 1: greedy.")
+    ] = 1,
 ) -> None:
     """Score MODEL on a prepared split: loss, WER/CER, BLEU/chrF, top-1, mel L1, latency p50/p95, throughput,
     real-time factor, size, parameters (total, active per token), FLOPs per audio second, expert use."""
@@ -66,6 +69,7 @@ def eval_(
             device=device,
             asr_model=None if asr_model == "none" else asr_model,
             script=script,
+            beam_size=beam_size,
             on_progress=lambda done, total: bar.update(job, completed=done, total=total),
         )
     if plots is not None:

@@ -36,8 +36,11 @@ def greedy_tokens(
         prompt = tokenizer.sot_sequence(language=lang if tokenizer.multilingual else None, task=task, timestamps=True)
     else:
         prompt = e.tokens[: e.prompt_len].tolist()
-    scripts = script_of(lang, e.task) if script == "auto" and e.task != "sign" else None
-    options = DecodeOptions(timestamps=timestamps, max_new_tokens=max_new_tokens, script=scripts or ())
+    if e.task == "text_translate":
+        options = _text_options(e.task, lang, len(e.source), max_new_tokens=max_new_tokens, script=script)
+    else:
+        scripts = script_of(lang, e.task) if script == "auto" and e.task != "sign" else None
+        options = DecodeOptions(timestamps=timestamps, max_new_tokens=max_new_tokens, script=scripts or ())
     [res] = decode(model, tokenizer, model.new_cache(enc), [prompt], options, list(model.config.suppress_tokens))
     return [t for t in res.tokens if t < tokenizer.timestamp_begin]
 
@@ -47,21 +50,35 @@ TEXT_BATCH = 16  # text-source examples decoded together (gen eval, training eva
 
 @torch.inference_mode()
 def greedy_text_tokens(
-    model, tokenizer, examples, *, lang: str = "en", max_new_tokens: int = 200, script: str = "auto"
+    model, tokenizer, examples, *, lang: str = "en", max_new_tokens: int = 200, script: str = "auto", beam_size: int = 1
 ) -> list[list[int]]:
     """:func:`greedy_tokens` of text-source examples sharing one prompt (a translation direction), encoded
     packed and decoded as one batch: the same function (packed == each alone, a row's decoding does not see
-    the others), a batch of steps instead of one per example."""
-    from generalist_cli.features.script import script_of
-
+    the others), a batch of steps instead of one per example. Translations decode by ``gen run``'s rules
+    (:func:`generalist_cli.infer.convert.translation_options`), so an evaluation scores what it writes;
+    ``beam_size`` > 1: beam search."""
     first = examples[0]
     prompt = first.tokens[: first.prompt_len].tolist()
-    scripts = script_of(lang, first.task) if script == "auto" else None
-    options = DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens, script=scripts or ())
+    longest = max(len(e.source) for e in examples)
+    options = _text_options(first.task, lang, longest, max_new_tokens=max_new_tokens, script=script,
+                            beam_size=beam_size)  # fmt: skip
     states, lengths = model.encode_texts_packed([e.source.to(model.device) for e in examples])
     cache = model.new_cache(states, lengths)
     results = decode(model, tokenizer, cache, [prompt] * len(examples), options, list(model.config.suppress_tokens))
     return [[t for t in r.tokens if t < tokenizer.timestamp_begin] for r in results]
+
+
+def _text_options(task: str, lang: str, longest: int, *, max_new_tokens: int, script: str, beam_size: int = 1):
+    """Decoding options for a text source: a translation by ``gen run``'s rules
+    (:func:`generalist_cli.infer.convert.translation_options`), anything else greedy in its script."""
+    from generalist_cli.features.script import script_of
+    from generalist_cli.infer.convert import translation_options
+
+    if task == "text_translate":
+        return translation_options(lang, longest, beam_size=beam_size, max_new_tokens=max_new_tokens,
+                                   script=script == "auto")  # fmt: skip
+    scripts = script_of(lang, task) if script == "auto" else None
+    return DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens, script=scripts or (), beam_size=beam_size)
 
 
 def text_batches(examples, langs: list[str], size: int = TEXT_BATCH) -> list[list[int]]:
@@ -84,12 +101,12 @@ def _text_source(e) -> bool:
     return e.modality == "text" and e.task != "tts"
 
 
-def greedy_group(model, tokenizer, examples: list, *, lang: str, **options) -> list[list[int]]:
-    """Tokens of one :func:`text_batches` group: text sources as one packed batch, any other example alone
-    (``options``: :func:`greedy_tokens`' keywords)."""
+def greedy_group(model, tokenizer, examples: list, *, lang: str, beam_size: int = 1, **options) -> list[list[int]]:
+    """Tokens of one :func:`text_batches` group: text sources as one packed batch (``beam_size``: their beam),
+    any other example alone, greedy (``options``: :func:`greedy_tokens`' keywords)."""
     if _text_source(examples[0]):
         options.pop("always_pad", None)  # text has no window to pad
-        return greedy_text_tokens(model, tokenizer, examples, lang=lang, **options)
+        return greedy_text_tokens(model, tokenizer, examples, lang=lang, beam_size=beam_size, **options)
     return [greedy_tokens(model, tokenizer, e, lang=lang, **options) for e in examples]
 
 

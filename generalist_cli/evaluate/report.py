@@ -62,6 +62,7 @@ def evaluate(
     device: str = "cpu",
     asr_model: str | None = "whisper-base",
     script: str = "auto",
+    beam_size: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     import torch
@@ -84,7 +85,7 @@ def evaluate(
     for i, r in enumerate(rows):
         by_task.setdefault(str(r["task"]), []).append(i)
     report: dict = {"model": model, "engine": loaded.kind, "data": str(data), "split": split,
-                    "examples": len(rows), "tasks": {}}  # fmt: skip
+                    "examples": len(rows), "beam_size": beam_size, "tasks": {}}  # fmt: skip
     done = [0]
 
     def tick(n: int = 1) -> None:
@@ -101,7 +102,8 @@ def evaluate(
                 tick(len(idx))
                 continue
             report["tasks"][task] = _score_task(loaded, [examples[i] for i in idx], [rows[i] for i in idx], task,
-                                                script=script, current=current, tick=tick)  # fmt: skip
+                                                script=script, beam_size=beam_size, current=current,
+                                                tick=tick)  # fmt: skip
     finally:
         for h in hooks:
             h.remove()
@@ -137,7 +139,8 @@ def _examples(data: Path, split: str, limit: int | None, loaded) -> tuple[list, 
     return rows, examples
 
 
-def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, current: dict, tick) -> dict:
+def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, current: dict, tick,
+                beam_size: int = 1) -> dict:  # fmt: skip
     """One text task's scores: teacher-forced CE (PyTorch), greedy outputs scored (WER/CER, BLEU/chrF, top-1),
     latency and throughput. Text sources decode in packed batches (:func:`text_batches`); an ONNX export skips
     non-audio examples, and says so."""
@@ -159,7 +162,7 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
         current["key"] = (task, langs[group[0]])
         t0 = time.perf_counter()
         out = greedy_group(m, tok, [examples[i] for i in group], lang=langs[group[0]], always_pad=not m.can_pack,
-                           script=script)  # fmt: skip
+                           script=script, beam_size=beam_size)  # fmt: skip
         lat += [(time.perf_counter() - t0) / len(group)] * len(group)  # a batch: each example its share
         for i, tokens in zip(group, out):
             n_tok += len(tokens) + 1

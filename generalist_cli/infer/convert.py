@@ -317,21 +317,31 @@ def text_to_text(model, tok, text: str, *, lang: str, src_lang: str, beam_size: 
     return "\n".join(" ".join(done.get(i, [])) for i in range(len(lines))).strip("\n")
 
 
+def translation_options(lang: str, longest: int, *, beam_size: int = 1, length_penalty: float | None = None,
+                        max_new_tokens: int | None = None, script: bool = True):  # fmt: skip
+    """How text is translated, for ``gen run`` and for every evaluation of it: output kept to ``lang``'s
+    script, no 4-gram repeated (the loops greedy decoding falls into), at most :data:`MAX_TARGET_RATIO` tokens
+    per token of the ``longest`` source (and ``max_new_tokens``, if given)."""
+    from generalist_cli.features.script import script_of
+    from generalist_cli.infer.decoding import DecodeOptions
+
+    cap = MAX_TARGET_RATIO * longest + 8
+    return DecodeOptions(timestamps=False, beam_size=beam_size, length_penalty=length_penalty, no_repeat_ngram=4,
+                         max_new_tokens=min(cap, max_new_tokens or cap),
+                         script=(script_of(lang) or ()) if script else ())  # fmt: skip
+
+
 def _translate(model, tok, sentences: list[str], *, lang: str, src_lang: str, beam_size: int,
                length_penalty: float | None) -> list[str]:  # fmt: skip
     """One batch of sentences: packed encoding, one decode; output kept to the target's script, n-grams not
     repeated (the loops greedy decoding falls into), at most :data:`MAX_TARGET_RATIO` tokens per source token."""
     import torch
 
-    from generalist_cli.features.script import script_of
-    from generalist_cli.infer.decoding import DecodeOptions, decode
+    from generalist_cli.infer.decoding import decode
 
     ids = [torch.tensor(tok.encode(s)[: model.config.n_audio_ctx]) for s in sentences]
     prompt = tok.task_prompt("text_translate", lang=lang, src_lang=src_lang)
-    longest = max(len(i) for i in ids)
-    options = DecodeOptions(timestamps=False, beam_size=beam_size, length_penalty=length_penalty,
-                            max_new_tokens=MAX_TARGET_RATIO * longest + 8, no_repeat_ngram=4,
-                            script=script_of(lang) or ())  # fmt: skip
+    options = translation_options(lang, max(len(i) for i in ids), beam_size=beam_size, length_penalty=length_penalty)
     with torch.inference_mode():
         states, lengths = model.encode_texts_packed([i.to(model.device) for i in ids])
         cache = model.new_cache(states, lengths)

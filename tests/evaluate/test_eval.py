@@ -219,3 +219,36 @@ def test_text_batches_decode_as_each_example_alone(base):
     texts = greedy_texts(model, tok, examples, langs=langs, max_new_tokens=12)
     assert texts == [tok.decode(greedy_tokens(model, tok, e, lang=g, max_new_tokens=12)).strip()
                      for e, g in zip(examples, langs)]  # fmt: skip
+
+
+def test_translations_are_scored_as_gen_run_writes_them(base):
+    """Evaluations decode text -> text by gen run's rules (infer.convert.translation_options): Devanagari only
+    for Hindi, no 4-gram twice, at most 8 target tokens per source token; beam search when asked."""
+    import torch
+
+    from generalist_cli.evaluate.decode import greedy_text_tokens, greedy_tokens
+    from generalist_cli.features.script import script_of
+    from generalist_cli.infer.convert import MAX_TARGET_RATIO, translation_options
+    from generalist_cli.train.batches import Example
+    from tests.conftest import generalist
+
+    options = translation_options("hi", 10)
+    assert (options.no_repeat_ngram, options.max_new_tokens, options.script) == (4, 88, script_of("hi") or ())
+    assert translation_options("hi", 10, max_new_tokens=50, beam_size=3).max_new_tokens == 50
+    model, tok = generalist().eval(), base.tokenizer  # random weights: greedy decoding loops
+    torch.manual_seed(1)
+    prompt = [50258, 50276, 50359, 50363]
+    examples = [
+        Example("text_translate", "text", torch.randint(300, 9000, (n,)), None, torch.tensor([*prompt, 50257]),
+                len(prompt), None, None)  # fmt: skip
+        for n in (3, 5)
+    ]
+    for beam in (1, 2):
+        out = greedy_text_tokens(model, tok, examples, lang="hi", max_new_tokens=400, beam_size=beam)
+        for tokens in out:
+            assert len(tokens) <= MAX_TARGET_RATIO * 5 + 8
+            grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+            assert len(grams) == len(set(grams)), tokens
+    alone = [greedy_tokens(model, tok, e, lang="hi", max_new_tokens=400) for e in examples]
+    assert alone[0] == greedy_text_tokens(model, tok, examples[:1], lang="hi", max_new_tokens=400)[0]
+    assert all(len(t) <= MAX_TARGET_RATIO * len(e.source) + 8 for t, e in zip(alone, examples))
