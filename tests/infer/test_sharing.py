@@ -77,7 +77,8 @@ def test_shared_windows_keep_each_files_words_and_cost_fewer_windows(tiny_en, sp
     assert shared_rows <= 3 < sum(rows) == len(ids)
     for i, s, a, audio in zip(ids, shared, alone, audios):
         assert wer(SENTENCES[i], s.text) <= wer(SENTENCES[i], a.text) + 0.15, (s.text, a.text)
-        assert s.segments and all(0 <= x.start <= x.end <= s.duration for x in s.segments)
+        # times are rounded to the millisecond (a file of 4.2945 s may end a segment at 4.295)
+        assert s.segments and all(0 <= x.start <= x.end <= s.duration + 5e-4 for x in s.segments)
         assert s.duration == len(audio) / 16_000
     # each file's first and last words are its own (none moved to a neighbour)
     for i, s in zip(ids, shared):
