@@ -1,0 +1,84 @@
+"""Body and hand landmarks per video frame: the field's front-end for real signers (the INCLUDE baseline,
+OpenHands and HWGAT all read pose, not pixels).
+
+MediaPipe Holistic (the legacy ``mp.solutions`` API of ``mediapipe==0.10.21``, the last wheel that ships its
+landmark models inside: nothing is downloaded at run time) tracks one person through a clip: 33 body points
+(``pose_landmark_full``; ``model_complexity`` at most 1, the "heavy" pose model is a download) and 21 points per
+hand (palm detection + ``hand_landmark_full``). A frame becomes a (75, 3) array: body 0-32, left hand 33-53,
+right hand 54-74, each point ``(x, y, visibility)`` with x and y as fractions of the frame's width and height
+(MediaPipe's own normalisation; a point may lie slightly outside [0, 1]) and NaN where the part was not found.
+A hand point's visibility is 1 when its hand was found (MediaPipe gives none for hands). Body points outside
+the frame (the legs of a signer filmed to the waist) are MediaPipe's guesses, with low visibility: a front-end
+should weigh points by it.
+
+MediaPipe is the optional ``[sign]`` extra (``pip install -e '.[sign]'``): it pins numpy < 2 and protobuf < 5 and
+pulls jax and OpenCV, which speech users should not pay for. Without it, :func:`extract` fails with one line
+naming the extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from generalist_cli.errors import GenError
+
+BODY, HAND = 33, 21
+N_POINTS = BODY + 2 * HAND  # 75
+LEFT = slice(BODY, BODY + HAND)
+RIGHT = slice(BODY + HAND, N_POINTS)
+CONFIDENCE = 0.5  # MediaPipe's detection and tracking thresholds
+EXTRA = "pip install -e '.[sign]'"
+
+
+class PoseError(GenError):
+    pass
+
+
+@dataclass(frozen=True)
+class PoseReport:
+    frames: int
+    hands_found: float  # share of frames where at least one hand was found
+    body_found: float  # share of frames with the body
+    seconds: float  # extraction time
+
+
+def holistic(*, complexity: int = 1):
+    """A MediaPipe Holistic tracker (video mode: it follows the person from frame to frame)."""
+    if complexity not in (0, 1):
+        raise PoseError(f"model complexity must be 0 or 1, not {complexity} (2 needs a model download)")
+    try:
+        from mediapipe.python.solutions import holistic as mp_holistic
+    except ImportError:
+        raise PoseError("pose landmarks need MediaPipe, which is not installed", hint=EXTRA) from None
+    return mp_holistic.Holistic(
+        static_image_mode=False,
+        model_complexity=complexity,
+        smooth_landmarks=True,
+        refine_face_landmarks=False,
+        min_detection_confidence=CONFIDENCE,
+        min_tracking_confidence=CONFIDENCE,
+    )
+
+
+def extract(frames: np.ndarray, *, complexity: int = 1) -> np.ndarray:
+    """Landmarks ``(T, 75, 3)`` float32 of RGB ``frames`` ``(T, H, W, 3)`` uint8, NaN where not found."""
+    out = np.full((len(frames), N_POINTS, 3), np.nan, dtype=np.float32)
+    with holistic(complexity=complexity) as tracker:
+        for t, frame in enumerate(frames):
+            found = tracker.process(np.ascontiguousarray(frame))
+            if found.pose_landmarks:
+                out[t, :BODY] = [(p.x, p.y, p.visibility) for p in found.pose_landmarks.landmark]
+            for part, where in ((found.left_hand_landmarks, LEFT), (found.right_hand_landmarks, RIGHT)):
+                if part:
+                    out[t, where] = [(p.x, p.y, 1.0) for p in part.landmark]
+    return out
+
+
+def report(landmarks: np.ndarray, seconds: float = 0.0) -> PoseReport:
+    """How much of a clip's landmarks were found."""
+    n = max(1, len(landmarks))
+    hands = ~np.isnan(landmarks[:, BODY:, 0]).all(axis=1)
+    body = ~np.isnan(landmarks[:, :BODY, 0]).all(axis=1)
+    return PoseReport(len(landmarks), float(hands.sum() / n), float(body.sum() / n), seconds)
