@@ -158,12 +158,19 @@ def kathbath(
 @prepare_app.command(
     epilog="""[bold]Examples:[/]\n
   gen prepare include --local ~/INCLUDE --out data/include\n
-  gen prepare include --local ~/INCLUDE --subset include50 --out data/include50 --num-proc 4"""
+  gen prepare include --local ~/INCLUDE --subset include50 --out data/include50 --num-proc 4\n
+  gen prepare include --local ~/INCLUDE --features pose --out data/include-pose   (needs the [sign] extra)"""
 )
 def include(
     local: Annotated[Path, typer.Option("--local", help="The INCLUDE release folder (<Category>/<N>. <Sign>/*.MOV).")],
     out: Out = Path("data/include"),
     subset: Annotated[Optional[str], typer.Option(help="include50 for the INCLUDE-50 subset.")] = None,
+    features: Annotated[
+        str,
+        typer.Option(
+            help="patches: RGB tubelets; pose: body and hand landmarks per frame (MediaPipe, the [sign] extra)."
+        ),
+    ] = "patches",
     num_proc: NumProc = 1,
     limit: Limit = None,
     shard_size: ShardSize = 64,
@@ -171,14 +178,22 @@ def include(
     as_json: Json = False,
     model: Model = "whisper-base",
 ) -> None:
-    """INCLUDE Indian Sign Language videos: sign video -> word, as tubelet patches + labels."""
+    """INCLUDE Indian Sign Language videos: sign video -> word, as tubelet patches (or landmarks) + labels."""
     from generalist_cli.data import include as inc
+    from generalist_cli.data.schema import VIDEO_FEATURES
+    from generalist_cli.errors import UsageError
 
+    if features not in VIDEO_FEATURES:
+        raise UsageError(f"--features must be patches or pose, not {features!r}")
+    if features == "pose":
+        from generalist_cli.features.pose import holistic
+
+        holistic().close()  # the [sign] extra is there (one line naming it if not), before any work
     items = inc.items(local=local, subset=subset)
     _run(
         items,
         source="include",
-        options={"local": str(local), "subset": subset or ""},
+        options={"local": str(local), "subset": subset or ""} | ({"features": "pose"} if features == "pose" else {}),
         out=out,
         num_proc=num_proc,
         limit=limit,
@@ -187,6 +202,12 @@ def include(
         as_json=as_json,
         model=model,
     )
+    if features == "pose":
+        from generalist_cli.console import note
+        from generalist_cli.features.pose import dataset_report
+
+        r = dataset_report(out)
+        note(f"hands found in {r.hands_found:.0%} of {r.frames} frames, the body in {r.body_found:.0%}")
 
 
 @prepare_app.command(

@@ -10,6 +10,7 @@ import numpy as np
 from generalist_cli.data.schema import (
     MAX_AUDIO_SECONDS,
     MIN_AUDIO_SECONDS,
+    POSE_FPS,
     AudioBytes,
     RawItem,
     Reject,
@@ -21,13 +22,16 @@ from generalist_cli.errors import MediaError
 from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
 from generalist_cli.media.audio import SAMPLE_RATE, is_silent
 
+MAX_POSE_FRAMES = 256  # about 10 s of landmarks at POSE_FPS
+
 
 class Featurizer:
-    def __init__(self, tokenizer_path: str, *, n_mels: int = 80) -> None:
+    def __init__(self, tokenizer_path: str, *, n_mels: int = 80, video_features: str = "patches") -> None:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.n_mels = n_mels
+        self.video_features = video_features  # schema.VIDEO_FEATURES
 
     def tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -91,6 +95,8 @@ class Featurizer:
     def _video(self, path) -> dict:
         from generalist_cli.media.video import decode_video
 
+        if self.video_features == "pose":
+            return self._pose(path)
         try:
             frames = decode_video(path, fps=VIDEO_FPS, size=VIDEO_SIZE, max_frames=128)
         except MediaError as exc:
@@ -102,6 +108,18 @@ class Featurizer:
             "duration": len(frames) / VIDEO_FPS,
             "length": patches.shape[0],
         }
+
+    def _pose(self, path) -> dict:
+        """Body and hand landmarks per frame at :data:`POSE_FPS` (features/pose.py; the ``[sign]`` extra)."""
+        from generalist_cli.features.pose import extract
+        from generalist_cli.media.video import decode_video
+
+        try:
+            frames = decode_video(path, fps=POSE_FPS, max_frames=MAX_POSE_FRAMES)
+        except MediaError as exc:
+            raise Reject(exc.problem) from exc
+        landmarks = extract(frames)
+        return {"pose": landmarks.astype(np.float16), "duration": len(frames) / POSE_FPS, "length": len(frames)}
 
     def _speak(self, item: RawItem) -> list[dict]:
         from generalist_cli.media.espeak import synthesize, to_16k

@@ -55,14 +55,14 @@ class Report:
 _featurizer = None
 
 
-def _init_worker(tokenizer: str, n_mels: int, threads: int) -> None:
+def _init_worker(tokenizer: str, n_mels: int, threads: int, video_features: str = "patches") -> None:
     global _featurizer
     import torch
 
     from generalist_cli.data.featurize import Featurizer
 
     torch.set_num_threads(threads)
-    _featurizer = Featurizer(tokenizer, n_mels=n_mels)
+    _featurizer = Featurizer(tokenizer, n_mels=n_mels, video_features=video_features)
 
 
 def _run_shard(shard_dir: str, items: list[RawItem], n_mels: int) -> tuple[int, int, dict[str, int]]:
@@ -180,7 +180,8 @@ def prepare(
     try:
         shards = _shards(items, shard_size, limit)
         report.reused_shards = _featurize(shards, work, tokenizer=tokenizer, n_mels=n_mels, num_proc=num_proc,
-                                          finished=finished)  # fmt: skip
+                                          finished=finished,
+                                          video_features=options.get("features", "patches"))  # fmt: skip
         report.counts = _assemble(out, work, sorted(done_shards))
     except OSError as exc:  # a full disk or a folder that became unwritable; finished shards stay for a rerun
         if not is_write_failure(exc):
@@ -242,21 +243,23 @@ def _reuse(shard_dir: Path) -> tuple[int, int, dict[str, int]] | None:
     return done["examples"], done.get("taken", done["examples"]), reasons
 
 
-def _featurize(shards, work: Path, *, tokenizer: Path, n_mels: int, num_proc: int, finished) -> int:
+def _featurize(shards, work: Path, *, tokenizer: Path, n_mels: int, num_proc: int, finished,
+               video_features: str = "patches") -> int:  # fmt: skip
     """Featurise every shard not finished before (in this process, or ``num_proc`` workers with at most
     2 x num_proc shards in flight); ``finished(split, idx, n_items, examples, taken, reasons)`` is told of each.
     Returns the number of shards reused."""
     threads = 1 if num_proc > 1 else max(1, min(4, os.cpu_count() or 1))
     reused = 0
     if num_proc <= 1:
-        _init_worker(str(tokenizer), n_mels, threads)
+        _init_worker(str(tokenizer), n_mels, threads, video_features)
         for split, idx, chunk in shards:
             shard_dir = work / split / f"shard-{idx:05d}"
             got = _reuse(shard_dir)
             reused += got is not None
             finished(split, idx, len(chunk), *(got or _run_shard(str(shard_dir), chunk, n_mels)))
         return reused
-    with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(str(tokenizer), n_mels, threads)) as pool:
+    init = (str(tokenizer), n_mels, threads, video_features)
+    with ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=init) as pool:
         running = {}
         for split, idx, chunk in shards:
             shard_dir = work / split / f"shard-{idx:05d}"

@@ -76,6 +76,15 @@ def extract(frames: np.ndarray, *, complexity: int = 1) -> np.ndarray:
     return out
 
 
+def dataset_report(folder) -> PoseReport:
+    """:func:`report` over every clip of a prepared dataset (``gen prepare ... --features pose``)."""
+    import datasets
+
+    dd = datasets.load_from_disk(str(folder))
+    parts = [np.asarray(p, dtype=np.float32) for split in dd.values() for p in split.with_format("numpy")["pose"]]
+    return report(np.concatenate(parts) if parts else np.zeros((0, N_POINTS, 3), np.float32))
+
+
 def report(landmarks: np.ndarray, seconds: float = 0.0) -> PoseReport:
     """How much of a clip's landmarks were found."""
     n = max(1, len(landmarks))

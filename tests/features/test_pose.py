@@ -51,3 +51,47 @@ def test_landmarks_of_real_signers_follow_the_hands():
         wrists = np.concatenate([lm[:, pose.LEFT][:, 0, 1], lm[:, pose.RIGHT][:, 0, 1]])
         assert np.nanmax(wrists) - np.nanmin(wrists) > 0.1
         assert np.nanstd(lm[:, 0, 1]) < np.nanstd(wrists)
+
+
+def _include_layout(root: Path) -> Path:
+    """The real ASL clips as an INCLUDE-layout release: <Category>/<N>. <Sign>/MVI_*.MOV."""
+    import shutil
+
+    for i, clip in enumerate(sorted(SIGN.glob("*.mp4"))):
+        sign = root / "Adjectives" / f"{i + 1}. {clip.with_suffix('.txt').read_text().strip()}"
+        sign.mkdir(parents=True)
+        shutil.copy(clip, sign / f"MVI_00{i}0.MOV")
+    return root
+
+
+def test_prepare_pose_without_the_extra_fails_before_any_work(tmp_path):
+    import importlib.util
+
+    from tests.conftest import gen
+
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("the [sign] extra is installed here: the next test prepares landmarks instead")
+    out = tmp_path / "out"
+    r = gen("prepare", "include", "--local", str(_include_layout(tmp_path / "rel")), "--features", "pose",
+            "--out", str(out))  # fmt: skip
+    assert r.returncode == 1 and "pip install -e '.[sign]'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_prepare_include_with_pose_features_writes_landmarks(tmp_path):
+    pytest.importorskip("mediapipe", reason="needs the [sign] extra: pip install -e '.[sign]'")
+    import datasets
+
+    from tests.conftest import gen
+
+    out = tmp_path / "out"
+    r = gen("prepare", "include", "--local", str(_include_layout(tmp_path / "rel")), "--features", "pose",
+            "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "hands found in" in r.stderr
+    rows = [row for split in datasets.load_from_disk(str(out)).values() for row in split.with_format("numpy")]
+    assert len(rows) == 2 and {row["task"] for row in rows} == {"sign"}
+    for row in rows:
+        lm = row["pose"]
+        assert lm.ndim == 3 and lm.shape[1:] == (pose.N_POINTS, 3) and row["length"] == len(lm)
+        assert len(row["patches"]) == 0 and np.isnan(lm[..., 0]).any() and not np.isnan(lm[:, 0, 0]).any()
