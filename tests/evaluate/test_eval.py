@@ -239,8 +239,16 @@ def test_translations_are_scored_as_gen_run_writes_them(base):
     torch.manual_seed(1)
     prompt = [50258, 50276, 50359, 50363]
     examples = [
-        Example("text_translate", "text", torch.randint(300, 9000, (n,)), None, torch.tensor([*prompt, 50257]),
-                len(prompt), None, None)  # fmt: skip
+        Example(
+            "text_translate",
+            "text",
+            torch.randint(300, 9000, (n,)),
+            None,
+            torch.tensor([*prompt, 50257]),
+            len(prompt),
+            None,
+            None,
+        )  # fmt: skip
         for n in (3, 5)
     ]
     for beam in (1, 2):
