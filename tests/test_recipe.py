@@ -75,7 +75,7 @@ def test_upcycling_keys_are_declared_once_for_recipe_and_command_line(tmp_path):
     keys = [f.name for f in dataclasses.fields(UpcycleOptions) + dataclasses.fields(FrontEndOptions)]
     assert set(keys) <= {f.name for f in dataclasses.fields(ModelSection)}
     assert FrontEndOptions(video_tokens="pixels", speech_layers=-1).problems() == [
-        "video_tokens: must be one of tubelets, tubelets+motion-map, motion-map",
+        "video_tokens: must be one of tubelets, tubelets+motion-map, motion-map, pose",
         "speech_layers: must be 0 (the model's own) or more",
     ]
     with pytest.raises(RecipeError, match=r"r.toml: model.tts_input: must be 'text' or 'phonemes'"):

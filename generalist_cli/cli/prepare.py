@@ -185,10 +185,10 @@ def include(
 
     if features not in VIDEO_FEATURES:
         raise UsageError(f"--features must be patches or pose, not {features!r}")
-    if features == "pose":
+    if features == "pose" and any(p.suffix.lower() != ".npy" for p, _, _ in inc.videos(local)):
         from generalist_cli.features.pose import holistic
 
-        holistic().close()  # the [sign] extra is there (one line naming it if not), before any work
+        holistic().close()  # videos to read: the [sign] extra is there (one line naming it if not), before any work
     items = inc.items(local=local, subset=subset)
     _run(
         items,
@@ -443,6 +443,12 @@ def synthetic_signs(
     test_signers: Annotated[int, typer.Option(min=1, help="Signers held out for the test split.")] = 4,
     val_signers: Annotated[int, typer.Option(min=0, help="Signers held out for the val split.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the signers and takes.")] = 0,
+    pose: Annotated[
+        bool,
+        typer.Option(
+            "--pose", help="Write each take's body and hand landmarks (.npy) instead of its video (--features pose)."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Write synthetic isolated-sign videos (hand-like shapes moving differently per sign) as an INCLUDE-layout
@@ -454,7 +460,9 @@ def synthetic_signs(
     from generalist_cli.data.synthetic_signs import write_release
 
     with progress() as bar:
-        job = bar.add_task("rendering sign videos", total=min(signs, 12) * signers * takes)
+        job = bar.add_task(
+            "writing sign landmarks" if pose else "rendering sign videos", total=min(signs, 12) * signers * takes
+        )
         counts = write_release(
             out,
             signs=signs,
@@ -464,11 +472,14 @@ def synthetic_signs(
             test_signers=test_signers,
             seed=seed,
             on_video=lambda: bar.advance(job),
+            pose=pose,
         )
     if as_json:
         stdout.print(json.dumps({"out": str(out), "counts": counts}), markup=False)
     else:
         per = ", ".join(f"{k} {v}" for k, v in counts.items())
         stdout.print(
-            f"{out}: {sum(counts.values())} videos ({per}); next: gen prepare include --local {out}", markup=False
+            f"{out}: {sum(counts.values())} {'landmark sequences' if pose else 'videos'} ({per}); next: gen prepare "
+            f"include --local {out}{' --features pose' if pose else ''}",
+            markup=False,
         )

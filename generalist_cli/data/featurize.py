@@ -97,6 +97,8 @@ class Featurizer:
 
         if self.video_features == "pose":
             return self._pose(path)
+        if str(path).lower().endswith(".npy"):
+            raise Reject("a landmark file (.npy): prepare it with --features pose")
         try:
             frames = decode_video(path, fps=VIDEO_FPS, size=VIDEO_SIZE, max_frames=128)
         except MediaError as exc:
@@ -111,9 +113,15 @@ class Featurizer:
 
     def _pose(self, path) -> dict:
         """Body and hand landmarks per frame at :data:`POSE_FPS` (features/pose.py; the ``[sign]`` extra)."""
-        from generalist_cli.features.pose import extract
+        from generalist_cli.features.pose import N_POINTS, extract
         from generalist_cli.media.video import decode_video
 
+        if str(path).lower().endswith(".npy"):  # landmarks already (synthetic signers), at their own rate
+            landmarks = np.load(path)[:MAX_POSE_FRAMES]
+            if landmarks.ndim != 3 or landmarks.shape[1:] != (N_POINTS, 3) or not len(landmarks):
+                raise Reject(f"landmarks of shape {landmarks.shape}, not (frames, {N_POINTS}, 3)")
+            return {"pose": landmarks.astype(np.float16), "duration": len(landmarks) / POSE_FPS,
+                    "length": len(landmarks)}  # fmt: skip
         try:
             frames = decode_video(path, fps=POSE_FPS, max_frames=MAX_POSE_FRAMES)
         except MediaError as exc:

@@ -19,7 +19,8 @@ from generalist_cli.errors import GenError
 
 RECORD = "https://zenodo.org/record/4010759"
 SPLITS = ("train", "val", "test")
-VIDEO_SUFFIXES = {".mov", ".mp4", ".avi", ".mkv"}
+# .npy: landmark arrays (gen prepare synthetic-signs --pose), read by gen prepare include --features pose
+VIDEO_SUFFIXES = {".mov", ".mp4", ".avi", ".mkv", ".webm", ".npy"}
 
 
 def sign_name(folder: str) -> str:

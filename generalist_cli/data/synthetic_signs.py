@@ -137,15 +137,20 @@ def _ellipse(yy, xx, cy, cx, ry, rx, angle):
     return ((dx * c + dy * s) / rx) ** 2 + ((-dx * s + dy * c) / ry) ** 2 <= 1.0
 
 
-def render(sign: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
-    """One take of ``sign`` by ``signer``: uint8 RGB frames (T, H, W, 3)."""
-    h, w = SIZE
+def _take(signer: Signer, rng: np.random.Generator) -> tuple[int, int, int, float, float, float]:
+    """One take's jitter: (lead frames, moving frames, tail frames, chest x, chest y, body unit) in pixels."""
     speed = signer.speed * rng.uniform(0.9, 1.1)
     moving = max(8, round(BASE_SECONDS * FPS / speed))
     lead, tail = int(rng.integers(0, 4)), int(rng.integers(0, 4))
     amp = rng.uniform(0.85, 1.15)
     cx, cy = signer.centre[0] + rng.normal(0, 2), signer.centre[1] + rng.normal(0, 2)
-    unit = signer.unit * amp
+    return lead, moving, tail, cx, cy, signer.unit * amp
+
+
+def render(sign: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
+    """One take of ``sign`` by ``signer``: uint8 RGB frames (T, H, W, 3)."""
+    h, w = SIZE
+    lead, moving, tail, cx, cy, unit = _take(signer, rng)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     body = np.empty((h, w, 3), np.uint8)
     body[:] = signer.background
@@ -175,6 +180,106 @@ def render(sign: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
     return np.clip(video, 0, 255).astype(np.uint8)
 
 
+# MediaPipe's hand: 0 wrist, then 4 points per finger (thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20)
+FINGERS = ("thumb", "index", "middle", "ring", "pinky")
+CURLED = {  # a finger not extended: (direction, length) of its curl
+    "thumb": (-1.0, 0.3), "index": (-0.12, 0.3), "middle": (-0.04, 0.3), "ring": (0.04, 0.3), "pinky": (0.12, 0.3)
+}  # fmt: skip
+EXTENDED = {  # which finger each entry of HANDSHAPES is, in order
+    "flat": ("index", "middle", "ring", "pinky", "thumb"),
+    "spread": ("index", "middle", "ring", "pinky", "thumb"),
+    "fist": (),
+    "point": ("index",),
+    "V": ("index", "middle"),
+    "Y": ("thumb", "pinky"),
+}
+# body points in body units (x right in the image, y down; chest (0, 0), head (0, -1)): MediaPipe's 33, of
+# which the face (0-10), shoulders (11, 12) and hips (23, 24) follow the body; arms follow the hands
+FACE = [(0, -1.0), (0.08, -1.1), (0.12, -1.1), (0.16, -1.1), (-0.08, -1.1), (-0.12, -1.1), (-0.16, -1.1),
+        (0.3, -1.0), (-0.3, -1.0), (0.07, -0.85), (-0.07, -0.85)]  # fmt: skip
+SHOULDERS, HIPS = ((0.75, -0.35), (-0.75, -0.35)), ((0.45, 1.6), (-0.45, 1.6))
+LEGS = [(0.45, 2.6), (-0.45, 2.6), (0.45, 3.6), (-0.45, 3.6), (0.45, 3.8), (-0.45, 3.8), (0.45, 3.9), (-0.45, 3.9)]
+REST = (0.5, 2.2)  # a hand not signing rests below the frame
+LEFT_HANDED = 0.15  # share of synthetic signers who sign with the left hand (their landmarks mirrored)
+
+
+def _hand_points(hx: float, hy: float, r: float, angle: float, mirror: float, shape: str) -> np.ndarray:
+    """The 21 points (pixels) of a hand drawn as :func:`render` draws it."""
+    pts = np.zeros((21, 2), np.float32)
+    pts[0] = (hx - math.sin(angle) * 0.6 * r, hy + math.cos(angle) * 0.6 * r)  # the wrist, below the palm
+    extended = dict(zip(EXTENDED[shape], HANDSHAPES[shape]))
+    for f, name in enumerate(FINGERS):
+        direction, length = extended.get(name, CURLED[name])
+        a = angle + mirror * direction
+        for k in range(4):  # base, two joints, tip: from the palm's edge to (0.55 + 0.9 length) r
+            d = (0.55 + 0.9 * length * k / 3) * r
+            pts[1 + 4 * f + k] = (hx + math.sin(a) * d, hy - math.cos(a) * d)
+    return pts
+
+
+def landmarks(sign: str, signer: Signer, rng: np.random.Generator, *, left_handed: bool = False) -> np.ndarray:
+    """One take of ``sign`` as pose landmarks ``(T, 75, 3)`` (features/pose.py's layout: 33 body points, left
+    hand, right hand; x, y as fractions of the frame, visibility), the same take as :func:`render` draws from the
+    same ``rng``; then what a landmark detector adds: jitter of about half a pixel, and a hand lost in 5 % of
+    the frames (NaN). A left-handed signer's landmarks are the mirror image (hands swapped)."""
+    from generalist_cli.features.pose import BODY, LEFT, N_POINTS, RIGHT
+
+    h, w = SIZE
+    lead, moving, tail, cx, cy, unit = _take(signer, rng)
+    shape = HANDSHAPE[sign]
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return cx + x * unit, cy + y * unit
+
+    frames = []
+    for t in range(lead + moving + tail):
+        u = min(1.0, max(0.0, (t - lead) / max(1, moving - 1)))
+        lm = np.full((N_POINTS, 3), np.nan, np.float32)
+        body = [px(*p) for p in FACE + list(SHOULDERS)] + [(0.0, 0.0)] * 10 + [px(*p) for p in HIPS + tuple(LEGS)]
+        lm[:BODY, :2] = np.array(body, np.float32)
+        lm[:BODY, 2] = [0.99] * 13 + [0.9] * 10 + [0.6] * 2 + [0.05] * 8
+        hands = _paths(sign, u)
+        for side in (0, 1):  # 0: the image-right hand (RIGHT slot), 1: the image-left one
+            shoulder = np.array(px(*SHOULDERS[side]), np.float32)
+            if side < len(hands):
+                x, y, scale, angle = hands[side]
+                pts = _hand_points(*px(x, y), signer.hand * scale, angle, -1.0 if side else 1.0, shape)
+                lm[RIGHT if side == 0 else LEFT, :2], lm[RIGHT if side == 0 else LEFT, 2] = pts, 1.0
+                wrist, seen = pts[0], 0.95
+            else:
+                wrist, seen = np.array(px(REST[0] * (1 if side == 0 else -1), REST[1]), np.float32), 0.1
+            elbow = shoulder + 0.5 * (wrist - shoulder) + np.array((0.0, 0.35 * unit), np.float32)
+            arm = [11 + side + 2 * k for k in range(6)]  # shoulders 11/12 set; elbows 13/14, wrists 15/16, 17-22
+            lm[arm[1], :2], lm[arm[2], :2] = elbow, wrist
+            lm[arm[3:], :2] = wrist
+            lm[arm[1:], 2] = seen
+        frames.append(lm)
+    out = np.stack(frames)
+    out[..., 0] /= w
+    out[..., 1] /= h
+    out[..., :2] += rng.normal(0, 0.004, out[..., :2].shape).astype(np.float32)
+    lost = rng.random((len(out), 2)) < 0.05
+    out[lost[:, 0], RIGHT] = np.nan
+    out[lost[:, 1], LEFT] = np.nan
+    if left_handed:
+        out = mirror(out)
+    return out
+
+
+def mirror(lm: np.ndarray) -> np.ndarray:
+    """Landmarks of the mirror image: x -> 1 - x, left and right body points and hands swapped."""
+    from generalist_cli.features.pose import LEFT, RIGHT
+
+    out = lm.copy()
+    out[..., 0] = 1.0 - out[..., 0]
+    pairs = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [(a, a + 1) for a in range(11, 33, 2)]
+    for a, b in pairs:
+        out[:, [a, b]] = out[:, [b, a]]
+    out[:, LEFT], out[:, RIGHT] = lm[:, RIGHT].copy(), lm[:, LEFT].copy()
+    out[:, LEFT, 0], out[:, RIGHT, 0] = 1.0 - out[:, LEFT, 0], 1.0 - out[:, RIGHT, 0]
+    return out
+
+
 def write_release(
     root: Path,
     *,
@@ -185,9 +290,12 @@ def write_release(
     test_signers: int = 4,
     seed: int = 0,
     on_video=None,
+    pose: bool = False,
 ) -> dict[str, int]:
     """Write ``signs`` x ``signers`` x ``takes`` MOV files as ``<Category>/<N>. <Sign>/MVI_<signer><take>.MOV``
-    with ``include_{train,val,test}.csv`` lists (the last signers are held out). Returns videos per split."""
+    with ``include_{train,val,test}.csv`` lists (the last signers are held out). Returns videos per split.
+    ``pose``: the takes' landmarks instead (:func:`landmarks`, ``MVI_<signer><take>.npy``; one signer in
+    :data:`LEFT_HANDED` signs with the left hand), which ``gen prepare include --features pose`` reads as they are."""
     from generalist_cli.errors import GenError
     from generalist_cli.media.video import encode_video
 
@@ -210,9 +318,14 @@ def write_release(
         folder.mkdir(parents=True, exist_ok=True)
         for s, person in enumerate(people):
             for k in range(takes):
-                path = folder / f"MVI_{1000 + s * 10 + k}.MOV"
+                path = folder / f"MVI_{1000 + s * 10 + k}.{'npy' if pose else 'MOV'}"
                 take_rng = np.random.default_rng([seed, n, s, k])
-                if not path.exists():  # rerunning after an interruption keeps finished videos
+                if path.exists():  # rerunning after an interruption keeps finished takes
+                    pass
+                elif pose:
+                    left = np.random.default_rng([seed, s, 7]).random() < LEFT_HANDED
+                    np.save(path, landmarks(sign, person, take_rng, left_handed=left))
+                else:
                     encode_video(path, render(sign, person, take_rng), fps=FPS)
                 lists[split_of[s]].append(path.relative_to(root).as_posix())
                 if on_video:

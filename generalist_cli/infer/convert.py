@@ -350,12 +350,23 @@ def _translate(model, tok, sentences: list[str], *, lang: str, src_lang: str, be
 
 
 def video_to_text(model, tok, path: Path, *, lang: str = "en") -> Decoded:
-    """An isolated sign: the clip as ``gen prepare include`` featurises it, decoded with the sign prompt."""
+    """An isolated sign: the clip as ``gen prepare include`` featurises it (tubelets, or landmarks for a
+    ``video_tokens = "pose"`` checkpoint: the ``[sign]`` extra), decoded with the sign prompt."""
     import torch
 
     from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
     from generalist_cli.media.video import decode_video
 
+    if model.config.video_tokens == "pose":  # a checkpoint trained on landmarks: MediaPipe reads them first
+        from generalist_cli.data.featurize import MAX_POSE_FRAMES
+        from generalist_cli.data.schema import POSE_FPS
+        from generalist_cli.features.pose import extract
+
+        landmarks = extract(decode_video(path, fps=POSE_FPS, max_frames=MAX_POSE_FRAMES))
+        with torch.inference_mode():
+            x = model.embed_pose(torch.from_numpy(landmarks))
+            enc = model.encode(x[None])[0]
+        return _decode(model, tok, enc, tok.task_prompt("sign", lang=lang), max_new_tokens=16)
     frames = decode_video(path, fps=VIDEO_FPS, size=VIDEO_SIZE, max_frames=128)
     patches, grid = patchify(frames, tuple(model.config.video_patch))
     with torch.inference_mode():

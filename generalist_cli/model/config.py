@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map")  # what a clip becomes in the encoder
+VIDEO_TOKENS = ("tubelets", "tubelets+motion-map", "motion-map", "pose")  # what a clip becomes in the encoder
 TTT_KINDS = ("mlp", "none")
 TTS_INPUTS = ("text", "phonemes")  # what text -> speech reads
 ENCODERS = ("whisper", "conformer")

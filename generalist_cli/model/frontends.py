@@ -11,6 +11,10 @@
   colour channels, so skin, clothes and room colours drop out) pooled to a 14 x 14 map, scaled by the clip's
   own spread, through a linear layer. Nine tokens carry where the hands move when; on signer-independent
   synthetic signs they generalise where 467 tubelet tokens over-fit the signers' looks (docs/training.md);
+- pose (``video_tokens = "pose"``): body and hand landmarks per frame (features/pose.py, (T, 75, 3)) ->
+  one token per frame: the points centred on the shoulders' midpoint and divided by the shoulder width (the
+  signer's own size and place drop out), a point not found or unseen (visibility <= 0.5) zeroed and flagged,
+  through one linear layer, plus a learned time position (:class:`PoseFrontend`);
 - text: Whisper's token embeddings (shared with the decoder) + the encoder's sinusoidal positions.
 A learned modality embedding (zero at init, so audio stays Whisper's) is added by the model.
 """
@@ -26,6 +30,44 @@ from generalist_cli.model.config import VIDEO_TOKENS
 
 MODALITIES = ("audio", "video", "text")
 MAP_CELLS = (14, 14)  # the motion map's rows x columns (8-pixel cells of a 112 x 112 clip)
+
+
+POSE_POINTS = 75  # features/pose.py: 33 body + 2 x 21 hand points
+SHOULDERS = (11, 12)  # MediaPipe's left and right shoulder
+
+
+class PoseFrontend(nn.Module):
+    def __init__(self, n_state: int, *, max_frames: int = 256) -> None:
+        super().__init__()
+        self.max_frames = max_frames
+        self.proj = nn.Linear(POSE_POINTS * 3, n_state)
+        self.pos_time = nn.Parameter(torch.randn(max_frames, n_state) * 0.02)
+
+    @staticmethod
+    def normalise(lm: Tensor) -> Tensor:
+        """Landmarks (T, 75, 3) (x, y, visibility; NaN where not found) -> (T, 75, 3): x and y relative to the
+        clip's mean shoulder midpoint in shoulder widths (the median over frames), and 1 where the point was
+        seen (0, and x = y = 0, where not)."""
+        seen = ~torch.isnan(lm[..., 0]) & (torch.nan_to_num(lm[..., 2]) > 0.5)
+        xy = torch.where(seen[..., None], lm[..., :2], torch.zeros((), dtype=lm.dtype))
+        both = seen[:, SHOULDERS[0]] & seen[:, SHOULDERS[1]]
+        if both.any():
+            left, right = xy[both, SHOULDERS[0]], xy[both, SHOULDERS[1]]
+            centre = ((left + right) / 2).mean(0)
+            width = (left - right).norm(dim=-1).median().clamp_min(1e-3)
+        else:  # no shoulders: the frame's centre, a quarter of it wide
+            centre, width = torch.full((2,), 0.5, dtype=lm.dtype), torch.tensor(0.25, dtype=lm.dtype)
+        rel = torch.where(seen[..., None], (xy - centre.to(xy)) / width.to(xy), torch.zeros((), dtype=xy.dtype))
+        return torch.cat([rel, seen[..., None].to(rel.dtype)], dim=-1)
+
+    def forward(self, landmarks: Tensor) -> Tensor:
+        """``landmarks`` (T, 75, 3) -> (T, D)."""
+        t = landmarks.shape[0]
+        if t > self.max_frames or landmarks.shape[1:] != (POSE_POINTS, 3):
+            shape = tuple(landmarks.shape)
+            raise ValueError(f"landmarks of shape {shape}: at most {self.max_frames} frames of (75, 3)")
+        x = self.normalise(landmarks.float()).reshape(t, -1)
+        return self.proj(x.to(self.proj.weight.dtype)) + self.pos_time[:t]
 
 
 class VideoFrontend(nn.Module):
@@ -60,7 +102,7 @@ class VideoFrontend(nn.Module):
         """Which tokens a clip gives (:data:`VIDEO_TOKENS`); the motion-map layer is made on first use."""
         if tokens not in VIDEO_TOKENS:
             raise ValueError(f"video tokens must be one of {', '.join(VIDEO_TOKENS)}, not {tokens!r}")
-        self.tokens = tokens
+        self.tokens = tokens  # "pose": the model's PoseFrontend reads landmarks instead
         if "motion-map" in tokens and self.motion_map is None:
             n = self.proj.out_features
             self.motion_map = nn.Linear(MAP_CELLS[0] * MAP_CELLS[1], n).to(self.proj.weight)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from generalist_cli.model.config import ModelConfig
-from generalist_cli.model.frontends import MODALITIES, VideoFrontend
+from generalist_cli.model.frontends import MODALITIES, PoseFrontend, VideoFrontend
 from generalist_cli.model.heads import SpeechHead
 from generalist_cli.model.moe import RouterOutput
 from generalist_cli.model.packing import Packing, cross_blocks
@@ -40,6 +40,8 @@ class Generalist(nn.Module):
             if c.video_motion:
                 self.video.add_motion()
             self.video.set_tokens(c.video_tokens)
+            if c.video_tokens == "pose":
+                self.pose = PoseFrontend(c.n_audio_state)
             self.modality_embedding = nn.Embedding(len(MODALITIES), c.n_audio_state)
             nn.init.zeros_(self.modality_embedding.weight)
             self.speech_head = SpeechHead(
@@ -66,6 +68,12 @@ class Generalist(nn.Module):
         if not self.config.generalist:
             raise ValueError("this checkpoint has no video front-end")
         return self.video.embed(patches, grid) + self._modality("video")
+
+    def embed_pose(self, landmarks: Tensor) -> Tensor:
+        """Landmarks (T, 75, 3) of a clip (features/pose.py) -> (T, D): a model with ``video_tokens = "pose"``."""
+        if not hasattr(self, "pose"):
+            raise ValueError("this checkpoint reads video as pixels, not landmarks (video_tokens is not 'pose')")
+        return self.pose(landmarks) + self._modality("video")
 
     def embed_text(self, tokens: Tensor) -> Tensor:
         """``tokens`` (L,) -> (L, D) for the encoder (translation, text -> speech): the shared token embeddings

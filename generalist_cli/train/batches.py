@@ -25,7 +25,7 @@ from generalist_cli.errors import GenError
 class Example:
     task: str
     modality: str
-    source: torch.Tensor  # mel (n_mels, frames) | patches (N, P) uint8 | tokens (L,)
+    source: torch.Tensor  # mel (n_mels, frames) | patches (N, P) uint8 | landmarks (T, 75, 3) | tokens (L,)
     grid: tuple[int, int, int] | None
     tokens: torch.Tensor  # decoder sequence (T,)
     prompt_len: int  # tokens before the first target token
@@ -235,6 +235,8 @@ def collate(rows: list[dict], tokenizer, *, max_target_tokens: int, phonemes: bo
         grid = None
         if modality == "audio":
             source = torch.from_numpy(np.asarray(r["mel"], dtype=np.float32).T.copy())  # (n_mels, frames)
+        elif modality == "video" and len(r.get("pose", ())):  # landmarks (T, 75, 3), NaN where not found
+            source = torch.from_numpy(np.asarray(r["pose"], dtype=np.float32))
         elif modality == "video":
             source = torch.from_numpy(np.asarray(r["patches"], dtype=np.uint8))
             grid = tuple(int(g) for g in r["grid"])

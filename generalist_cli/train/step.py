@@ -25,6 +25,8 @@ class StepModule(nn.Module):
         m = self.model
         if e.modality == "audio":
             return m.embed_audio(e.source[None])[0]
+        if e.modality == "video" and e.grid is None:  # landmarks
+            return m.embed_pose(e.source)
         if e.modality == "video":
             return m.embed_patches(e.source, e.grid)
         return m.embed_text(e.source)
