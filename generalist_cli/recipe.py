@@ -85,6 +85,7 @@ class TrainSection:
     save_every: int = 500
     keep_last: int = 3  # checkpoints kept
     release_new_experts_at: int = 0  # step at which added experts join routing
+    pose_augment: bool = False  # landmark clips: mirror, rotate/scale/shear, drop frames (features/pose.py augment)
     sampling: str = "random"  # "random": by source weight; "epochs": shuffled passes; "packed": batch_size = rows
 
 

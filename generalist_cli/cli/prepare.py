@@ -12,6 +12,14 @@ from generalist_cli.cli import app
 prepare_app = typer.Typer(help="Download and preprocess datasets into training-ready shards.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 
+Features = Annotated[
+    str,
+    typer.Option(
+        help="Video as patches (RGB tubelets) or pose (body and hand landmarks per frame: the \\[sign] extra)."
+    ),
+]
+
+
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (a datasets.DatasetDict).")]
 Local = Annotated[
     Optional[Path], typer.Option("--local", help="Read a local copy in the release layout instead of the hub.")
@@ -159,18 +167,13 @@ def kathbath(
     epilog="""[bold]Examples:[/]\n
   gen prepare include --local ~/INCLUDE --out data/include\n
   gen prepare include --local ~/INCLUDE --subset include50 --out data/include50 --num-proc 4\n
-  gen prepare include --local ~/INCLUDE --features pose --out data/include-pose   (needs the [sign] extra)"""
+  gen prepare include --local ~/INCLUDE --features pose --out data/include-pose   (needs the \\[sign] extra)"""
 )
 def include(
     local: Annotated[Path, typer.Option("--local", help="The INCLUDE release folder (<Category>/<N>. <Sign>/*.MOV).")],
     out: Out = Path("data/include"),
     subset: Annotated[Optional[str], typer.Option(help="include50 for the INCLUDE-50 subset.")] = None,
-    features: Annotated[
-        str,
-        typer.Option(
-            help="patches: RGB tubelets; pose: body and hand landmarks per frame (MediaPipe, the [sign] extra)."
-        ),
-    ] = "patches",
+    features: Features = "patches",
     num_proc: NumProc = 1,
     limit: Limit = None,
     shard_size: ShardSize = 64,
@@ -180,15 +183,8 @@ def include(
 ) -> None:
     """INCLUDE Indian Sign Language videos: sign video -> word, as tubelet patches (or landmarks) + labels."""
     from generalist_cli.data import include as inc
-    from generalist_cli.data.schema import VIDEO_FEATURES
-    from generalist_cli.errors import UsageError
 
-    if features not in VIDEO_FEATURES:
-        raise UsageError(f"--features must be patches or pose, not {features!r}")
-    if features == "pose" and any(p.suffix.lower() != ".npy" for p, _, _ in inc.videos(local)):
-        from generalist_cli.features.pose import holistic
-
-        holistic().close()  # videos to read: the [sign] extra is there (one line naming it if not), before any work
+    _check_features(features, [p for p, _, _ in inc.videos(local)])
     items = inc.items(local=local, subset=subset)
     _run(
         items,
@@ -202,6 +198,24 @@ def include(
         as_json=as_json,
         model=model,
     )
+    _pose_report(features, out)
+
+
+def _check_features(features: str, paths: list[Path]) -> None:
+    """``--features`` is known, and with ``pose`` and videos to read the [sign] extra is there (one line naming it
+    if not), before any work; landmark files (.npy) need no MediaPipe."""
+    from generalist_cli.data.schema import VIDEO_FEATURES
+    from generalist_cli.errors import UsageError
+
+    if features not in VIDEO_FEATURES:
+        raise UsageError(f"--features must be patches or pose, not {features!r}")
+    if features == "pose" and any(p.suffix.lower() != ".npy" for p in paths):
+        from generalist_cli.features.pose import holistic
+
+        holistic().close()
+
+
+def _pose_report(features: str, out: Path) -> None:
     if features == "pose":
         from generalist_cli.console import note
         from generalist_cli.features.pose import dataset_report
@@ -373,15 +387,18 @@ def manifest(
     force: Force = False,
     as_json: Json = False,
     model: Model = "whisper-base",
+    features: Features = "patches",
 ) -> None:
     """Your own recordings or videos with their transcripts."""
     from generalist_cli.data import manifest as mf
 
-    items = mf.items(manifest=manifest_file, lang=lang)
+    items = list(mf.items(manifest=manifest_file, lang=lang))
+    _check_features(features, [Path(str(i.source)) for i in items if i.modality == "video"])
     _run(
         items,
         source="manifest",
-        options={"manifest": str(manifest_file), "lang": lang or ""},
+        options={"manifest": str(manifest_file), "lang": lang or ""}
+        | ({"features": "pose"} if features == "pose" else {}),
         out=out,
         num_proc=num_proc,
         limit=limit,
@@ -390,6 +407,7 @@ def manifest(
         as_json=as_json,
         model=model,
     )
+    _pose_report(features, out)
 
 
 @prepare_app.command(

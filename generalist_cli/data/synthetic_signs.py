@@ -222,7 +222,7 @@ def landmarks(sign: str, signer: Signer, rng: np.random.Generator, *, left_hande
     hand, right hand; x, y as fractions of the frame, visibility), the same take as :func:`render` draws from the
     same ``rng``; then what a landmark detector adds: jitter of about half a pixel, and a hand lost in 5 % of
     the frames (NaN). A left-handed signer's landmarks are the mirror image (hands swapped)."""
-    from generalist_cli.features.pose import BODY, LEFT, N_POINTS, RIGHT
+    from generalist_cli.features.pose import BODY, LEFT, N_POINTS, RIGHT, mirror
 
     h, w = SIZE
     lead, moving, tail, cx, cy, unit = _take(signer, rng)
@@ -261,23 +261,7 @@ def landmarks(sign: str, signer: Signer, rng: np.random.Generator, *, left_hande
     lost = rng.random((len(out), 2)) < 0.05
     out[lost[:, 0], RIGHT] = np.nan
     out[lost[:, 1], LEFT] = np.nan
-    if left_handed:
-        out = mirror(out)
-    return out
-
-
-def mirror(lm: np.ndarray) -> np.ndarray:
-    """Landmarks of the mirror image: x -> 1 - x, left and right body points and hands swapped."""
-    from generalist_cli.features.pose import LEFT, RIGHT
-
-    out = lm.copy()
-    out[..., 0] = 1.0 - out[..., 0]
-    pairs = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [(a, a + 1) for a in range(11, 33, 2)]
-    for a, b in pairs:
-        out[:, [a, b]] = out[:, [b, a]]
-    out[:, LEFT], out[:, RIGHT] = lm[:, RIGHT].copy(), lm[:, LEFT].copy()
-    out[:, LEFT, 0], out[:, RIGHT, 0] = 1.0 - out[:, LEFT, 0], 1.0 - out[:, RIGHT, 0]
-    return out
+    return mirror(out) if left_handed else out
 
 
 def write_release(

@@ -81,6 +81,28 @@ def _text_options(task: str, lang: str, longest: int, *, max_new_tokens: int, sc
     return DecodeOptions(timestamps=False, max_new_tokens=max_new_tokens, script=scripts or (), beam_size=beam_size)
 
 
+@torch.inference_mode()
+def rank_labels(model, tokenizer, e, candidates: list[list[int]]) -> list[int]:
+    """Indices of ``candidates`` (each a label's target tokens) from the most to the least likely label of
+    example ``e`` (an isolated sign), by the label's teacher-forced log-probability, end of text included: what
+    top-5 accuracy ranks."""
+    from generalist_cli.train.step import StepModule
+
+    e.source = e.source.to(model.device)
+    enc = model.encode(StepModule(model).embed(e)[None])[0]
+    prompt = e.tokens[: e.prompt_len].tolist()
+    seqs = [prompt + list(c) + [tokenizer.eot] for c in candidates]
+    width = max(len(q) for q in seqs)
+    tokens = torch.tensor([q + [tokenizer.eot] * (width - len(q)) for q in seqs], device=model.device)
+    cache = model.new_cache(enc.expand(len(seqs), *enc.shape[1:]))
+    logp = model.logits(model.decoder(tokens, cache.cross_kv, cache, 0)).float().log_softmax(-1)
+    scores = [
+        float(logp[k, torch.arange(len(prompt) - 1, len(q) - 1), torch.tensor(q[len(prompt) :])].sum())
+        for k, q in enumerate(seqs)
+    ]  # position t predicts token t + 1; padding comes after each sequence (causal: it changes nothing)
+    return sorted(range(len(seqs)), key=lambda k: -scores[k])
+
+
 def text_batches(examples, langs: list[str], size: int = TEXT_BATCH) -> list[list[int]]:
     """Indices of text-source ``examples`` grouped by prompt and language, ``size`` at most per group, in
     input order; every other example (audio, video) alone."""

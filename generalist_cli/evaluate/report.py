@@ -174,9 +174,34 @@ def _score_task(loaded, examples: list, rows: list, task: str, *, script: str, c
         entry["skipped"] = f"{skipped} non-audio examples: the ONNX export takes audio only"
     if hyps:
         entry.update(text_scores(refs, hyps, lang=str(rows[0]["lang"]), task=task))
+        if task == "sign" and not exported:
+            entry.update(sign_scores(m, tok, examples, rows, refs, hyps))
         entry.update(speed(lat, tokens=n_tok, audio_seconds=secs))
         entry["sample"] = {"ref": refs[0], "hyp": hyps[0]}
     return entry
+
+
+def sign_scores(model, tok, examples: list, rows: list, refs: list[str], hyps: list[str]) -> dict:
+    """Isolated signs, as the field reports them: ``top5`` (the reference among the 5 likeliest of the split's
+    labels, :func:`~generalist_cli.evaluate.decode.rank_labels`) and ``per_class`` top-1 (greedy output equal to
+    the reference, per label) with its mean over classes."""
+    from generalist_cli.evaluate.decode import rank_labels
+
+    norm = normalizer(str(rows[0]["lang"]))
+    labels = sorted({norm(r) for r in refs})
+    tokens = {}
+    for r, row in zip(refs, rows):
+        tokens.setdefault(norm(r), [int(t) for t in row["tgt_tokens"]])
+    candidates = [tokens[x] for x in labels]
+    hits, per = 0, {x: [0, 0] for x in labels}
+    for e, r, h in zip(examples, refs, hyps):
+        ranked = rank_labels(model, tok, e, candidates)
+        hits += labels.index(norm(r)) in ranked[:5]
+        per[norm(r)][0] += norm(h) == norm(r)
+        per[norm(r)][1] += 1
+    per_class = {x: a / n for x, (a, n) in per.items()}
+    return {"top5": hits / max(1, len(refs)), "per_class": per_class,
+            "mean_class_top1": sum(per_class.values()) / max(1, len(per_class))}  # fmt: skip
 
 
 def _route_hooks(model, counts: dict) -> tuple[list, dict]:

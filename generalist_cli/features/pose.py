@@ -91,3 +91,29 @@ def report(landmarks: np.ndarray, seconds: float = 0.0) -> PoseReport:
     hands = ~np.isnan(landmarks[:, BODY:, 0]).all(axis=1)
     body = ~np.isnan(landmarks[:, :BODY, 0]).all(axis=1)
     return PoseReport(len(landmarks), float(hands.sum() / n), float(body.sum() / n), seconds)
+
+
+def mirror(lm: np.ndarray) -> np.ndarray:
+    """Landmarks of the mirror image: x -> 1 - x, the left and right body points and the hands swapped."""
+    out = lm.copy()
+    out[..., 0] = 1.0 - out[..., 0]
+    pairs = [(1, 4), (2, 5), (3, 6), (7, 8), (9, 10)] + [(a, a + 1) for a in range(11, 33, 2)]
+    for a, b in pairs:
+        out[:, [a, b]] = out[:, [b, a]]
+    out[:, LEFT], out[:, RIGHT] = out[:, RIGHT].copy(), out[:, LEFT].copy()
+    return out
+
+
+def augment(lm: np.ndarray, rng: np.random.Generator, *, min_frames: int = 8) -> np.ndarray:
+    """A training variant of a clip's landmarks, as sign-language pose models are trained: mirrored (the
+    other hand signing) half the time; rotated (+-15 degrees), scaled (0.8-1.2) and sheared (+-0.2) about the
+    frame's centre; and up to a fifth of the frames dropped (the order kept, at least ``min_frames``)."""
+    out = mirror(lm) if rng.random() < 0.5 else lm.copy()
+    a, k, sh = np.deg2rad(rng.uniform(-15, 15)), rng.uniform(0.8, 1.2), rng.uniform(-0.2, 0.2)
+    m = k * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.array([[1.0, sh], [0.0, 1.0]])
+    out[..., :2] = (out[..., :2] - 0.5) @ m.T.astype(np.float32) + 0.5
+    n = len(out)
+    drop = int(rng.integers(0, max(1, n // 5) + 1)) if n > min_frames else 0
+    drop = min(drop, max(0, n - min_frames))
+    keep = np.sort(rng.choice(n, n - drop, replace=False)) if drop else np.arange(n)
+    return out[keep]

@@ -351,6 +351,8 @@ class Trainer:
             max_target_tokens=r.data.max_target_tokens,
             phonemes=self.model.config.tts_input == "phonemes",
         )
+        if t.pose_augment:
+            augment_landmarks(batch, seed=(r.run.seed, self.step_no))
         hook = None
         if watch_ttt and self.ttt_layers:
             self._capture = {"layer": self.ttt_layers[0]}
@@ -680,3 +682,15 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
     finally:
         model.train(was_training)
     return out
+
+
+def augment_landmarks(batch, *, seed: tuple[int, ...]) -> None:
+    """Each landmark clip of ``batch`` replaced by a training variant (:func:`generalist_cli.features.pose.augment`),
+    drawn from ``seed`` and the clip's place in the batch (a resumed run draws the same)."""
+    import numpy as np
+
+    from generalist_cli.features.pose import augment
+
+    for i, e in enumerate(batch.examples):
+        if e.modality == "video" and e.grid is None:
+            e.source = torch.from_numpy(augment(e.source.numpy(), np.random.default_rng([*seed, i])))

@@ -113,8 +113,8 @@ def test_synthetic_signers_landmarks_follow_their_video_takes():
         assert np.abs(video[t, y, x].astype(int) - np.array(person.skin)).max() < 40
     one_hand = S.landmarks("Hello", person, np.random.default_rng(1))
     assert np.isnan(one_hand[:, pose.LEFT, 0]).all() and pose.report(one_hand).hands_found > 0.8
-    mirrored = S.mirror(lm)
-    assert np.allclose(np.nan_to_num(S.mirror(mirrored)), np.nan_to_num(lm))
+    mirrored = pose.mirror(lm)
+    assert np.allclose(np.nan_to_num(pose.mirror(mirrored)), np.nan_to_num(lm))
     assert np.allclose(np.nan_to_num(mirrored[:, pose.LEFT, 0]), np.nan_to_num(1 - lm[:, pose.RIGHT, 0]))
     assert np.allclose(mirrored[:, 11, :2], np.stack([1 - lm[:, 12, 0], lm[:, 12, 1]], -1))
 
@@ -195,3 +195,87 @@ def test_gen_run_reads_a_real_sign_clip_through_landmarks_for_a_pose_checkpoint(
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout.strip().splitlines()[-1])
     assert row["file"].endswith("asl_house.mp4") and 0 <= row["probability"] <= 1
+
+
+def test_label_ranking_for_top5_equals_the_teacher_forced_loss_of_each_label():
+    """rank_labels (gen eval's top-5 for signs) orders labels as the training loss of each label would."""
+    import dataclasses
+
+    import torch
+
+    from generalist_cli.data import synthetic_signs as S
+    from generalist_cli.evaluate.decode import rank_labels
+    from generalist_cli.features.tokenizer import Tokenizer
+    from generalist_cli.model.generalist import Generalist
+    from generalist_cli.store.sources import PACKAGES
+    from generalist_cli.train.batches import Batch, Example
+    from generalist_cli.train.step import StepModule
+    from tests.conftest import generalist
+
+    torch.manual_seed(0)
+    model = Generalist(dataclasses.replace(generalist().config, video_tokens="pose")).eval()
+    c = model.config
+    tok = Tokenizer(PACKAGES["whisper-base"].folder_path() / "tokenizer.json", multilingual=c.multilingual,
+                    extra_tokens=c.extra_tokens, n_vocab=c.n_vocab)  # fmt: skip
+    lm = torch.from_numpy(S.landmarks("Eat", S.make_signer(np.random.default_rng(2)), np.random.default_rng(3)))
+    prompt = tok.task_prompt("sign", lang="en", src_lang="")
+    labels = [tok.encode(" " + w) for w in ("hello", "thank you", "bed", "eat", "good morning")]
+
+    def example(label):
+        return Example("sign", "video", lm.clone(), None, torch.tensor(prompt + label + [tok.eot]), len(prompt),
+                       None, None)  # fmt: skip
+
+    ranked = rank_labels(model, tok, example(labels[0]), labels)
+    with torch.inference_mode():
+        losses = [float(StepModule(model)(Batch([example(label)]))["ce_sum"]) for label in labels]
+    assert ranked == sorted(range(len(labels)), key=lambda k: losses[k])
+
+
+def test_augmented_clips_stay_clips_of_the_same_sign():
+    """augment: a fifth of the frames at most dropped (order kept), points moved by one affine map about the
+    frame's centre (distances between points scale together), hands swapped when mirrored; reproducible."""
+    from generalist_cli.data import synthetic_signs as S
+
+    lm = S.landmarks("Big", S.make_signer(np.random.default_rng(7)), np.random.default_rng(8))
+    seen_both = ~np.isnan(lm[:, pose.LEFT, 0]).any(1) & ~np.isnan(lm[:, pose.RIGHT, 0]).any(1)
+    for seed in range(6):
+        out = pose.augment(lm, np.random.default_rng(seed))
+        assert len(lm) - len(lm) // 5 <= len(out) <= len(lm) and out.shape[1:] == lm.shape[1:]
+        assert np.array_equal(np.nan_to_num(out), np.nan_to_num(pose.augment(lm, np.random.default_rng(seed))))
+    one_hand = S.landmarks("Hello", S.make_signer(np.random.default_rng(7)), np.random.default_rng(9))
+    slots = set()
+    for seed in range(8):  # mirrored about half the time: the signing hand moves to the other slot
+        out = pose.augment(one_hand, np.random.default_rng(seed))
+        left, right = (~np.isnan(out[:, part, 0]).all(1) for part in (pose.LEFT, pose.RIGHT))
+        assert not (left & right).any()
+        slots.add("left" if left.any() else "right")
+    assert slots == {"left", "right"}
+    # without drops the shoulder width over the wrist distance is kept (an affine map of the frame)
+    rng = np.random.default_rng(0)
+    out = pose.augment(lm[:8], rng)  # 8 frames: none dropped
+    t = int(np.argmax(seen_both[:8]))
+    ratio = lambda x: np.linalg.norm(x[t, 11, :2] - x[t, 12, :2]) / np.linalg.norm(x[t, 15, :2] - x[t, 16, :2])  # noqa: E731
+    assert abs(ratio(out) - ratio(lm)) < 0.35 * ratio(lm)
+
+
+def test_prepare_manifest_rows_of_video_with_pose_features(tmp_path):
+    """gen prepare manifest --features pose: video rows become landmark rows (with the [sign] extra); without
+    it, one line naming the extra and nothing written."""
+    import importlib.util
+
+    import datasets
+
+    from tests.conftest import gen
+
+    table = tmp_path / "signs.tsv"
+    table.write_text(f"path\ttext\n{SIGN / 'asl_house.mp4'}\thouse\n{SIGN / 'asl_different.mp4'}\tdifferent\n")
+    out = tmp_path / "out"
+    r = gen("prepare", "manifest", str(table), "--lang", "en", "--features", "pose", "--out", str(out))
+    if importlib.util.find_spec("mediapipe") is None:
+        assert r.returncode == 1 and "pip install -e '.[sign]'" in r.stderr and not out.exists()
+        return
+    assert r.returncode == 0, r.stderr
+    assert "hands found in" in r.stderr
+    rows = [row for split in datasets.load_from_disk(str(out)).values() for row in split.with_format("numpy")]
+    assert sorted(str(row["text"]) for row in rows) == ["different", "house"]
+    assert all(row["pose"].shape[1:] == (pose.N_POINTS, 3) and len(row["pose"]) > 30 for row in rows)
