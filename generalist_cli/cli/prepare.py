@@ -210,9 +210,9 @@ def _check_features(features: str, paths: list[Path]) -> None:
     if features not in VIDEO_FEATURES:
         raise UsageError(f"--features must be patches or pose, not {features!r}")
     if features == "pose" and any(p.suffix.lower() != ".npy" for p in paths):
-        from generalist_cli.features.pose import holistic
+        from generalist_cli.features.pose import require
 
-        holistic().close()
+        require()
 
 
 def _pose_report(features: str, out: Path) -> None:
@@ -392,8 +392,12 @@ def manifest(
     """Your own recordings or videos with their transcripts."""
     from generalist_cli.data import manifest as mf
 
-    items = list(mf.items(manifest=manifest_file, lang=lang))
-    _check_features(features, [Path(str(i.source)) for i in items if i.modality == "video"])
+    items = mf.items(manifest=manifest_file, lang=lang)
+    if features == "pose":  # the rows are held to see whether any is a video to read
+        items = list(items)
+    _check_features(
+        features, [Path(str(i.source)) for i in items if i.modality == "video"] if features == "pose" else []
+    )
     _run(
         items,
         source="manifest",

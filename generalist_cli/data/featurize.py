@@ -10,7 +10,6 @@ import numpy as np
 from generalist_cli.data.schema import (
     MAX_AUDIO_SECONDS,
     MIN_AUDIO_SECONDS,
-    POSE_FPS,
     AudioBytes,
     RawItem,
     Reject,
@@ -21,8 +20,6 @@ from generalist_cli.data.tables import clean
 from generalist_cli.errors import MediaError
 from generalist_cli.features.video import VIDEO_FPS, VIDEO_SIZE, patchify
 from generalist_cli.media.audio import SAMPLE_RATE, is_silent
-
-MAX_POSE_FRAMES = 256  # about 10 s of landmarks at POSE_FPS
 
 
 class Featurizer:
@@ -112,22 +109,19 @@ class Featurizer:
         }
 
     def _pose(self, path) -> dict:
-        """Body and hand landmarks per frame at :data:`POSE_FPS` (features/pose.py; the ``[sign]`` extra)."""
-        from generalist_cli.features.pose import N_POINTS, extract
-        from generalist_cli.media.video import decode_video
+        """Body and hand landmarks per frame (features/pose.py; the ``[sign]`` extra for videos)."""
+        from generalist_cli.features.pose import FPS, MAX_FRAMES, N_POINTS, clip_landmarks
 
         if str(path).lower().endswith(".npy"):  # landmarks already (synthetic signers), at their own rate
-            landmarks = np.load(path)[:MAX_POSE_FRAMES]
+            landmarks = np.load(path)[:MAX_FRAMES]
             if landmarks.ndim != 3 or landmarks.shape[1:] != (N_POINTS, 3) or not len(landmarks):
                 raise Reject(f"landmarks of shape {landmarks.shape}, not (frames, {N_POINTS}, 3)")
-            return {"pose": landmarks.astype(np.float16), "duration": len(landmarks) / POSE_FPS,
-                    "length": len(landmarks)}  # fmt: skip
-        try:
-            frames = decode_video(path, fps=POSE_FPS, max_frames=MAX_POSE_FRAMES)
-        except MediaError as exc:
-            raise Reject(exc.problem) from exc
-        landmarks = extract(frames)
-        return {"pose": landmarks.astype(np.float16), "duration": len(frames) / POSE_FPS, "length": len(frames)}
+        else:
+            try:
+                landmarks = clip_landmarks(path)
+            except MediaError as exc:
+                raise Reject(exc.problem) from exc
+        return {"pose": landmarks.astype(np.float16), "duration": len(landmarks) / FPS, "length": len(landmarks)}
 
     def _speak(self, item: RawItem) -> list[dict]:
         from generalist_cli.media.espeak import synthesize, to_16k

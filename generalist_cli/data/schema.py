@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from generalist_cli.features.pose import N_POINTS
+
 TASKS = ("transcribe", "translate", "sign", "text_translate", "tts")
 PATCH_VALUES = 2 * 16 * 16 * 3  # one (2, 16, 16) RGB tubelet
-POSE_POINTS = 75  # 33 body + 2 x 21 hand landmarks (features/pose.py)
-POSE_FPS = 25.0  # frames per second landmarks are taken at
 VIDEO_FEATURES = ("patches", "pose")  # what gen prepare makes of a video
 MAX_AUDIO_SECONDS = 30.0  # one encoder window
 MIN_AUDIO_SECONDS = 0.1
@@ -37,7 +37,7 @@ def features(n_mels: int = 80):
             "mel": Array2D(shape=(None, n_mels), dtype="float16"),  # source audio log-mel (frames, mels)
             "patches": Array2D(shape=(None, PATCH_VALUES), dtype="uint8"),  # source video tubelets
             "grid": List(Value("int32")),  # (Nt, Nr, Nc) of the patches
-            "pose": Array3D(shape=(None, POSE_POINTS, 3), dtype="float16"),  # landmarks per frame (features/pose.py)
+            "pose": Array3D(shape=(None, N_POINTS, 3), dtype="float16"),  # landmarks per frame (features/pose.py)
             "src_tokens": List(Value("int32")),  # source text tokens
             "tgt_tokens": List(Value("int32")),  # target text tokens
             "tgt_mel": Array2D(shape=(None, n_mels), dtype="float16"),  # target speech (tts)
@@ -63,7 +63,7 @@ def empty_row(n_mels: int = 80) -> dict:
         "mel": np.zeros((0, n_mels), np.float16),
         "patches": np.zeros((0, PATCH_VALUES), np.uint8),
         "grid": [],
-        "pose": np.zeros((0, POSE_POINTS, 3), np.float16),
+        "pose": np.zeros((0, N_POINTS, 3), np.float16),
         "src_tokens": [],
         "tgt_tokens": [],
         "tgt_mel": np.zeros((0, n_mels), np.float16),

@@ -28,6 +28,9 @@ BODY, HAND = 33, 21
 N_POINTS = BODY + 2 * HAND  # 75
 LEFT = slice(BODY, BODY + HAND)
 RIGHT = slice(BODY + HAND, N_POINTS)
+SHOULDERS = (11, 12)  # MediaPipe's left and right shoulder
+FPS = 25.0  # frames per second a clip's landmarks are taken at
+MAX_FRAMES = 256  # about 10 s of them
 CONFIDENCE = 0.5  # MediaPipe's detection and tracking thresholds
 EXTRA = "pip install -e '.[sign]'"
 
@@ -44,15 +47,20 @@ class PoseReport:
     seconds: float  # extraction time
 
 
-def holistic(*, complexity: int = 1):
-    """A MediaPipe Holistic tracker (video mode: it follows the person from frame to frame)."""
-    if complexity not in (0, 1):
-        raise PoseError(f"model complexity must be 0 or 1, not {complexity} (2 needs a model download)")
+def require():
+    """MediaPipe's Holistic module, or one line naming the ``[sign]`` extra."""
     try:
         from mediapipe.python.solutions import holistic as mp_holistic
     except ImportError:
         raise PoseError("pose landmarks need MediaPipe, which is not installed", hint=EXTRA) from None
-    return mp_holistic.Holistic(
+    return mp_holistic
+
+
+def holistic(*, complexity: int = 1):
+    """A MediaPipe Holistic tracker (video mode: it follows the person from frame to frame)."""
+    if complexity not in (0, 1):
+        raise PoseError(f"model complexity must be 0 or 1, not {complexity} (2 needs a model download)")
+    return require().Holistic(
         static_image_mode=False,
         model_complexity=complexity,
         smooth_landmarks=True,
@@ -74,6 +82,14 @@ def extract(frames: np.ndarray, *, complexity: int = 1) -> np.ndarray:
                 if part:
                     out[t, where] = [(p.x, p.y, 1.0) for p in part.landmark]
     return out
+
+
+def clip_landmarks(path) -> np.ndarray:
+    """Landmarks of a video file at :data:`FPS`, at most :data:`MAX_FRAMES` (``gen prepare --features pose``
+    and ``gen run`` of a pose checkpoint read clips the same way); a bad file raises its MediaError."""
+    from generalist_cli.media.video import decode_video
+
+    return extract(decode_video(path, fps=FPS, max_frames=MAX_FRAMES))
 
 
 def dataset_report(folder) -> PoseReport:

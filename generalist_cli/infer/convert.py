@@ -358,11 +358,9 @@ def video_to_text(model, tok, path: Path, *, lang: str = "en") -> Decoded:
     from generalist_cli.media.video import decode_video
 
     if model.config.video_tokens == "pose":  # a checkpoint trained on landmarks: MediaPipe reads them first
-        from generalist_cli.data.featurize import MAX_POSE_FRAMES
-        from generalist_cli.data.schema import POSE_FPS
-        from generalist_cli.features.pose import extract
+        from generalist_cli.features.pose import clip_landmarks
 
-        landmarks = extract(decode_video(path, fps=POSE_FPS, max_frames=MAX_POSE_FRAMES))
+        landmarks = clip_landmarks(path)
         with torch.inference_mode():
             x = model.embed_pose(torch.from_numpy(landmarks))
             enc = model.encode(x[None])[0]

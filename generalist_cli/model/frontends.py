@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from generalist_cli.features.pose import MAX_FRAMES, N_POINTS, SHOULDERS
 from generalist_cli.features.video import patchify
 from generalist_cli.model.config import VIDEO_TOKENS
 
@@ -32,15 +33,11 @@ MODALITIES = ("audio", "video", "text")
 MAP_CELLS = (14, 14)  # the motion map's rows x columns (8-pixel cells of a 112 x 112 clip)
 
 
-POSE_POINTS = 75  # features/pose.py: 33 body + 2 x 21 hand points
-SHOULDERS = (11, 12)  # MediaPipe's left and right shoulder
-
-
 class PoseFrontend(nn.Module):
-    def __init__(self, n_state: int, *, max_frames: int = 256) -> None:
+    def __init__(self, n_state: int, *, max_frames: int = MAX_FRAMES) -> None:
         super().__init__()
         self.max_frames = max_frames
-        self.proj = nn.Linear(POSE_POINTS * 3, n_state)
+        self.proj = nn.Linear(N_POINTS * 3, n_state)
         self.pos_time = nn.Parameter(torch.randn(max_frames, n_state) * 0.02)
 
     @staticmethod
@@ -63,7 +60,7 @@ class PoseFrontend(nn.Module):
     def forward(self, landmarks: Tensor) -> Tensor:
         """``landmarks`` (T, 75, 3) -> (T, D)."""
         t = landmarks.shape[0]
-        if t > self.max_frames or landmarks.shape[1:] != (POSE_POINTS, 3):
+        if t > self.max_frames or landmarks.shape[1:] != (N_POINTS, 3):
             shape = tuple(landmarks.shape)
             raise ValueError(f"landmarks of shape {shape}: at most {self.max_frames} frames of (75, 3)")
         x = self.normalise(landmarks.float()).reshape(t, -1)
