@@ -167,10 +167,18 @@ def kathbath(
     epilog="""[bold]Examples:[/]\n
   gen prepare include --local ~/INCLUDE --out data/include\n
   gen prepare include --local ~/INCLUDE --subset include50 --out data/include50 --num-proc 4\n
-  gen prepare include --local ~/INCLUDE --features pose --out data/include-pose   (needs the \\[sign] extra)"""
+  gen prepare include --local ~/INCLUDE --features pose --out data/include-pose   (needs the \\[sign] extra)\n
+  gen prepare include --local ~/WLASL --features pose --out data/wlasl-pose   (WLASL_v0.3.json + videos/)"""
 )
 def include(
-    local: Annotated[Path, typer.Option("--local", help="The INCLUDE release folder (<Category>/<N>. <Sign>/*.MOV).")],
+    local: Annotated[
+        Path,
+        typer.Option(
+            "--local",
+            help="The release folder: INCLUDE (<Category>/<N>. <Sign>/*.MOV) or WLASL-style "
+            "(<gloss>/<id>.mp4, <split>/<gloss>/<id>.mp4, or WLASL_v0.3.json + videos/).",
+        ),
+    ],
     out: Out = Path("data/include"),
     subset: Annotated[Optional[str], typer.Option(help="include50 for the INCLUDE-50 subset.")] = None,
     features: Features = "patches",
@@ -181,7 +189,7 @@ def include(
     as_json: Json = False,
     model: Model = "whisper-base",
 ) -> None:
-    """INCLUDE Indian Sign Language videos: sign video -> word, as tubelet patches (or landmarks) + labels."""
+    """Isolated-sign videos (INCLUDE ISL, WLASL-style ASL): sign video -> word, as tubelet patches (or landmarks)."""
     from generalist_cli.data import include as inc
 
     _check_features(features, [p for p, _, _ in inc.videos(local)])

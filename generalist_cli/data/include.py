@@ -1,15 +1,23 @@
-"""INCLUDE: Indian Sign Language videos (Sridhar et al. 2020; Zenodo record 4010759), 263 signs in 15 categories.
+"""Isolated-sign video folders: INCLUDE (Indian Sign Language; Sridhar et al. 2020, Zenodo record 4010759,
+263 signs in 15 categories) and WLASL-style releases (American Sign Language; Li et al. 2020).
 
-Release layout: ``<Category>/<N>. <Sign>/MVI_dddd.MOV``; the label is the sign's folder name without its
-number. Split lists shipped with the release (files whose names contain train / val / test, one
-relative path or file name per line, CSV or text) choose the splits; without them a stable hash of the
-path gives 80/10/10. ``subset="include50"`` uses the INCLUDE-50 lists (names containing 50) and keeps
-only the signs they name.
+Layouts read:
+- INCLUDE: ``<Category>/<N>. <Sign>/MVI_dddd.MOV``; the label is the sign's folder name without its number.
+- WLASL-style folders: ``<gloss>/<id>.mp4``, also below split folders (``train/<gloss>/<id>.mp4``, ``val``,
+  ``valid``, ``test``: the folder is the split).
+- The WLASL release itself: ``WLASL_v0.3.json`` (glosses, each with its instances' ``video_id`` and ``split``)
+  beside the ``videos/<video_id>.mp4`` it describes; the JSON gives label and split.
+
+Split lists shipped with a release (files whose names contain train / val / test, one relative path or file
+name per line, CSV or text) choose the splits; without them (and without split folders or the WLASL JSON) a
+stable hash of the path gives 80/10/10. ``subset="include50"`` uses the INCLUDE-50 lists (names containing 50)
+and keeps only the signs they name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +28,9 @@ from generalist_cli.errors import GenError
 RECORD = "https://zenodo.org/record/4010759"
 SPLITS = ("train", "val", "test")
 # .npy: landmark arrays (gen prepare synthetic-signs --pose), read by gen prepare include --features pose
-VIDEO_SUFFIXES = {".mov", ".mp4", ".avi", ".mkv", ".webm", ".npy"}
+VIDEO_SUFFIXES = {".mov", ".mp4", ".m4v", ".avi", ".mkv", ".webm", ".gif", ".npy"}
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+LAYOUTS = "no <Category>/<N>. <Sign>/*.MOV (INCLUDE), <gloss>/<id>.mp4 or WLASL_v0.3.json + videos/ (WLASL) below it"
 
 
 def sign_name(folder: str) -> str:
@@ -29,14 +39,50 @@ def sign_name(folder: str) -> str:
 
 
 def videos(root: Path) -> list[tuple[Path, str, str]]:
-    """(path, category, sign) of every video below ``root``, sorted; a video outside the
-    ``<Category>/<N>. <Sign>/`` layout has category and sign ``""``."""
+    """(path, category, sign) of every video below ``root``, sorted; a video in no layout the module reads
+    has sign ``""``. WLASL-style ``<gloss>/<id>.mp4`` folders (and ``<split>/<gloss>/<id>.mp4``) have category
+    ``""``; videos the WLASL JSON names take its gloss."""
+    glosses = {vid: gloss for vid, (gloss, _) in _wlasl_index(root).items()}
     out = []
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-            rel = path.relative_to(root).parts
+        if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+            continue
+        rel = path.relative_to(root).parts
+        if glosses:
+            out.append((path, "", glosses.get(path.stem, "")))
+        elif len(rel) == 2 or (len(rel) == 3 and rel[0].lower() in SPLIT_FOLDERS):
+            out.append((path, "", sign_name(rel[-2])))
+        else:
             out.append((path, rel[-3], sign_name(rel[-2])) if len(rel) >= 3 else (path, "", ""))
     return out
+
+
+def _wlasl_index(root: Path) -> dict[str, tuple[str, str]]:
+    """``video_id -> (gloss, split)`` from a WLASL release's ``WLASL_v*.json`` at ``root`` (empty without one)."""
+    found = sorted(root.glob("WLASL*.json"))
+    if not found:
+        return {}
+    try:
+        entries = json.loads(found[-1].read_text(encoding="utf-8"))
+        return {
+            str(inst["video_id"]): (str(entry["gloss"]).strip().lower(), SPLIT_FOLDERS.get(str(inst["split"]), ""))
+            for entry in entries
+            for inst in entry["instances"]
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GenError(f"{found[-1]}: not a WLASL index (a list of {{gloss, instances: [{{video_id, split}}]}}): {exc}")
+
+
+def _split_of(path: Path, root: Path, lists: dict[str, set[str]], wlasl: dict[str, tuple[str, str]]) -> str | None:
+    """The split a video belongs to: the WLASL JSON's, its split folder's, the split lists', or the hash's."""
+    rel = path.relative_to(root)
+    if wlasl:
+        return wlasl.get(path.stem, ("", None))[1] or None
+    if len(rel.parts) == 3 and rel.parts[0].lower() in SPLIT_FOLDERS:
+        return SPLIT_FOLDERS[rel.parts[0].lower()]
+    if lists:
+        return next((s for s, entries in lists.items() if _listed(path, root, entries)), None)
+    return _hash_split(rel.as_posix())
 
 
 def _split_lists(root: Path, subset: str | None) -> dict[str, set[str]]:
@@ -72,8 +118,8 @@ def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, .
         raise GenError(f"unknown INCLUDE subset {subset!r}", hint="use include50")
     found = videos(local)
     if not any(sign for _, _, sign in found):
-        raise GenError(f"{local}: no <Category>/<N>. <Sign>/*.MOV videos below it")
-    lists = _split_lists(local, subset)
+        raise GenError(f"{local}: {LAYOUTS}")
+    lists, wlasl = _split_lists(local, subset), _wlasl_index(local)
     if subset == "include50" and not lists:
         raise GenError(f"{local}: has no INCLUDE-50 split lists", hint="copy the include50 train/val/test lists there")
     signs = sorted({s for _, _, s in found if s})
@@ -84,13 +130,9 @@ def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, .
     label = {s: i for i, s in enumerate(signs)}
     for path, category, sign in found:
         rel = path.relative_to(local).as_posix()
-        split = (
-            next((s for s, entries in lists.items() if _listed(path, local, entries)), None)
-            if lists
-            else _hash_split(rel)
-        )
+        split = _split_of(path, local, lists, wlasl)
         problem = (
-            "not in a <Category>/<N>. <Sign>/ folder"
+            ("not in the WLASL JSON" if wlasl else "not in a <Category>/<N>. <Sign>/ or <gloss>/ folder")
             if not sign
             else "in none of the split lists"
             if split is None
@@ -109,7 +151,7 @@ def items(*, local: Path | None, subset: str | None = None, splits: tuple[str, .
             )
         elif split in splits:  # the splits the user asked for
             yield RawItem(
-                id=f"include-{category}-{sign}-{path.stem}".replace(" ", "_"),
+                id="-".join(["include", *filter(None, [category, sign, path.stem])]).replace(" ", "_"),
                 split=split,
                 task="sign",
                 modality="video",

@@ -11,7 +11,7 @@ from generalist_cli.data.schema import RawItem
 from generalist_cli.data.tables import SUFFIXES, Row, read_table
 from generalist_cli.errors import GenError
 
-VIDEO = {".mov", ".mp4", ".avi", ".mkv", ".webm"}
+VIDEO = {".mov", ".mp4", ".m4v", ".avi", ".mkv", ".webm", ".gif"}
 
 
 def rows(path: Path) -> Iterator[Row]:

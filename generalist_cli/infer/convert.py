@@ -52,6 +52,7 @@ MEDIA_SUFFIXES = {
     ".webm",
     ".avi",
     ".m4v",
+    ".gif",
 }
 
 

@@ -59,7 +59,8 @@ def decode_video(
 
 
 def encode_video(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 25, codec: str = "mpeg4") -> Path:
-    """Write uint8 RGB ``frames`` (T, H, W, 3) as a video (container from the suffix: .mov, .mp4)."""
+    """Write uint8 RGB ``frames`` (T, H, W, 3) as a video (container from the suffix: .mov, .mp4, .webm with
+    ``codec="libvpx"``, .gif with ``codec="gif"``)."""
     import av
 
     from generalist_cli.media.audio import atomic_output
@@ -69,7 +70,7 @@ def encode_video(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 25, 
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream(codec, rate=fps)
             stream.height, stream.width = frames.shape[1], frames.shape[2]
-            stream.pix_fmt = "yuv420p"
+            stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"  # GIF: a 256-colour palette
             for img in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                     container.mux(packet)

@@ -35,6 +35,6 @@ def test_nothing_prepared_is_exit_1_and_bad_options_exit_2(tmp_path):
     r = gen("prepare", "kathbath", "--lang", "klingon", "--out", str(tmp_path / "kb"))
     assert r.returncode == 2 and "Kathbath has no language 'klingon'" in r.stderr
     r = gen("prepare", "include", "--local", str(tmp_path), "--out", str(tmp_path / "inc"))
-    assert r.returncode == 1 and "no <Category>/<N>. <Sign>/*.MOV videos" in r.stderr
+    assert r.returncode == 1 and "no <Category>/<N>. <Sign>/*.MOV (INCLUDE), <gloss>/<id>.mp4" in r.stderr
     r = gen("prepare", "speak", str(tmp_path / "none.txt"), "--lang", "hi", "--out", str(tmp_path / "sp"))
     assert r.returncode == 1 and "none.txt: not found" in r.stderr

@@ -181,8 +181,51 @@ def test_include_videos_outside_the_layout_or_the_lists_are_rejected_not_dropped
     assert report.counts == {"train": 4, "test": 2} and (report.read, report.taken, report.n_rejected) == (8, 6, 2)
     assert sorted(r["reason"] for r in rejected(tmp_path / "inc")) == [
         "in none of the split lists",
-        "not in a <Category>/<N>. <Sign>/ folder",
+        "not in a <Category>/<N>. <Sign>/ or <gloss>/ folder",
     ]
+
+
+def _clip(path: Path, seed: int, codec: str = "mpeg4") -> None:
+    from generalist_cli.media.video import encode_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encode_video(
+        path, np.random.default_rng(seed).integers(0, 255, (12, 60, 80, 3), dtype=np.uint8), fps=10, codec=codec
+    )
+
+
+def test_wlasl_style_gloss_folders_split_folders_and_the_release_json(tmp_path, tokenizer):
+    """ASL releases: ``<gloss>/<id>.mp4`` (hash split), ``train|val|test/<gloss>/<id>.mp4`` (the folder is the
+    split), and WLASL's own ``WLASL_v0.3.json`` + ``videos/<video_id>.mp4`` (gloss and split from the JSON; a
+    video it does not name is rejected, not dropped). WebM and GIF clips decode like MP4."""
+    for i, (gloss, vid, codec) in enumerate([("book", "00335", "mpeg4"), ("book", "00336", "libvpx"),
+                                             ("drink", "17710", "gif"), ("drink", "17711", "mpeg4")]):  # fmt: skip
+        suffix = {"mpeg4": ".mp4", "libvpx": ".webm", "gif": ".gif"}[codec]
+        _clip(tmp_path / "flat" / gloss / f"{vid}{suffix}", i, codec)
+        _clip(tmp_path / "split" / ("train" if i % 2 == 0 else "test") / gloss / f"{vid}{suffix}", i, codec)
+    flat = list(include.items(local=tmp_path / "flat"))
+    assert sorted(i.text for i in flat) == ["book", "book", "drink", "drink"] and not any(i.problem for i in flat)
+    assert {i.text: i.label for i in flat} == {"book": 0, "drink": 1} and len({i.id for i in flat}) == 4
+    report = prepare(include.items(local=tmp_path / "flat"), out=tmp_path / "o1", source="include", options={},
+                     tokenizer=tokenizer)  # fmt: skip
+    assert report.examples == 4 and report.n_rejected == 0  # the WebM and the GIF clip decoded too
+    split = {i.source.name: i.split for i in include.items(local=tmp_path / "split")}
+    assert split == {"00335.mp4": "train", "00336.webm": "test", "17710.gif": "train", "17711.mp4": "test"}
+
+    wlasl = tmp_path / "wlasl"
+    for i, vid in enumerate(["00335", "00336", "17710", "99999"]):
+        _clip(wlasl / "videos" / f"{vid}.mp4", i)
+    index = [{"gloss": "book", "instances": [{"video_id": "00335", "split": "train"},
+                                             {"video_id": "00336", "split": "val"}]},
+             {"gloss": "drink", "instances": [{"video_id": "17710", "split": "test"}]}]  # fmt: skip
+    (wlasl / "WLASL_v0.3.json").write_text(json.dumps(index))
+    found = {i.source.name: (i.text, i.split, i.problem) for i in include.items(local=wlasl)}
+    assert found == {"00335.mp4": ("book", "train", ""), "00336.mp4": ("book", "val", ""),
+                     "17710.mp4": ("drink", "test", ""),
+                     "99999.mp4": ("", "train", "not in the WLASL JSON")}  # fmt: skip
+    (wlasl / "WLASL_v0.3.json").write_text('{"gloss": 1}')
+    with pytest.raises(Exception, match="WLASL_v0.3.json: not a WLASL index"):
+        list(include.items(local=wlasl))
 
 
 def test_include_without_split_lists_uses_a_stable_hash(include_release, tmp_path):
