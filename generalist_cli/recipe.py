@@ -41,9 +41,20 @@ class ModelSection(FrontEndOptions, UpcycleOptions):  # + their keys (model/conf
     freeze_old_experts: bool = False  # keep the experts the init had (and their router rows) bit-identical
     train_encoder: bool = True  # False freezes the encoder and what feeds only it (modality embeddings, video)
     output_tokens: str = "all"  # "targets": only tokens that occur in the training targets may be output
+    adapter: str = ""  # a language code: train only a low-rank decoder adapter for it (model/adapters.py)
+    adapter_rank: int = 64  # its rank r
 
     def problems(self, name=lambda key: key) -> list[str]:
-        return UpcycleOptions.problems(self, name) + FrontEndOptions.problems(self, name)
+        from generalist_cli.languages import CODES
+
+        out = UpcycleOptions.problems(self, name) + FrontEndOptions.problems(self, name)
+        if self.adapter and self.adapter not in CODES:
+            out.append(f"{name('adapter')}: {self.adapter!r} is not a Whisper language code")
+        if self.adapter and self.upcycle:
+            out.append(f"{name('adapter')}: adapters train on a dense Whisper: set {name('upcycle')} = false")
+        if self.adapter and not 1 <= self.adapter_rank <= 512:
+            out.append(f"{name('adapter_rank')}: must be 1..512")
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class TrainSection:
     keep_last: int = 3  # checkpoints kept
     release_new_experts_at: int = 0  # step at which added experts join routing
     pose_augment: bool = False  # landmark clips: mirror, rotate/scale/shear, drop frames (features/pose.py augment)
+    spec_augment: bool = False  # audio: SpecAugment frequency and time masks on the log-mel (features/mel.py)
     sampling: str = "random"  # "random": by source weight; "epochs": shuffled passes; "packed": batch_size = rows
 
 

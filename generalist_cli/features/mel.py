@@ -113,3 +113,22 @@ def pad_or_trim(mel, length: int = N_FRAMES):
 
         return torch.nn.functional.pad(mel, (0, length - mel.shape[-1]))
     return mel
+
+
+def spec_augment(mel: np.ndarray, rng: np.random.Generator, *, freq_masks: int = 2, freq_width: int = 15,
+                 time_masks: int = 2, time_share: float = 0.05) -> np.ndarray:  # fmt: skip
+    """SpecAugment (Park et al. 2019) of a log-mel ``(n_mels, frames)``: ``freq_masks`` bands of up to
+    ``freq_width`` mel bins and ``time_masks`` spans of up to ``time_share`` of the frames each set to the
+    example's mean (Whisper's log-mel has no zero level). A new array; the input is not changed."""
+    out = np.array(mel, dtype=np.float32, copy=True)
+    fill = float(out.mean())
+    n_mels, frames = out.shape
+    for _ in range(freq_masks):
+        w = int(rng.integers(0, freq_width + 1))
+        f0 = int(rng.integers(0, max(1, n_mels - w)))
+        out[f0 : f0 + w] = fill
+    for _ in range(time_masks):
+        w = int(rng.integers(0, int(frames * time_share) + 1))
+        t0 = int(rng.integers(0, max(1, frames - w)))
+        out[:, t0 : t0 + w] = fill
+    return out

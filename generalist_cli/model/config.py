@@ -143,6 +143,9 @@ class ModelConfig:
     speech_progress: bool = False  # speech-head frames know their place inside their phoneme (new models: on)
     speech_layers: int = 3  # convolution layers of the speech head's frame decoder
     output_tokens: tuple[int, ...] = ()  # a restricted output vocabulary (empty: every token may be generated)
+    adapter_languages: tuple[str, ...] = ()  # decoder language adapters (model/adapters.py), routed by language
+    adapter_tokens: tuple[int, ...] = ()  # their language token ids, in the same order
+    adapter_rank: int = 0  # their rank r
 
     @property
     def multilingual(self) -> bool:
@@ -232,7 +235,7 @@ def _generalist_from(g: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown generalist keys {sorted(unknown)}")
     out = dict(g)
-    for key in ("video_patch", "video_max", "extra_tokens", "output_tokens"):
+    for key in ("video_patch", "video_max", "extra_tokens", "output_tokens", "adapter_languages", "adapter_tokens"):
         if key in out:
             out[key] = tuple(out[key])
     if out.get("video_tokens", "tubelets") not in VIDEO_TOKENS:

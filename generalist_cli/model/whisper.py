@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from generalist_cli.model.adapters import BlockAdapters, project, route_of
 from generalist_cli.model.moe import MoEFFN, RouterOutput
 from generalist_cli.model.packing import Blocks, Packing, gather_positions, per_row_spans, scatter_positions, span_index
 from generalist_cli.model.ttt import TTTMLP, TTTState
@@ -101,6 +102,9 @@ class BlockOptions:
     ttt: bool = False
     ttt_mini_batch: int = 16
     ttt_base_lr: float = 0.1
+    adapter_languages: tuple[str, ...] = ()  # decoder blocks: language adapters (model/adapters.py)
+    adapter_tokens: tuple[int, ...] = ()
+    adapter_rank: int = 0
 
     @classmethod
     def of(cls, config) -> "BlockOptions":
@@ -146,9 +150,13 @@ class _Block(nn.Module):
         else:
             self.peer = None
 
-    def ffn(self, x: Tensor) -> tuple[Tensor, RouterOutput | None]:
+    def ffn(self, x: Tensor, route: Tensor | None = None) -> tuple[Tensor, RouterOutput | None]:
         h = self.final_layer_norm(x)
-        y, router = self.moe(h) if self.moe is not None else (self.fc2(F.gelu(self.fc1(h))), None)
+        if self.moe is not None:
+            y, router = self.moe(h)
+        else:
+            ad = getattr(self, "adapters", None)
+            y, router = project(self.fc2, F.gelu(project(self.fc1, h, ad, "fc1", route)), ad, "fc2", route), None
         if self.peer is not None:
             y = y + self.peer(h)
         return x + y, router
@@ -245,6 +253,11 @@ class DecoderBlock(_Block):
         self.encoder_attn = Attention(n_state, n_head)
         self.encoder_attn_layer_norm = nn.LayerNorm(n_state)
         self._init_extras(n_state, n_head, n_hidden, opts, reverse=False)
+        self.adapters = (
+            BlockAdapters(opts.adapter_languages, n_state, n_hidden, opts.adapter_rank)
+            if opts.adapter_languages
+            else None
+        )
 
     def forward(
         self,
@@ -258,13 +271,17 @@ class DecoderBlock(_Block):
         cross_mask: Tensor | Blocks | None = None,
         spans=None,
         cross_scores: bool = False,
+        route: Tensor | None = None,
     ) -> tuple[Tensor, RouterOutput | None, Tensor | None]:
         """``x`` (B, T, D) at positions ``offset..``; with ``cache``, this layer's keys/values and TTT state
         are read and written there (generation). Without it, a causal pass (``self_mask`` for packed rows).
+        ``route``: where the language adapters apply (model/adapters.py ``route_of``).
         Returns (x, router, the cross-attention scores when ``cross_scores`` (no ``cross_mask``), else None)."""
         h = self.self_attn_layer_norm(x)
-        q = self.self_attn.q_proj(h)
-        k, v = self.self_attn.project_kv(h)
+        att, ad = self.self_attn, self.adapters
+        q = project(att.q_proj, h, ad, "self_q", route)
+        k = att.heads(project(att.k_proj, h, ad, "self_k", route))
+        v = att.heads(project(att.v_proj, h, ad, "self_v", route))
         t = x.shape[1]
         if cache is None:
             x = x + self.self_attn.attend(q, k, v, mask=self_mask, causal=True)
@@ -284,13 +301,13 @@ class DecoderBlock(_Block):
             else:  # offset 0 starts a sequence: a cache decoded before (a retry) must not lend its TTT state
                 y, cache.ttt[layer] = self.ttt(h, cache.ttt[layer] if offset else None)
             x = x + torch.tanh(self.ttt_gate) * y
-        q = self.encoder_attn.q_proj(self.encoder_attn_layer_norm(x))
+        q = project(self.encoder_attn.q_proj, self.encoder_attn_layer_norm(x), ad, "cross_q", route)
         qk = None
         if cross_scores:
             y, qk = self.encoder_attn.attend_with_scores(q, *cross_kv)
         else:
             y = self.encoder_attn.attend(q, *cross_kv, mask=cross_mask)
-        return (*self.ffn(x + y), qk)
+        return (*self.ffn(x + y, route), qk)
 
 
 class AudioEncoder(nn.Module):
@@ -354,6 +371,17 @@ class TextDecoder(nn.Module):
         self.embed_positions = nn.Embedding(n_ctx, n_state)
         self.layers = nn.ModuleList(DecoderBlock(n_state, n_head, n_hidden, opts) for _ in range(n_layer))
         self.layer_norm = nn.LayerNorm(n_state)
+        self.adapter_tokens = opts.adapter_tokens  # the language tokens that route to the adapters
+
+    def route(self, tokens: Tensor, cache: "KVCache | None", offset: int, packing: Packing | None) -> Tensor | None:
+        """Where the language adapters apply: from the prompt's language token, per row (kept in the cache for
+        the steps after the prompt) or per packed example."""
+        if cache is not None and offset > 0:
+            return cache.route
+        route = route_of(tokens, self.adapter_tokens, packing.segment_ids if packing is not None else None)
+        if cache is not None:
+            cache.route = route
+        return route
 
     def run(
         self,
@@ -377,6 +405,7 @@ class TextDecoder(nn.Module):
         x = self.embed_tokens(tokens) + pos
         self_mask = packing.blocks(causal=True) if packing is not None else None
         spans = per_row_spans(packing) if packing is not None else None
+        route = self.route(tokens, cache, offset, packing)
         routers, scores = [], []
         for i, block in enumerate(self.layers):
             x, router, qk = block(
@@ -389,6 +418,7 @@ class TextDecoder(nn.Module):
                 cross_mask=cross_mask,
                 spans=spans,
                 cross_scores=cross_scores,
+                route=route,
             )
             routers += [router] if router is not None else []
             scores += [qk] if qk is not None else []
@@ -419,11 +449,13 @@ class KVCache:
     cross_kv: list[tuple[Tensor, Tensor]]
     ttt: list[TTTState | None]
     cross_mask: Tensor | None = None
+    route: Tensor | None = None  # (B, 1, L): which language adapters each row uses (set by the prompt)
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search): self-attention and TTT state; rows keep their audio."""
         self.self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
         self.ttt = [None if s is None else s.select(index) for s in self.ttt]
+        self.route = None if self.route is None else self.route.index_select(0, index)
 
     def select(self, index: Tensor) -> "KVCache":
         """A cache of rows ``index`` only (cross-attention included)."""
@@ -432,4 +464,5 @@ class KVCache:
             [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
             [None if s is None else s.select(index) for s in self.ttt],
             None if self.cross_mask is None else self.cross_mask.index_select(0, index),
+            None if self.route is None else self.route.index_select(0, index),
         )

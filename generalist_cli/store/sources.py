@@ -71,6 +71,23 @@ PACKAGES: dict[str, Package] = {
         ),
     ),
 }
+# Language adapters shipped inside gen (generalist_cli/adapters/<model>-<lang>.safetensors, model/adapters.py),
+# attached when the model is opened by this name; "<name>-plain" opens the model without them.
+ADAPTERS: dict[str, tuple[str, ...]] = {"whisper-base": ("hi",)}
+PLAIN = "-plain"
+
+
+def adapter_files(name: str) -> list[Path]:
+    """The shipped adapter files of model ``name`` that are present (none for ``<name>-plain``)."""
+    folder = Path(__file__).resolve().parents[1] / "adapters"
+    return [f for lang in ADAPTERS.get(name, ()) if (f := folder / f"{name}-{lang}.safetensors").exists()]
+
+
+def base_name(name: str) -> str:
+    """``whisper-base-plain`` -> ``whisper-base`` (the same weights, opened without shipped adapters)."""
+    return name[: -len(PLAIN)] if name.endswith(PLAIN) and name[: -len(PLAIN)] in ADAPTERS else name
+
+
 # The Whisper sizes on the hub, by short name.
 HUB_SIZES = (
     "tiny",

@@ -190,11 +190,13 @@ def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
     return pull(model, name=_default_name(model), force=True).path
 
 
-def open_model(model: str, *, device: str = "cpu", on_pull=None, threads: int | None = None):
+def open_model(model: str, *, device: str = "cpu", on_pull=None, threads: int | None = None, adapters: bool = True):
     """Load ``model`` ready to run (the one place that tells an ONNX export from a checkpoint): from the
     store, pulling it there on first use; when the store cannot be written (read-only home, full disk) the
     model is loaded straight from its source instead. ``device="auto"``: CUDA when there is one (for an export,
-    ONNX Runtime's CUDA provider when installed). ``threads``: CPU threads (torch's, or the export's sessions)."""
+    ONNX Runtime's CUDA provider when installed). ``threads``: CPU threads (torch's, or the export's sessions).
+    ``adapters``: attach the language adapters gen ships for this model name (``sources.ADAPTERS``; the
+    ``-plain`` name never has them)."""
     from generalist_cli.infer.onnx_engine import is_export
     from generalist_cli.store.load import load_export, load_model, load_pulled
 
@@ -206,12 +208,29 @@ def open_model(model: str, *, device: str = "cpu", on_pull=None, threads: int | 
         torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = sources.base_name(model)
     try:
-        return load_model(resolve(model, on_pull=on_pull), device=device)
+        loaded = load_model(resolve(name, on_pull=on_pull), device=device)
     except StoreWriteError as exc:
         if on_pull is not None:
-            on_pull(f"{exc.message}; loading {model} from its source without storing it")
-        return load_pulled(fetch(model), device=device)
+            on_pull(f"{exc.message}; loading {name} from its source without storing it")
+        loaded = load_pulled(fetch(name), device=device)
+    return attach_adapters(loaded, sources.adapter_files(model) if adapters else [])
+
+
+def attach_adapters(loaded, files: list[Path]):
+    """``loaded`` with the language adapters in ``files`` attached (model/adapters.py); their cards go to
+    ``meta["adapters"]``."""
+    from generalist_cli.model import adapters
+
+    for f in files:
+        try:
+            adapters.load(loaded.model, f)
+        except ValueError as exc:
+            raise ModelError(str(exc), hint="reinstall gen: its adapter file does not fit the model") from exc
+        loaded.meta = {**loaded.meta, "adapters": [*loaded.meta.get("adapters", []), adapters.read_header(f)]}
+    loaded.config = loaded.model.config
+    return loaded
 
 
 def list_models() -> list[dict]:

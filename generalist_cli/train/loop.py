@@ -60,7 +60,7 @@ def build_model(recipe: Recipe, ckpt: Path | None):
     if m.init == "scratch":
         model, tokenizer = _scratch(m)
     else:
-        loaded = open_model(m.init)
+        loaded = open_model(m.init, adapters=False)  # the base weights: shipped adapters are not trained on
         model, tokenizer = loaded.model, loaded.path / "tokenizer.json"
     if m.upcycle and not model.config.generalist:
         # a scratch model's embeddings already start at one scale (see _scratch): no text scale there
@@ -71,6 +71,12 @@ def build_model(recipe: Recipe, ckpt: Path | None):
     old = model.config.n_experts
     if m.add_experts:
         model = add_experts(model, m.add_experts, init=m.add_experts_init)
+    if m.adapter:
+        from generalist_cli.features.tokenizer import Tokenizer
+        from generalist_cli.model.adapters import add_adapters
+
+        token = Tokenizer(tokenizer, multilingual=model.config.multilingual).language_token(m.adapter)
+        model = add_adapters(model, m.adapter, m.adapter_rank, token)
     return model, tokenizer, old
 
 
@@ -141,9 +147,13 @@ def _scratch(m):
 
 
 def freeze_unused(model, recipe: Recipe) -> None:
-    """``model.train_encoder = false``: the encoder and what feeds only it (the modality embeddings, the video
+    """``model.adapter``: only the language adapter trains. ``model.train_encoder = false``: the encoder and what feeds only it (the modality embeddings, the video
     front-end) stop training, so audio goes through the encoder without autograd: no activations kept for it
     and no backward through it (a trainable modality embedding alone made the whole encoder run backward)."""
+    if recipe.model.adapter:  # an adapter trains alone: the base model stays bit-identical
+        for name, p in model.named_parameters():
+            p.requires_grad_(".adapters.by_lang." in name)
+        return
     if recipe.model.train_encoder:
         return
     for part in (model.encoder, getattr(model, "modality_embedding", None), getattr(model, "video", None)):
@@ -353,6 +363,8 @@ class Trainer:
         )
         if t.pose_augment:
             augment_landmarks(batch, seed=(r.run.seed, self.step_no))
+        if t.spec_augment:
+            augment_mels(batch, seed=(r.run.seed, self.step_no))
         hook = None
         if watch_ttt and self.ttt_layers:
             self._capture = {"layer": self.ttt_layers[0]}
@@ -682,6 +694,19 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
     finally:
         model.train(was_training)
     return out
+
+
+def augment_mels(batch, *, seed: tuple[int, ...]) -> None:
+    """Each audio example's log-mel of ``batch`` masked by SpecAugment (:func:`generalist_cli.features.mel.spec_augment`),
+    drawn from ``seed`` and the example's place in the batch (a resumed run draws the same)."""
+    import numpy as np
+
+    from generalist_cli.features.mel import spec_augment
+
+    for i, e in enumerate(batch.examples):
+        if e.modality == "audio":
+            mel = spec_augment(e.source.float().numpy(), np.random.default_rng([*seed, i]))
+            e.source = torch.from_numpy(mel).to(e.source.dtype)
 
 
 def augment_landmarks(batch, *, seed: tuple[int, ...]) -> None:
