@@ -256,6 +256,39 @@ def add_experts_cmd(
 
 
 @models_app.command(
+    "extract-adapter",
+    epilog="""[bold]Examples:[/]\n
+  gen models extract-adapter runs/hi-adapter/checkpoints/last --lang hi --out generalist_cli/adapters/whisper-base-hi.safetensors""",
+)
+def extract_adapter(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint trained with model.adapter (recipes/hi-adapter.toml).")
+    ],
+    lang: Annotated[str, typer.Option("--lang", help="The adapter's language code.")] = "hi",
+    out: Annotated[Path, typer.Option("--out", "-o", help="The adapter file to write (.safetensors).")] = Path(
+        "adapter.safetensors"
+    ),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a checkpoint's language adapter alone, float16 (model/adapters.py): the file gen ships and
+    attaches to its base model (a few MB instead of the whole model)."""
+    from generalist_cli.console import out as stdout
+    from generalist_cli.errors import UsageError
+    from generalist_cli.model import adapters
+    from generalist_cli.store.load import load_model
+
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists", hint="pass --force to replace it")
+    loaded = load_model(checkpoint)
+    if lang not in loaded.config.adapter_languages:
+        have = ", ".join(loaded.config.adapter_languages) or "none"
+        raise UsageError(f"{checkpoint}: has no {lang!r} adapter (adapters: {have})")
+    adapters.save(loaded.model, lang, out, meta={"trained_as": str(checkpoint)})
+    stdout.print(f"{out}: the {lang} adapter, rank {loaded.config.adapter_rank}, {out.stat().st_size / 1e6:.1f} MB",
+                 markup=False)  # fmt: skip
+
+
+@models_app.command(
     epilog="[bold]Examples:[/]\n\n  gen models info whisper-base\n\n  gen models info models/gen-base --json",
 )
 def info(
@@ -276,14 +309,35 @@ def info(
     row["size_on_disk"] = (
         sum(f.stat().st_size for f in loaded.path.iterdir() if f.is_file()) if loaded.path.is_dir() else None
     )
+    for card in adapter_cards(model):
+        row[f"adapter {card['language']}"] = card
     if as_json:
         stdout.print(json.dumps(row), markup=False)
         return
     table = Table(title=f"{model}", show_header=False)
     for k, v in row.items():
-        if isinstance(v, int) and k.startswith(("params", "size")):
+        if isinstance(v, dict):
+            v = "\n".join(f"{key}: {value}" for key, value in v.items())
+        elif isinstance(v, int) and k.startswith(("params", "size")):
             v = f"{v:,}"
         elif isinstance(v, float):
             v = f"{v / 1e9:.2f} GFLOPs" if "flops" in k else f"{v:.3g}"
         table.add_row(k, str(v))
     stdout.print(table)
+
+
+def adapter_cards(model: str) -> list[dict]:
+    """The cards of the language adapters gen ships for ``model`` (``generalist_cli/adapters/*.json`` beside
+    each file): what it was trained on, how, and what it measured."""
+    import json
+
+    from generalist_cli.model.adapters import read_header
+    from generalist_cli.store.sources import adapter_files
+
+    cards = []
+    for f in adapter_files(model):
+        head = read_header(f)
+        card = json.loads(f.with_suffix(".json").read_text()) if f.with_suffix(".json").exists() else {}
+        cards.append({"language": head["language"], "rank": int(head["rank"]), "file": str(f),
+                      "size_mb": round(f.stat().st_size / 1e6, 1), **card})  # fmt: skip
+    return cards

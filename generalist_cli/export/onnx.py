@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from generalist_cli.model.adapters import project
 from generalist_cli.model.packing import gather_positions
 
 OPSET = 17
@@ -148,6 +149,7 @@ class DecoderGraph(nn.Module):
         tensors of each, (B, ...): one input per tensor, so no step copies a stack of them) and ``ttt_i``;
         ``tokens`` is then one token per call."""
         audio_mask, ttt = (rest[0][:, None, None, :], rest[1:]) if self.masked else (None, rest)
+        route, ttt = (ttt[0], ttt[1:]) if self.model.config.adapter_languages else (None, ttt)
         dec = self.model.decoder
         n = len(TTT_STATE)
         ttt_state, ttt_i = [list(ttt[j : j + n]) for j in range(0, len(ttt) - 1, n)], ttt[-1] if ttt else None
@@ -171,9 +173,10 @@ class DecoderGraph(nn.Module):
         )
         new_k, new_v = [], []
         for i, block in enumerate(dec.layers):
-            h = block.self_attn_layer_norm(x)
-            q = block.self_attn.q_proj(h)
-            k, v = block.self_attn.project_kv(h)
+            h, att, ad = block.self_attn_layer_norm(x), block.self_attn, block.adapters
+            q = project(att.q_proj, h, ad, "self_q", route)
+            k = att.heads(project(att.k_proj, h, ad, "self_k", route))
+            v = att.heads(project(att.v_proj, h, ad, "self_v", route))
             k, v = torch.cat([past_k[i], k], dim=2), torch.cat([past_v[i], v], dim=2)
             new_k.append(k)
             new_v.append(v)
@@ -183,9 +186,9 @@ class DecoderGraph(nn.Module):
                 x = x + torch.tanh(block.ttt_gate) * y
                 new_state += state
                 j += 1
-            q = block.encoder_attn.q_proj(block.encoder_attn_layer_norm(x))
+            q = project(block.encoder_attn.q_proj, block.encoder_attn_layer_norm(x), ad, "cross_q", route)
             x = x + block.encoder_attn.attend(q, cross_k[i], cross_v[i], mask=audio_mask)
-            x = block.ffn(x)[0]
+            x = block.ffn(x, route)[0]
         hidden = dec.layer_norm(x)
         ids = self.model.config.output_tokens
         if not ids:
@@ -345,6 +348,10 @@ def _export_graphs(model, out, n_frames: int, packed: bool) -> dict:
         args.append(audio)
         inputs.append("audio_mask")
         axes["audio_mask"] = {0: "batch", 1: "n_audio"}
+    if c.adapter_languages:  # language adapters: which rows use each (infer/onnx_engine.py row_route)
+        args.append(torch.ones(batch, 1, len(c.adapter_languages)))
+        inputs.append("route")
+        axes["route"] = {0: "batch"}
     if shapes:  # TTT in the decoder: its state in and out, one token per call
         for name, shape in shapes.items():
             args.append(torch.randn(shape) * 0.01)

@@ -79,6 +79,7 @@ class OnnxCache:
         self.cross_k, self.cross_v, self.past_k, self.past_v = cross_k, cross_v, past_k, past_v
         self.ttt = ttt or {}  # decoder TTT state: "ttt_w1_0" ... (B, ...) per layer, and "ttt_i" (1,)
         self.cross_mask = cross_mask  # (B, n_audio) bool, True = audio (packed utterances of different lengths)
+        self.route: np.ndarray | None = None  # (B, 1, L) float32: the language adapters each row uses
 
     @property
     def cross_kv(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -91,13 +92,23 @@ class OnnxCache:
     def select(self, index) -> "OnnxCache":
         i = np.asarray(index)
         mask = None if self.cross_mask is None else self.cross_mask[i]
-        return OnnxCache(
+        out = OnnxCache(
             self.cross_k[:, i], self.cross_v[:, i], self.past_k[:, i], self.past_v[:, i], self._rows(i), mask
         )
+        out.route = None if self.route is None else self.route[i]
+        return out
 
     def reorder(self, index) -> None:
         i = np.asarray(index)
         self.past_k, self.past_v, self.ttt = self.past_k[:, i], self.past_v[:, i], self._rows(i)
+        self.route = None if self.route is None else self.route[i]
+
+
+def row_route(tokens: np.ndarray, ids: tuple[int, ...]) -> np.ndarray:
+    """(B, 1, L) float32: 1 where row b's prompt holds adapter language l's token (model/adapters.py route_of,
+    per row, without torch)."""
+    hit = np.asarray(tokens)[..., None] == np.asarray(ids, dtype=np.int64)
+    return np.ascontiguousarray(hit.any(axis=1, keepdims=True), dtype=np.float32)
 
 
 class OnnxModel:
@@ -195,10 +206,16 @@ class OnnxModel:
         empty = np.zeros((layers, batch, heads, 0, hd), dtype=np.float32)
         return empty, empty
 
-    def _run(self, tokens: np.ndarray, past_k, past_v, cross_k, cross_v, ttt: dict | None = None, mask=None):
-        """-> (logits, present_k, present_v, next TTT state). With TTT the tokens go one call each."""
+    def _run(
+        self, tokens: np.ndarray, past_k, past_v, cross_k, cross_v, ttt: dict | None = None, mask=None, route=None
+    ):
+        """-> (logits, present_k, present_v, next TTT state). With TTT the tokens go one call each. ``route``:
+        the rows' adapter languages (an export with language adapters; all zero when None)."""
         toks = np.ascontiguousarray(np.asarray(tokens), dtype=np.int64)
         audio = {} if not self.can_pack else {"audio_mask": _audio_mask(mask, cross_k)}
+        if self.config.adapter_languages:
+            n = len(self.config.adapter_languages)
+            audio["route"] = route if route is not None else np.zeros((toks.shape[0], 1, n), dtype=np.float32)
         if not self._ttt:
             feeds = {"tokens": toks, "past_k": past_k, "past_v": past_v, "cross_k": cross_k, "cross_v": cross_v}
             logits, pk, pv = self.decoder_session.run(None, feeds | audio)
@@ -231,17 +248,20 @@ class OnnxModel:
             cross_k = np.ascontiguousarray(np.stack([k for k, _ in cross_kv]))
             cross_v = np.ascontiguousarray(np.stack([v for _, v in cross_kv]))
         b = tokens.shape[0]
-        logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b), cross_mask)
+        route = row_route(tokens, self.config.adapter_tokens) if self.config.adapter_tokens else None
+        logits, pk, pv, ttt = self._run(tokens, *self._past(b), cross_k, cross_v, self._fresh_ttt(b), cross_mask, route)
         if cache is not None:
-            cache.past_k, cache.past_v, cache.ttt = pk, pv, ttt
+            cache.past_k, cache.past_v, cache.ttt, cache.route = pk, pv, ttt, route
         return logits
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         return hidden  # the decoder graph's output already is logits
 
     def decode_step(self, tokens: np.ndarray, cache: OnnxCache, offset: int) -> np.ndarray:
+        if offset == 0 and self.config.adapter_tokens:  # the prompt: its language token routes the row
+            cache.route = row_route(tokens, self.config.adapter_tokens)
         logits, cache.past_k, cache.past_v, cache.ttt = self._run(
-            tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v, cache.ttt, cache.cross_mask
+            tokens, cache.past_k, cache.past_v, cache.cross_k, cache.cross_v, cache.ttt, cache.cross_mask, cache.route
         )
         return logits[:, -1]
 

@@ -57,12 +57,11 @@ class BlockAdapters(nn.Module):
 
     def delta(self, name: str, x: Tensor, route: Tensor) -> Tensor | float:
         """The routed update of projection ``name`` for input ``x`` (B, T, d_in); ``route`` (B|1, T|1, L) float,
-        1 where a position is in language L. Languages no position uses are skipped."""
+        1 where a position is in language L, 0 elsewhere (adding ``0 * update`` leaves a value bit-identical).
+        No data-dependent branch: the exported ONNX decoder traces this same code."""
         out: Tensor | float = 0.0
         for i, lang in enumerate(self.languages):
-            gate = route[..., i : i + 1]
-            if bool(gate.any()):
-                out = out + gate.to(x.dtype) * self.by_lang[lang][name](x)
+            out = out + route[..., i : i + 1].to(x.dtype) * self.by_lang[lang][name](x)
         return out
 
 
@@ -77,7 +76,8 @@ def project(layer: nn.Linear, x: Tensor, adapters: BlockAdapters | None, name: s
 def route_of(tokens: Tensor, ids: tuple[int, ...], segment_ids: Tensor | None = None) -> Tensor | None:
     """Which positions each adapter language applies to, from the language tokens in ``tokens`` (B, T):
     per row (B, 1, L), or with ``segment_ids`` (B, T; -1 = padding) per packed example (B, T, L): an example
-    gets a language when its own prompt holds that language's token. None when no position is routed."""
+    gets a language when its own prompt holds that language's token. None when no position is routed (then
+    the adapters are not evaluated at all). The ONNX engine's twin is ``infer/onnx_engine.py`` ``row_route``."""
     if not ids:
         return None
     hit = tokens[..., None] == torch.tensor(ids, device=tokens.device)  # (B, T, L)

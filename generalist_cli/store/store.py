@@ -253,14 +253,15 @@ def list_models() -> list[dict]:
                 )
     for name, pkg in sources.PACKAGES.items():
         files = pkg.files()
-        rows.append(
-            {
-                "name": name,
-                "where": "package" if files else "not installed",
-                "source": pkg.dist,
-                "path": str(pkg.folder_path()) if files else "",
-            }
-        )
+        row = {"name": name, "where": "package" if files else "not installed", "source": pkg.dist}
+        row["path"] = str(pkg.folder_path()) if files else ""
+        shipped = sources.adapter_files(name)
+        if shipped:  # the name opens the model with gen's language adapters; <name>-plain without them
+            langs = [f.stem.removeprefix(f"{name}-") for f in shipped]
+            rows.append({**row, "source": f"{pkg.dist} + gen's {', '.join(langs)} adapter", "adapters": langs})
+            rows.append({**row, "name": name + sources.PLAIN, "adapters": []})
+        else:
+            rows.append(row)
     for size in sources.HUB_SIZES:
         name = f"whisper-{size}"
         if name not in stored and name not in sources.PACKAGES:

@@ -147,7 +147,8 @@ def _scratch(m):
 
 
 def freeze_unused(model, recipe: Recipe) -> None:
-    """``model.adapter``: only the language adapter trains. ``model.train_encoder = false``: the encoder and what feeds only it (the modality embeddings, the video
+    """``model.adapter``: only the language adapter trains (the base model stays bit-identical).
+    ``model.train_encoder = false``: the encoder and what feeds only it (the modality embeddings, the video
     front-end) stop training, so audio goes through the encoder without autograd: no activations kept for it
     and no backward through it (a trainable modality embedding alone made the whole encoder run backward)."""
     if recipe.model.adapter:  # an adapter trains alone: the base model stays bit-identical
@@ -697,8 +698,9 @@ def run_eval(model, tokenizer, eval_data: TrainData, recipe: Recipe) -> dict:
 
 
 def augment_mels(batch, *, seed: tuple[int, ...]) -> None:
-    """Each audio example's log-mel of ``batch`` masked by SpecAugment (:func:`generalist_cli.features.mel.spec_augment`),
-    drawn from ``seed`` and the example's place in the batch (a resumed run draws the same)."""
+    """Each audio example's log-mel of ``batch`` masked by SpecAugment
+    (:func:`generalist_cli.features.mel.spec_augment`), drawn from ``seed`` and the example's place in the
+    batch (a resumed run draws the same)."""
     import numpy as np
 
     from generalist_cli.features.mel import spec_augment

@@ -38,10 +38,20 @@ def _logits(m, mel, prompt, steps=14):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["dense", "moe-ttt", "moe-ttt-encoder", "restricted-vocab"])
+@pytest.mark.parametrize("kind", ["dense", "moe-ttt", "moe-ttt-encoder", "restricted-vocab", "adapter"])
 def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
+    prompt = torch.tensor([[50258, 50259, 50359, 50363]] * 2)
     if kind == "dense":
         model = dense()
+    elif kind == "adapter":  # a Hindi adapter: the row prompted <|hi|> uses it, the <|en|> row does not
+        from generalist_cli.model.adapters import LowRank, add_adapters
+
+        model = add_adapters(dense(), "hi", 4, 50276)
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, LowRank):
+                    mod.up.normal_(0, 0.2)
+        prompt = torch.tensor([[50258, 50259, 50359, 50363], [50258, 50276, 50359, 50363]])
     elif kind == "moe-ttt":  # TTT in the decoder too: its state goes in and out of the decoder graph
         model = generalist()
     else:
@@ -54,7 +64,6 @@ def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
     model = model.eval()
     torch.manual_seed(0)
     mel = torch.randn(2, 80, 200)  # a short window keeps the unrolled TTT scans of the graph small
-    prompt = torch.tensor([[50258, 50259, 50359, 50363]] * 2)
     onnx = _export(model, tiny_en.path, tmp_path, n_frames=200)
     with torch.inference_mode():
         want = _logits(model, mel, prompt)
@@ -66,6 +75,12 @@ def test_fp32_graphs_equal_pytorch(kind, tiny_en, tmp_path):
         assert (a[finite] - b[finite]).abs().max() <= 1e-4
     if kind == "restricted-vocab":
         assert int(got[0].isfinite().sum(-1).max()) == 121
+    if kind == "adapter":  # the export routes as PyTorch does: English exactly the base model's
+        model.decoder.adapter_tokens = ()
+        with torch.inference_mode():
+            plain = _logits(model, mel, prompt)
+        assert all((p[0] - g[0]).abs().max() <= 1e-4 for p, g in zip(plain, got))
+        assert max(float((p[1] - g[1]).abs().max()) for p, g in zip(plain, got)) > 1e-2
 
 
 @pytest.fixture(scope="module")
