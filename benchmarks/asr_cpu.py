@@ -212,9 +212,9 @@ def main() -> None:
         work = Path(tmp)
         ct2_folder(work)
         if any(e.startswith("onnx-fp32") for e in engines):
-            export_model("whisper-base", work / "onnx-fp32", quantize="none")
+            export_model("whisper-base-plain", work / "onnx-fp32", quantize="none")
         if any(e.startswith("onnx-int8") for e in engines):
-            export_model("whisper-base", work / "onnx-int8", quantize="int8")
+            export_model("whisper-base-plain", work / "onnx-int8", quantize="int8")
         for engine in engines:
             print(f"running {engine} ...", file=sys.stderr, flush=True)
             r = subprocess.run(

@@ -31,7 +31,7 @@ ENGINES = ("torch", "packed-int8", "windows-int8", "stock-int8")
 EXPORTS = {  # engine -> (model, gen export options)
     "packed-int8": (None, []),
     "windows-int8": (None, ["--encoder", "windows", "--experts", "all"]),
-    "stock-int8": ("whisper-base", []),
+    "stock-int8": ("whisper-base-plain", []),  # the untrained weights, without gen's Hindi adapter
 }
 
 

@@ -55,7 +55,7 @@ def one(engine: str, files: list[Path], lang: str, threads: int, work: Path) -> 
         from generalist_cli.infer.transcribe import TranscribeOptions, transcribe
         from generalist_cli.store.store import open_model
 
-        loaded = open_model("whisper-base")
+        loaded = open_model("whisper-base-plain")  # the weights faster-whisper runs (no Hindi adapter)
         options = TranscribeOptions(language=lang, script="any" if engine == "gen-script-any" else "auto")
         transcribe(loaded.model, loaded.tokenizer, audio[:1], options)  # warm-up
         t = time.perf_counter()

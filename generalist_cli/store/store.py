@@ -174,7 +174,8 @@ def _default_name(source: str) -> str:
 
 def resolve(model: str, *, auto_pull: bool = True, on_pull=None) -> Path:
     """The folder of ``model``: a store entry or HF-layout folder as it is, a store name, or a source that is
-    pulled into the store on first use (``on_pull(message)`` is told)."""
+    pulled into the store on first use (``on_pull(message)`` is told). ``<name>-plain`` is ``<name>``'s folder."""
+    model = sources.base_name(model)
     path = Path(model).expanduser()
     if path.is_dir() and is_entry(path):
         return path
@@ -271,6 +272,7 @@ def list_models() -> list[dict]:
 
 def tokenizer_for(model: str) -> Path:
     """The ``tokenizer.json`` of ``model`` without loading (or pulling) its weights when it can be avoided."""
+    model = sources.base_name(model)
     path = Path(model).expanduser()
     if (path / "tokenizer.json").exists():
         return path / "tokenizer.json"
