@@ -9,7 +9,7 @@ even evaluated for them). So transcripts in every other language are bit-identic
 languages. The encoder is the base model's, which keeps language detection the base model's too.
 
 ``config.adapter_languages`` names the languages, ``config.adapter_tokens`` their token ids and
-``config.adapter_rank`` the rank r; the weights are ``decoder.layers.N.adapters.<lang>.<projection>.{down,up}``.
+``config.adapter_rank`` the rank r; the weights are ``decoder.layers.N.adapters.by_lang.<lang>.<projection>.{down,up}``.
 """
 
 from __future__ import annotations

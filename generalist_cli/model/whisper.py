@@ -120,6 +120,7 @@ class _Block(nn.Module):
     """Shared parts of encoder and decoder blocks: the gated TTT residual and the (MoE) feed-forward."""
 
     def _init_extras(self, n_state: int, n_head: int, n_hidden: int, opts: BlockOptions, *, reverse: bool) -> None:
+        self.adapters: BlockAdapters | None = None  # language adapters: decoder blocks only (DecoderBlock)
         if opts.ttt:
             self.ttt = TTTMLP(n_state, n_head, mini_batch=opts.ttt_mini_batch, base_lr=opts.ttt_base_lr)
             self.ttt_layer_norm = nn.LayerNorm(n_state)
@@ -155,7 +156,7 @@ class _Block(nn.Module):
         if self.moe is not None:
             y, router = self.moe(h)
         else:
-            ad = getattr(self, "adapters", None)
+            ad = self.adapters
             y, router = project(self.fc2, F.gelu(project(self.fc1, h, ad, "fc1", route)), ad, "fc2", route), None
         if self.peer is not None:
             y = y + self.peer(h)
