@@ -9,8 +9,21 @@ import pytest
 from tests.conftest import EXAMPLE, gen
 
 
+def strip(stdout: str) -> dict:
+    """A ``gen run -f json`` line without its file name."""
+    return {k: v for k, v in json.loads(stdout).items() if k != "file"}
+
+
+@pytest.fixture(scope="module")
+def dense() -> dict:
+    """whisper-tiny.en's transcript of the example, which every model made from it must write again."""
+    r = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    return strip(r.stdout)
+
+
 @pytest.mark.slow
-def test_init_run_info_add_experts(tmp_path):
+def test_init_run_info_add_experts(tmp_path, dense):
     out = tmp_path / "gen-tiny"
     r = gen(
         "models",
@@ -31,11 +44,9 @@ def test_init_run_info_add_experts(tmp_path):
     meta = json.loads(r.stdout)
     assert meta["architecture"] == "generalist" and meta["upcycled_from"] == "whisper-tiny.en"
 
-    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
     upcycled = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
-    assert dense.returncode == upcycled.returncode == 0, upcycled.stderr
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
-    assert strip(dense.stdout) == strip(upcycled.stdout)  # identical transcript and segment times
+    assert upcycled.returncode == 0, upcycled.stderr
+    assert strip(upcycled.stdout) == dense  # identical transcript and segment times
 
     r = gen("models", "info", str(out), "--json")
     assert r.returncode == 0, r.stderr
@@ -49,26 +60,25 @@ def test_init_run_info_add_experts(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"path": str(grown), "old_experts": 4, "experts": 6}
     again = gen("run", str(EXAMPLE), "--model", str(grown), "-f", "json")
-    assert strip(again.stdout) == strip(dense.stdout)
+    assert strip(again.stdout) == dense
 
 
-def init_like_whisper(out, *options: str, says: str) -> dict:
+def init_like_whisper(out, dense: dict, *options: str, says: str) -> dict:
     """``gen models init`` from whisper-tiny.en with ``options``; the new model must transcribe the example
-    exactly like whisper-tiny.en. Returns its ``gen models info``."""
+    exactly like whisper-tiny.en (``dense``). Returns its ``gen models info``."""
     r = gen("models", "init", "--from", "whisper-tiny.en", *options, "--ttt", "none", "--out", str(out))
     assert r.returncode == 0 and says in r.stdout, r.stderr
-    dense = gen("run", str(EXAMPLE), "--model", "whisper-tiny.en", "-f", "json")
     variant = gen("run", str(EXAMPLE), "--model", str(out), "-f", "json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k != "file"}  # noqa: E731
-    assert strip(dense.stdout) == strip(variant.stdout)
+    assert strip(variant.stdout) == dense
     return json.loads(gen("models", "info", str(out), "--json").stdout)
 
 
 @pytest.mark.slow
-def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path):
+def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it(tmp_path, dense):
     out = tmp_path / "gen-fg"
     info = init_like_whisper(
         out,
+        dense,
         "--moe",
         "fine-grained",
         "--segments",
@@ -112,9 +122,10 @@ def test_fine_grained_conformer_init_transcribes_like_whisper_and_info_counts_it
 
 
 @pytest.mark.slow
-def test_peer_init_transcribes_like_whisper(tmp_path):
+def test_peer_init_transcribes_like_whisper(tmp_path, dense):
     info = init_like_whisper(
         tmp_path / "gen-peer",
+        dense,
         "--moe",
         "peer",
         "--experts",

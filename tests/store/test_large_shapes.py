@@ -39,6 +39,18 @@ def large_v3_tokenizer(base: dict) -> dict:
     return tok
 
 
+def end_each_window_at_once(model) -> None:
+    """Random weights write 448 tokens a window, six times over (the temperature fallback): minutes of
+    decoding that test nothing about shapes. Pointing the decoder's final layer-norm bias along a unit
+    ``<|endoftext|>`` embedding makes that token win by ~8 logits (the random rows score ~N(0, 0.26)), so each
+    window ends after its first timestamp; every weight still takes part in the logits the tests compare."""
+    decoder = model.model.decoder
+    with torch.no_grad():
+        eot = decoder.embed_tokens.weight[50257]
+        eot.copy_(torch.nn.functional.normalize(eot, dim=0))
+        decoder.layer_norm.bias.copy_(10 * eot)
+
+
 @pytest.fixture(scope="module")
 def large_folders(tmp_path_factory, base):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -54,6 +66,7 @@ def large_folders(tmp_path_factory, base):
         )  # fmt: skip
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg).eval()
+        end_each_window_at_once(model)
         folder = tmp_path_factory.mktemp(name)
         model.save_pretrained(folder)
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
