@@ -20,6 +20,8 @@ import string
 from collections import Counter
 from pathlib import Path
 
+from generalist_cli.data.tables import read_table
+from generalist_cli.evaluate.metrics import text_scores
 from generalist_cli.features.tokenizer import Tokenizer
 from generalist_cli.store.store import tokenizer_for
 
@@ -29,8 +31,9 @@ PUNCT = string.punctuation + "।॥“”‘’—–"
 
 
 def pairs(path: Path) -> list[tuple[str, str]]:
-    rows = [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-    return [(r[0], r[1]) for r in rows if len(r) >= 2 and r[0] != "eng_Latn"]
+    """The ``eng_Latn<TAB>hin_Deva`` table, read as ``gen prepare wiki-translate --local`` reads it."""
+    rows = read_table(path, required=("eng_Latn", "hin_Deva"))
+    return [(r.fields["eng_Latn"], r.fields["hin_Deva"]) for r in rows if not r.problem]
 
 
 def words(text: str) -> list[str]:
@@ -62,14 +65,11 @@ def side(train: list[str], dev: list[str], tok: Tokenizer) -> dict:
 
 
 def without_translating(train: list[str], refs: list[str]) -> dict:
-    import sacrebleu
+    """BLEU/chrF/chrF++ as ``gen eval`` scores text translation, for hypotheses that are not translations."""
 
     def scores(hyps: list[str]) -> dict:
-        return {
-            "chrf++": round(sacrebleu.metrics.CHRF(word_order=2).corpus_score(hyps, [refs]).score, 2),
-            "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2),
-            "bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
-        }
+        found = text_scores(refs, hyps, lang="hi", task="text_translate")
+        return {k: round(found[k], 2) for k in ("chrf++", "chrf", "bleu")}
 
     rng = random.Random(0)
     return {

@@ -46,7 +46,7 @@ def end_each_window_at_once(model) -> None:
     window ends after its first timestamp; every weight still takes part in the logits the tests compare."""
     decoder = model.model.decoder
     with torch.no_grad():
-        eot = decoder.embed_tokens.weight[50257]
+        eot = decoder.embed_tokens.weight[model.config.eos_token_id]
         eot.copy_(torch.nn.functional.normalize(eot, dim=0))
         decoder.layer_norm.bias.copy_(10 * eot)
 
